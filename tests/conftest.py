@@ -1,0 +1,25 @@
+"""Shared fixtures: the real-data root (one setting: $STREAMLSM_DATA, default ../shared/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamlsm.config import DATA_ENV, data_root
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real data root; skips the test, saying why, where it is absent."""
+    root = data_root()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"real data not found at {root.resolve()} (set {DATA_ENV} to the shared/data folder)")
+    return root
+
+
+def require(path: Path) -> Path:
+    """Skip (with the reason) unless ``path`` exists under the data root."""
+    if not path.exists():
+        pytest.skip(f"real data file {path} is absent")
+    return path
