@@ -3,14 +3,47 @@
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
 
 from .errors import ConfigError
+from .events import LabelEvent
 
-__all__ = ["SOURCE_GROUP", "SINK_GROUP", "available", "load"]
+__all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "Dataset", "Sink", "available", "load"]
 
-SOURCE_GROUP = "streamlsm.sources"
-SINK_GROUP = "streamlsm.sinks"
+SOURCE_GROUP = "streamlsm.sources"      # name -> Dataset class, constructed as cls(root, **options)
+SINK_GROUP = "streamlsm.sinks"          # name -> Sink class, constructed as cls(**options)
+EMULATOR_GROUP = "streamlsm.emulators"  # name -> function making a data set on disk
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """A labelled set of event samples on disk (what `streamlsm replay <name>` and experiments read).
+
+    ``events(i)`` returns sample i as a sorted array of the dataset's layout, t in microseconds from
+    the sample's start; ``duration_us(i)`` is the sample's length (> its last event's t). Corrupt
+    files raise DataError naming the file and the byte or row (or are skipped and counted, by option).
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    layout: ClassVar[str]
+    sensor_size: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+    def label(self, i: int) -> str | None: ...
+    def events(self, i: int) -> np.ndarray: ...
+    def duration_us(self, i: int) -> int: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Where labels go (a JSON-lines file, the console, a relay, a metrics endpoint)."""
+
+    def write(self, label: LabelEvent) -> None: ...
+    def close(self) -> None: ...
 
 
 def available(group: str) -> dict[str, str]:
