@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from ..errors import StreamLSMError
 
 __all__ = ["main", "COMMAND_MODULES"]
 
-#: modules of this package; each defines ``add_parser(subparsers)``, which adds its command(s) and
-#: sets ``func`` (called with the parsed args, returns the exit status) by ``set_defaults``.
-COMMAND_MODULES: tuple[str, ...] = (
+#: modules of this package (every public module, found by name); each defines
+#: ``add_parser(subparsers)``, which adds its command(s) and sets ``func`` (called with the parsed
+#: args, returns the exit status) by ``set_defaults``. Heavy imports go inside ``func``.
+COMMAND_MODULES: tuple[str, ...] = tuple(
+    sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 )
 
 

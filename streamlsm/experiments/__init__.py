@@ -1,0 +1,3 @@
+"""The paper's experiments: feature caching, training, baselines, zero-shot evaluation."""
+
+__all__: list[str] = []
