@@ -1,0 +1,92 @@
+"""Bundle: save/load round trip, content hash, tamper detection, torch vs numpy inference (1e-5)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from streamlsm.errors import ModelError
+from streamlsm.readout import Bundle, ProjectionHead, gelu
+
+
+def _head(rng, dims=(12, 8, 4), normalise=True, final_activation=True):
+    ws = [rng.normal(size=(a, b)).astype(np.float32) for a, b in zip(dims[:-1], dims[1:], strict=True)]
+    bs = [rng.normal(size=b).astype(np.float32) for b in dims[1:]]
+    return ProjectionHead(ws, bs, mean=rng.normal(size=dims[0]), scale=rng.uniform(0.5, 2, dims[0]),
+                          final_activation=final_activation, normalise=normalise)
+
+
+def _bundle(rng):
+    return Bundle(heads={"vision": _head(rng), "audio": _head(rng, dims=(6, 4))},
+                  classes=list("123456789"), seen_classes=list("1234567"),
+                  reservoirs={"vision": {"n_neurons": 200}, "audio": None}, seed=3,
+                  metrics={"unseen_top1": 0.9})
+
+
+def test_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    b = _bundle(rng)
+    b.save(tmp_path / "b")
+    c = Bundle.load(tmp_path / "b")
+    assert c.hash == b.hash and c.hash.startswith("sha256:")
+    assert c.classes == b.classes and c.seen_classes == b.seen_classes and c.seed == 3
+    assert c.metrics == {"unseen_top1": 0.9}
+    x = rng.normal(size=(5, 12))
+    np.testing.assert_array_equal(c.embed("vision", x), b.embed("vision", x))
+    np.testing.assert_allclose(np.linalg.norm(c.embed("audio", rng.normal(size=(3, 6))), axis=1), 1, atol=1e-6)
+
+
+def test_tamper_detected(tmp_path):
+    rng = np.random.default_rng(0)
+    p = _bundle(rng).save(tmp_path / "b")
+    m = json.loads((p / "manifest.json").read_text())
+    m["classes"][0] = "X"
+    (p / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match="hash"):
+        Bundle.load(p)
+    with pytest.raises(ModelError, match="missing"):
+        Bundle.load(tmp_path / "nothing")
+
+
+def test_unknown_modality_and_bad_shapes():
+    rng = np.random.default_rng(0)
+    b = _bundle(rng)
+    with pytest.raises(ModelError):
+        b.embed("neural", np.zeros((1, 12)))
+    with pytest.raises(ModelError):
+        b.embed("vision", np.zeros((1, 11)))
+    with pytest.raises(ModelError):
+        Bundle(heads={}, classes=["a"])
+
+
+def test_gelu_matches_torch():
+    torch = pytest.importorskip("torch")
+    x = np.linspace(-6, 6, 101)
+    np.testing.assert_allclose(gelu(x), torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), atol=1e-12)
+
+
+def test_numpy_head_equals_torch_forward(tmp_path):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    for normalise, final in ((True, True), (False, False), (True, False)):
+        h = _head(rng, dims=(20, 16, 8), normalise=normalise, final_activation=final)
+        b = Bundle(heads={"vision": h}, classes=["a", "b"])
+        b2 = Bundle.load(b.save(tmp_path / f"b{normalise}{final}"))
+        x = rng.normal(size=(7, 20)).astype(np.float32)
+        t = (torch.from_numpy(x) - torch.from_numpy(h.mean).float()) / torch.from_numpy(h.scale).float()
+        for i, (w, bias) in enumerate(zip(h.weights, h.biases, strict=True)):
+            t = t @ torch.from_numpy(w) + torch.from_numpy(bias)
+            if i < len(h.weights) - 1 or final:
+                t = torch.nn.functional.gelu(t)
+        if normalise:
+            t = torch.nn.functional.normalize(t, dim=1)
+        np.testing.assert_allclose(b2.embed("vision", x), t.numpy(), atol=1e-5)
+
+
+def test_reservoir_config_record():
+    b = _bundle(np.random.default_rng(0))
+    assert b.reservoir_config("vision") == {"n_neurons": 200}
+    with pytest.raises(ModelError):
+        b.reservoir_config("audio")
