@@ -1,0 +1,304 @@
+"""Synchronous packet -> per-stream reservoir -> segmenter -> projection -> matcher -> LabelEvent pipeline."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ConfigError, ModelError, ReservoirError
+from .events import EventPacket, LabelEvent, slice_time
+from .readout.matcher import PrototypeMatcher
+
+__all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "default_reservoir_factory", "offline_labels"]
+
+ReservoirFactory = Callable[[str], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """How packets become labels.
+
+    ``segment="sample"`` labels each sample whose boundaries the packets carry; ``"window"`` labels
+    sliding windows of ``window_us`` every ``hop_us`` of a continuous stream (a fresh reservoir run per
+    window, so a window's label depends only on its own events). ``streams`` maps a stream id to a
+    modality (overrides the packet's); ``modality`` is the default for packets that name none.
+    ``update="truth"`` folds samples whose ground truth is known into that class's prototype.
+    """
+
+    segment: Literal["sample", "window"] = "sample"
+    window_us: int = 100_000
+    hop_us: int = 50_000
+    topk: int = 5
+    max_streams: int = 4096
+    modality: str = ""
+    streams: dict[str, str] = field(default_factory=dict)
+    update: Literal["none", "truth"] = "none"
+
+    def validate(self) -> None:
+        if self.window_us < 1:
+            raise ConfigError("window_us", f"must be >= 1, got {self.window_us}")
+        if not 1 <= self.hop_us <= self.window_us:
+            raise ConfigError("hop_us", f"must lie in [1, window_us={self.window_us}], got {self.hop_us}")
+        if self.window_us // self.hop_us > 64:
+            raise ConfigError("hop_us", "window_us / hop_us must be <= 64 (concurrent windows per stream)")
+        if not 1 <= self.topk <= 64:
+            raise ConfigError("topk", f"must lie in [1, 64], got {self.topk}")
+        if self.max_streams < 1:
+            raise ConfigError("max_streams", f"must be >= 1, got {self.max_streams}")
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    """Counters of everything the pipeline saw, skipped or evicted."""
+
+    packets: int = 0
+    events: int = 0
+    labels: int = 0
+    stream_us: int = 0            # stream time covered by the packets (sum of spans)
+    seq_gaps: int = 0             # packets missing inside a stream (dropped upstream)
+    incomplete_samples: int = 0   # samples discarded because packets were missing
+    skipped_packets: int = 0      # packets outside any sample (joined mid-sample, or broken)
+    evicted_streams: int = 0
+    reservoir_errors: int = 0
+    updates: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+def default_reservoir_factory(bundle) -> ReservoirFactory:
+    """modality -> a fresh ``Reservoir`` built from the bundle's recorded config for that modality."""
+    from .reservoir import Reservoir  # imported late: the numba kernel compiles on first use
+
+    def make(modality: str):
+        return Reservoir(bundle.reservoir_config(modality))
+
+    return make
+
+
+@dataclass(slots=True)
+class _Window:
+    index: int
+    t_start: int
+    t_end: int
+    reservoir: Any
+    seq: int = 0
+
+
+@dataclass(slots=True)
+class _Stream:
+    modality: str
+    reservoir: Any = None
+    next_seq: int = -1
+    in_sample: bool = False
+    sample_t0: int = 0
+    origin: int | None = None                     # window mode: time of window 0
+    next_window: int = 0
+    windows: list[_Window] = field(default_factory=list)
+    pool: list[Any] = field(default_factory=list)
+    labels: int = 0                               # labels published so far (their seq)
+
+
+class Pipeline:
+    """``pipeline(packets, received_ns=None) -> list[LabelEvent]``; state per stream survives calls.
+
+    Any split of a stream into packets and calls gives the same labels. Provenance (bundle hash,
+    prototype version, reservoir seed) and latency stamps (sender's ``sent_ns`` of the last packet,
+    the daemon's receive time) ride on every label; the runtime stamps ``published_ns``.
+    """
+
+    def __init__(self, bundle, matcher: PrototypeMatcher, config: PipelineConfig | None = None,
+                 reservoir_factory: ReservoirFactory | None = None,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self.config = config or PipelineConfig()
+        self.matcher = matcher
+        self.stats = PipelineStats()
+        self._clock_ns = clock_ns
+        self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._set_bundle(bundle, reservoir_factory)
+
+    # ------------------------------------------------------------ model
+    def _set_bundle(self, bundle, reservoir_factory: ReservoirFactory | None) -> None:
+        dims = {h.out_features for h in bundle.heads.values() if h.normalise}
+        if self.matcher.dim not in dims:
+            raise ModelError(f"matcher dim {self.matcher.dim} matches no projection head of the bundle "
+                             f"(embedding dims {sorted(dims)})")
+        self.bundle = bundle
+        self.make_reservoir = reservoir_factory or default_reservoir_factory(bundle)
+        self._seeds: dict[str, int] = {}
+
+    def swap_bundle(self, bundle, reservoir_factory: ReservoirFactory | None = None) -> None:
+        """Use another bundle from the next packet on; stream state restarts at the next sample."""
+        self._set_bundle(bundle, reservoir_factory)
+        self._streams.clear()
+
+    def seed_of(self, modality: str) -> int:
+        if modality not in self._seeds:
+            cfg = self.bundle.reservoirs.get(modality) or {}
+            self._seeds[modality] = int(cfg.get("seed", self.bundle.seed)) if isinstance(cfg, dict) \
+                else int(self.bundle.seed)
+        return self._seeds[modality]
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    def _modality(self, pkt: EventPacket) -> str:
+        m = self.config.streams.get(pkt.stream_id) or pkt.modality or self.config.modality
+        if not m:
+            raise ModelError(f"stream {pkt.stream_id!r} names no modality (set pipeline.modality or streams)")
+        return m
+
+    def _stream(self, pkt: EventPacket) -> _Stream:
+        st = self._streams.get(pkt.stream_id)
+        if st is None:
+            if len(self._streams) >= self.config.max_streams:
+                self._streams.popitem(last=False)
+                self.stats.evicted_streams += 1
+            modality = self._modality(pkt)
+            self.bundle.head(modality)  # ModelError now if the bundle cannot embed this modality
+            st = self._streams[pkt.stream_id] = _Stream(modality)
+        else:
+            self._streams.move_to_end(pkt.stream_id)
+        return st
+
+    # ------------------------------------------------------------ the call
+    def __call__(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
+        """Feed packets (in arrival order); labels of every sample or window they complete."""
+        done: list[tuple] = []  # (stream_id, features, source_ns, received_ns, span start)
+        for i, pkt in enumerate(packets):
+            recv = received_ns[i] if received_ns is not None else self._clock_ns()
+            self.stats.packets += 1
+            self.stats.events += len(pkt.events)
+            self.stats.stream_us += pkt.t_end - pkt.t_start
+            st = self._stream(pkt)
+            if st.next_seq >= 0 and pkt.seq != st.next_seq:
+                self.stats.seq_gaps += max(1, pkt.seq - st.next_seq)
+                if st.in_sample or st.windows:
+                    self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
+                st.in_sample = False
+                self._reset_windows(st)
+            st.next_seq = pkt.seq + 1
+            if self.config.segment == "window":
+                self._feed_windows(st, pkt, recv, done)
+            else:
+                self._feed_sample(st, pkt, recv, done)
+        return self._label(done)
+
+    def _feed_sample(self, st: _Stream, pkt: EventPacket, recv: int, done: list) -> None:
+        if pkt.sample_begin:
+            if st.in_sample:
+                self.stats.incomplete_samples += 1
+            st.in_sample = True
+            st.sample_t0 = pkt.t_start
+        if not st.in_sample:
+            self.stats.skipped_packets += 1
+            return
+        if st.reservoir is None:
+            st.reservoir = self.make_reservoir(st.modality)
+        if pkt.sample_end:
+            st.in_sample = False
+        try:
+            feats = st.reservoir.feed(pkt)
+        except ReservoirError:
+            self.stats.reservoir_errors += 1
+            st.reservoir, st.in_sample = None, False
+            return
+        for f in feats:
+            done.append((pkt.stream_id, f, pkt.sent_ns, recv, st.sample_t0))
+
+    # ------------------------------------------------------------ sliding windows
+    def _reset_windows(self, st: _Stream) -> None:
+        st.pool.extend(w.reservoir for w in st.windows)
+        st.windows.clear()
+        st.origin = None
+
+    def _feed_windows(self, st: _Stream, pkt: EventPacket, recv: int, done: list) -> None:
+        cfg = self.config
+        if st.origin is None:
+            st.origin, st.next_window = pkt.t_start, 0
+        while st.origin + st.next_window * cfg.hop_us < pkt.t_end:
+            t0 = st.origin + st.next_window * cfg.hop_us
+            res = st.pool.pop() if st.pool else self.make_reservoir(st.modality)
+            st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, res))
+            st.next_window += 1
+        keep = []
+        for w in st.windows:
+            a, b = max(pkt.t_start, w.t_start), min(pkt.t_end, w.t_end)
+            if a >= b:
+                keep.append(w)
+                continue
+            end = pkt.t_end >= w.t_end
+            piece = EventPacket(pkt.stream_id, w.seq, a, b, slice_time(pkt.events, a, b), st.modality,
+                                w.index, pkt.label, sample_begin=w.seq == 0, sample_end=end,
+                                sent_ns=pkt.sent_ns)
+            w.seq += 1
+            try:
+                feats = w.reservoir.feed(piece)
+            except ReservoirError:
+                self.stats.reservoir_errors += 1
+                w.reservoir = self.make_reservoir(st.modality)
+                end, feats = True, []
+            for f in feats:
+                done.append((pkt.stream_id, f, pkt.sent_ns, recv, w.t_start))
+            if end:
+                st.pool.append(w.reservoir)
+            else:
+                keep.append(w)
+        st.windows = keep
+
+    # ------------------------------------------------------------ labelling
+    def _label(self, done: list) -> list[LabelEvent]:
+        if not done:
+            return []
+        by_mod: dict[str, list[int]] = {}
+        for j, (sid, f, _s, _r, _t0) in enumerate(done):
+            st = self._streams.get(sid)
+            by_mod.setdefault(st.modality if st is not None else f.modality, []).append(j)
+        out: list[LabelEvent | None] = [None] * len(done)
+        bhash, k = self.bundle.hash, self.config.topk
+        for modality, rows in by_mod.items():
+            x = np.stack([np.asarray(done[j][1].counts, dtype=np.float32) for j in rows])
+            emb = self.bundle.embed(modality, x)
+            matches = self.matcher.match_many(emb, k)
+            seed = self.seed_of(modality)
+            for j, e, m in zip(rows, emb, matches, strict=True):
+                sid, f, src, recv, t0 = done[j]
+                truth = getattr(f, "label", None)
+                if self.config.update == "truth" and truth is not None and truth in self.matcher:
+                    self.stats.updates += int(self.matcher.update(truth, e))
+                st = self._streams.get(sid)
+                seq = 0
+                if st is not None:
+                    seq, st.labels = st.labels, st.labels + 1
+                out[j] = LabelEvent(
+                    stream_id=sid, seq=seq, t_start=int(getattr(f, "t_start", t0)),
+                    t_end=int(getattr(f, "t_end", t0)), label=m.label, score=m.score, topk=m.topk,
+                    margin=m.margin, truth=truth, modality=modality,
+                    sample_id=int(getattr(f, "sample_id", -1)), bundle_hash=bhash,
+                    prototype_version=self.matcher.version, seed=seed, source_ns=src, received_ns=recv)
+        self.stats.labels += len(out)
+        return out  # type: ignore[return-value]
+
+    def embed_support(self, modality: str, samples: Sequence[np.ndarray],
+                      durations_us: Sequence[int] | None = None) -> np.ndarray:
+        """Embeddings (n, D) of whole support samples of a modality (batch reservoir encode)."""
+        if not len(samples):
+            raise ModelError("no support samples given")
+        feats = self.make_reservoir(modality).encode(list(samples), durations_us)
+        return self.bundle.embed(modality, np.asarray(feats, dtype=np.float32))
+
+
+def offline_labels(bundle, matcher: PrototypeMatcher, modality: str, samples: Sequence[np.ndarray],
+                   durations_us: Sequence[int] | None = None, k: int = 5,
+                   reservoir_factory: ReservoirFactory | None = None) -> list[str]:
+    """The offline evaluation: batch ``Reservoir.encode`` + ``Bundle.embed`` + matcher, one label per sample."""
+    make = reservoir_factory or default_reservoir_factory(bundle)
+    feats = make(modality).encode(list(samples), durations_us)
+    emb = bundle.embed(modality, np.asarray(feats, dtype=np.float32))
+    return [m.label for m in matcher.match_many(emb, k)]

@@ -1,0 +1,172 @@
+"""Test doubles shipped with the library: scripted in-memory sources, list sinks, a fake reservoir and bundle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import ReservoirError
+from .events import EventPacket, LabelEvent, slice_time
+from .readout.bundle import Bundle
+from .readout.projection import ProjectionHead
+
+__all__ = ["EOF", "PAUSE", "FAIL", "MemorySource", "ListSink", "FakeFeatures", "FakeReservoir",
+           "make_bundle", "packets_from_samples", "random_samples"]
+
+
+@dataclass(frozen=True, slots=True)
+class PAUSE:
+    """Script step: the source goes quiet for ``seconds``."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FAIL:
+    """Script step: the source raises ``error``."""
+
+    error: BaseException
+
+
+class _EOF:
+    def __repr__(self) -> str:
+        return "EOF"
+
+
+#: Script step: the source ends here (the rest of the script is never read).
+EOF = _EOF()
+
+
+class MemorySource:
+    """An async iterator over a script of EventPackets and PAUSE / FAIL / EOF steps."""
+
+    def __init__(self, script: Iterable[object]) -> None:
+        self.script = list(script)
+        self.sent = 0
+
+    def __aiter__(self) -> AsyncIterator[EventPacket]:
+        return self._run()
+
+    async def _run(self) -> AsyncIterator[EventPacket]:
+        for step in self.script:
+            if step is EOF:
+                return
+            if isinstance(step, PAUSE):
+                await asyncio.sleep(step.seconds)
+            elif isinstance(step, FAIL):
+                raise step.error
+            else:
+                self.sent += 1
+                yield step
+                await asyncio.sleep(0)
+
+
+@dataclass
+class ListSink:
+    """A sink that keeps every label in a list (plugins.Sink protocol)."""
+
+    labels: list[LabelEvent] = field(default_factory=list)
+    closed: bool = False
+
+    def write(self, label: LabelEvent) -> None:
+        self.labels.append(label)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass(slots=True)
+class FakeFeatures:
+    stream_id: str
+    sample_id: int
+    t_start: int
+    t_end: int
+    counts: np.ndarray
+    label: str | None
+    modality: str
+
+
+class FakeReservoir:
+    """Stands in for ``streamlsm.reservoir.Reservoir``: counts events per (x mod n_features).
+
+    Same contract: state across packets of a sample, reset at ``sample_begin``, features emitted at
+    ``sample_end``; ``encode`` of whole samples equals feeding them as packets.
+    """
+
+    def __init__(self, n_features: int = 32, modality: str = "vision") -> None:
+        self.n_features = n_features
+        self.modality = modality
+        self._acc: np.ndarray | None = None
+        self._t0 = 0
+
+    def _counts(self, events: np.ndarray) -> np.ndarray:
+        ch = events["x"].astype(np.int64)
+        return np.bincount(ch % self.n_features, minlength=self.n_features).astype(np.float32)
+
+    def feed(self, packets: EventPacket | Sequence[EventPacket]) -> list[FakeFeatures]:
+        out = []
+        for pkt in [packets] if isinstance(packets, EventPacket) else packets:
+            if pkt.sample_begin:
+                self._acc, self._t0 = np.zeros(self.n_features, np.float32), pkt.t_start
+            if self._acc is None:
+                raise ReservoirError(f"stream {pkt.stream_id}: packet before any sample_begin")
+            self._acc += self._counts(pkt.events)
+            if pkt.sample_end:
+                out.append(FakeFeatures(pkt.stream_id, pkt.sample_id, self._t0, pkt.t_end,
+                                        self._acc, pkt.label, pkt.modality or self.modality))
+                self._acc = None
+        return out
+
+    def encode(self, samples: Sequence[np.ndarray], durations_us=None) -> np.ndarray:
+        return np.stack([self._counts(ev) for ev in samples]) if len(samples) else \
+            np.zeros((0, self.n_features), np.float32)
+
+
+def make_bundle(n_features: int = 32, dim: int = 16, modalities: Sequence[str] = ("vision",),
+                classes: Sequence[str] = tuple("0123456789"), seed: int = 0) -> Bundle:
+    """A bundle of random one-layer projection heads (numpy only) for tests."""
+    rng = np.random.default_rng(seed)
+    heads = {m: ProjectionHead([rng.normal(size=(n_features, dim)).astype(np.float32)],
+                               [np.zeros(dim, np.float32)], np.zeros(n_features), np.ones(n_features))
+             for m in modalities}
+    return Bundle(heads=heads, classes=list(classes), seed=seed)
+
+
+def random_samples(n: int, layout_dtype: np.dtype, duration_us: int = 50_000, events: int = 200,
+                   classes: int = 3, seed: int = 0, width: int = 34) -> list[tuple[np.ndarray, str]]:
+    """``n`` (events, label) samples of random events whose channel distribution depends on the class."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        c = i % classes
+        ev = np.zeros(events, dtype=layout_dtype)
+        ev["t"] = np.sort(rng.integers(0, duration_us, events))
+        ev["x"] = (rng.integers(0, 8, events) + c * 10) % width
+        if "y" in layout_dtype.names:
+            ev["y"] = rng.integers(0, width, events)
+        if "p" in layout_dtype.names:
+            ev["p"] = rng.integers(0, 2, events)
+        out.append((ev, str(c)))
+    return out
+
+
+def packets_from_samples(samples: Sequence[tuple[np.ndarray, str | None]], stream_id: str = "s0",
+                         packet_us: int = 10_000, modality: str = "vision", duration_us: int | None = None,
+                         gap_us: int = 0, t0: int = 0, seq0: int = 0) -> list[EventPacket]:
+    """Cut samples (events with t from the sample's start) into contiguous packets in stream time."""
+    out, seq, t = [], seq0, t0
+    for sid, (ev, label) in enumerate(samples):
+        dur = duration_us or (int(ev["t"][-1]) + 1 if len(ev) else packet_us)
+        shifted = ev.copy()
+        shifted["t"] += t
+        edges = list(range(t, t + dur, packet_us)) + [t + dur]
+        for j in range(len(edges) - 1):
+            a, b = edges[j], edges[j + 1]
+            out.append(EventPacket(stream_id, seq, a, b, slice_time(shifted, a, b).copy(), modality,
+                                   sid, label, sample_begin=j == 0, sample_end=j == len(edges) - 2))
+            seq += 1
+        t += dur + gap_us
+    return out

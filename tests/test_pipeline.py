@@ -1,0 +1,184 @@
+"""Pipeline: packets -> labels, chunked equals whole, streamed equals offline, windows, gaps, provenance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlsm.errors import ConfigError, ModelError
+from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, slice_time
+from streamlsm.pipeline import Pipeline, PipelineConfig, offline_labels
+from streamlsm.readout.matcher import PrototypeMatcher
+from streamlsm.testing import FakeReservoir, make_bundle, packets_from_samples, random_samples
+
+F, D = 32, 16
+
+
+def _setup(modalities=("vision",), config=None, update="none"):
+    bundle = make_bundle(F, D, modalities)
+    matcher = PrototypeMatcher(D, update=update)
+    factory = lambda m: FakeReservoir(F, m)  # noqa: E731
+    pipe = Pipeline(bundle, matcher, config or PipelineConfig(), reservoir_factory=factory)
+    return bundle, matcher, pipe, factory
+
+
+def _register(pipe, matcher, samples, modality="vision"):
+    by = {}
+    for ev, lab in samples:
+        by.setdefault(lab, []).append(ev)
+    for lab, evs in by.items():
+        matcher.add(lab, pipe.embed_support(modality, evs), source="test")
+
+
+def test_every_sample_labelled_once_and_equal_to_offline():
+    bundle, matcher, pipe, factory = _setup()
+    train = random_samples(30, DVS_DTYPE, seed=1)
+    test = random_samples(20, DVS_DTYPE, seed=2)
+    _register(pipe, matcher, train)
+    pkts = packets_from_samples(test, "cam0", packet_us=7_000, gap_us=1_000)
+    labels = pipe(pkts)
+    assert [lab.sample_id for lab in labels] == list(range(20))
+    offline = offline_labels(bundle, matcher, "vision", [ev for ev, _ in test], reservoir_factory=factory)
+    assert [lab.label for lab in labels] == offline
+    assert [lab.truth for lab in labels] == [t for _, t in test]
+    acc = np.mean([lab.label == lab.truth for lab in labels])
+    assert acc > 0.8  # the class-dependent channels separate the classes
+
+
+def test_any_split_into_packets_and_calls_gives_the_same_labels():
+    samples = random_samples(10, DVS_DTYPE, seed=3)
+    results = []
+    for packet_us, chunk in ((1_000, 1), (9_000, 5), (60_000, 1000)):
+        _, matcher, pipe, _ = _setup()
+        _register(pipe, matcher, samples)
+        pkts = packets_from_samples(samples, "s", packet_us=packet_us)
+        out = []
+        for i in range(0, len(pkts), chunk):
+            out += pipe(pkts[i:i + chunk], received_ns=[7] * len(pkts[i:i + chunk]))
+        results.append([(lab.sample_id, lab.label, round(lab.score, 5)) for lab in out])
+        assert all(lab.received_ns == 7 for lab in out)
+    assert results[0] == results[1] == results[2]
+
+
+def test_streams_of_two_modalities_interleaved_are_routed_to_their_heads():
+    bundle, matcher, pipe, _ = _setup(modalities=("vision", "audio"))
+    vis = random_samples(6, DVS_DTYPE, seed=4)
+    aud = random_samples(6, COCHLEA_DTYPE, seed=5, width=64)
+    _register(pipe, matcher, vis, "vision")
+    a = packets_from_samples(vis, "cam", 5_000, "vision")
+    b = packets_from_samples(aud, "ear", 5_000, "audio")
+    mixed = [p for pair in zip(a, b, strict=False) for p in pair] + a[len(b):] + b[len(a):]
+    labels = pipe(mixed)
+    assert sorted((lab.stream_id, lab.sample_id) for lab in labels) == \
+        sorted([("cam", i) for i in range(6)] + [("ear", i) for i in range(6)])
+    assert {lab.modality for lab in labels if lab.stream_id == "ear"} == {"audio"}
+    ear = [lab for lab in labels if lab.stream_id == "ear"]
+    emb = bundle.embed("audio", FakeReservoir(F).encode([ev for ev, _ in aud]))
+    assert [lab.label for lab in ear] == [m.label for m in matcher.match_many(emb)]
+    assert [lab.seq for lab in ear] == list(range(6))
+
+
+def test_stream_config_overrides_packet_modality_and_unknown_modality_fails():
+    _, matcher, pipe, _ = _setup(modalities=("audio",), config=PipelineConfig(streams={"x": "audio"}))
+    matcher.add("a", np.ones(D))
+    pkts = packets_from_samples(random_samples(2, DVS_DTYPE), "x", modality="vision")
+    assert {lab.modality for lab in pipe(pkts)} == {"audio"}
+    with pytest.raises(ModelError):
+        pipe(packets_from_samples(random_samples(1, DVS_DTYPE), "y", modality="vision"))
+
+
+def test_sequence_gap_discards_the_broken_sample_and_counts_it():
+    _, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    pkts = packets_from_samples(random_samples(4, DVS_DTYPE, seed=6), "s", packet_us=10_000)
+    per = len(pkts) // 4
+    broken = pkts[: per + 2] + pkts[per + 3:]   # one packet of sample 1 lost
+    labels = pipe(broken)
+    assert [lab.sample_id for lab in labels] == [0, 2, 3]
+    assert pipe.stats.seq_gaps == 1 and pipe.stats.incomplete_samples == 1
+    assert pipe.stats.skipped_packets == per - 3
+
+
+def test_joining_mid_sample_skips_until_the_next_sample_begins():
+    _, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    pkts = packets_from_samples(random_samples(3, DVS_DTYPE), "s", packet_us=10_000)
+    labels = pipe(pkts[2:])
+    assert [lab.sample_id for lab in labels] == [1, 2]
+
+
+def test_sliding_windows_cover_the_stream_and_equal_offline_windows():
+    cfg = PipelineConfig(segment="window", window_us=40_000, hop_us=20_000)
+    bundle, matcher, pipe, factory = _setup(config=cfg)
+    train = random_samples(12, DVS_DTYPE, seed=7)
+    _register(pipe, matcher, train)
+    cont = random_samples(1, DVS_DTYPE, duration_us=200_000, events=2000, seed=8)
+    pkts = packets_from_samples(cont, "live", packet_us=3_000, duration_us=200_000)
+    for p in pkts:  # a continuous sensor knows no samples
+        p.sample_begin = p.sample_end = False
+    labels = pipe(pkts)
+    spans = [(lab.t_start, lab.t_end) for lab in labels]
+    assert spans == [(t, t + 40_000) for t in range(0, 160_001, 20_000)]
+    ev = cont[0][0]
+    windows = [slice_time(ev, a, b) for a, b in spans]
+    assert [lab.label for lab in labels] == offline_labels(bundle, matcher, "vision", windows,
+                                                           reservoir_factory=factory)
+
+
+def test_provenance_and_latency_stamps():
+    bundle, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    pkts = packets_from_samples(random_samples(1, DVS_DTYPE), "s", packet_us=10_000)
+    pkts[-1].sent_ns = 123
+    (lab,) = pipe(pkts, received_ns=list(range(len(pkts))))
+    assert lab.bundle_hash == bundle.hash and lab.bundle_hash.startswith("sha256:")
+    assert lab.prototype_version == matcher.version == 1
+    assert lab.seed == bundle.seed
+    assert lab.source_ns == 123 and lab.received_ns == len(pkts) - 1
+    assert lab.topk[0][0] == "a" and lab.label == "a"
+
+
+def test_truth_updates_fold_confirmed_samples_into_prototypes():
+    cfg = PipelineConfig(update="truth")
+    _, matcher, pipe, _ = _setup(config=cfg, update="mean")
+    samples = random_samples(6, DVS_DTYPE, seed=9)
+    _register(pipe, matcher, samples[:3])
+    v0 = matcher.version
+    pipe(packets_from_samples(samples, "s"))
+    assert pipe.stats.updates == 6 and matcher.version == v0 + 6
+
+
+def test_stream_table_is_bounded():
+    _, matcher, pipe, _ = _setup(config=PipelineConfig(max_streams=2))
+    matcher.add("a", np.ones(D))
+    for s in ("a", "b", "c"):
+        pipe(packets_from_samples(random_samples(1, DVS_DTYPE), s))
+    assert pipe.streams == ["b", "c"] and pipe.stats.evicted_streams == 1
+
+
+def test_config_validation_names_the_key():
+    from streamlsm.config import from_dict
+
+    with pytest.raises(ConfigError) as err:
+        from_dict(PipelineConfig, {"segment": "window", "window_us": 10, "hop_us": 20}, "pipeline")
+    assert err.value.key == "pipeline.hop_us"
+    with pytest.raises(ModelError):
+        Pipeline(make_bundle(F, D), PrototypeMatcher(D + 1))
+
+
+def test_real_reservoir_streamed_equals_offline():
+    res = pytest.importorskip("streamlsm.reservoir")
+    if not hasattr(res, "Reservoir"):
+        pytest.skip("streamlsm.reservoir.Reservoir has not landed yet")
+    cfg = res.preset("nmnist")
+    n = res.Reservoir(cfg).n_features
+    bundle = make_bundle(n, D)
+    bundle.reservoirs["vision"] = __import__("streamlsm.config", fromlist=["to_dict"]).to_dict(cfg)
+    matcher = PrototypeMatcher(D)
+    pipe = Pipeline(bundle, matcher)
+    samples = random_samples(8, DVS_DTYPE, duration_us=30_000, seed=10)
+    _register(pipe, matcher, samples[:4])
+    labels = pipe(packets_from_samples(samples, "s", packet_us=1_000, duration_us=30_000))
+    offline = offline_labels(bundle, matcher, "vision", [ev for ev, _ in samples],
+                             durations_us=[30_000] * 8)
+    assert [lab.label for lab in labels] == offline
