@@ -114,9 +114,23 @@ def encode(msg: EventPacket | LabelEvent) -> list:
 # ---------------------------------------------------------------- decoding
 
 
+def _buffer(frame: object, what: str) -> memoryview:
+    """A C-contiguous byte view of a bytes-like frame; anything else (int, str, None) is a WireError."""
+    if isinstance(frame, (str, int, float)) or frame is None:
+        raise WireError(what, f"must be bytes-like, got {type(frame).__name__}")
+    try:
+        view = memoryview(frame)
+    except TypeError:
+        raise WireError(what, f"must be bytes-like, got {type(frame).__name__}") from None
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
 def _unpack(raw: bytes | memoryview, limit: int, limits: WireLimits, what: str) -> Any:
-    if len(raw) > limit:
-        raise WireError(what, f"{len(raw)} bytes exceeds the limit of {limit}")
+    raw = _buffer(raw, what)
+    if raw.nbytes > limit:
+        raise WireError(what, f"{raw.nbytes} bytes exceeds the limit of {limit}")
     try:
         return msgpack.unpackb(
             raw, raw=False, strict_map_key=True, use_list=True,
@@ -176,16 +190,13 @@ def decode(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> EventPa
         n = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
         raise WireError("frames", f"expected 3 frames [topic, header, payload], got {n}")
     topic, raw_header, payload = frames
-    try:
-        topic = bytes(topic)
-        payload = memoryview(payload)
-    except TypeError:
-        raise WireError("frames", "frames must be bytes-like") from None
+    topic = _buffer(topic, "topic").tobytes()
+    payload = _buffer(payload, "payload")
     h = _unpack(raw_header, limits.max_header_bytes, limits, "header")
     if not isinstance(h, dict):
         raise WireError("header", f"must be a map, got {type(h).__name__}")
     version = h.get("v")
-    if version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise WireError("v", f"unsupported wire version {version!r} (this side speaks {WIRE_VERSION})")
     kind = h.get("kind")
     if kind == "events":
@@ -273,8 +284,4 @@ def pack_control(obj: Any) -> bytes:
 
 def unpack_control(raw: bytes, limits: WireLimits = DEFAULT_LIMITS) -> Any:
     """Decode a control message with size limits; raises WireError on anything malformed."""
-    try:
-        raw = bytes(raw)
-    except TypeError:
-        raise WireError("control", "must be bytes-like") from None
     return _unpack(raw, limits.max_control_bytes, limits, "control")
