@@ -1,0 +1,413 @@
+"""The edge daemon: sources -> bounded queue -> pipeline in a worker thread -> label PUB + sinks, control REP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import zmq
+import zmq.asyncio
+from aiostream import stream
+
+from . import wire
+from .errors import ConfigError, ControlError, ModelError, StreamLSMError
+from .events import EventPacket
+from .pipeline import Pipeline, PipelineConfig
+from .plugins import SINK_GROUP, SOURCE_GROUP, load
+from .readout.bundle import Bundle
+from .readout.matcher import PrototypeMatcher
+from .transport import Receiver, Sender
+
+__all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
+           "DaemonConfig", "Daemon", "make_sinks", "load_support"]
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    """One event input socket (PULL or SUB; bound or connected)."""
+
+    endpoint: str
+    kind: Literal["pull", "sub"] = "pull"
+    bind: bool = True
+    hwm: int = 10_000
+    topics: list[str] = field(default_factory=lambda: ["ev/"])
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """The model bundle and the prototype checkpoint (created on the first change, restored on start)."""
+
+    bundle: Path
+    prototypes: Path
+    threshold: float | None = None
+    update: Literal["none", "mean", "ema"] = "none"
+    ema: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class SinkConfig:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    """Where labels go: a PUB socket (topic lb/<stream>) and sink plug-ins by entry-point name."""
+
+    labels: str = "tcp://127.0.0.1:5601"
+    hwm: int = 10_000
+    sinks: list[SinkConfig] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    """The REQ/REP control socket ('' = off); support files and bundles only from ``allowed_dirs``."""
+
+    endpoint: str = ""
+    allowed_dirs: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    queue: int = 10_000
+    overflow: Literal["block", "drop_oldest"] = "block"
+    batch: int = 256
+    max_events: int = 1 << 20
+    stats_every_s: float = 1.0
+
+    def validate(self) -> None:
+        if self.queue < 1:
+            raise ConfigError("queue", f"must be >= 1, got {self.queue}")
+        if self.batch < 1:
+            raise ConfigError("batch", f"must be >= 1, got {self.batch}")
+        if self.max_events < 1:
+            raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    model: ModelConfig
+    inputs: list[InputConfig] = field(default_factory=list)
+    outputs: OutputConfig = field(default_factory=OutputConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
+    """Sink objects from their entry-point names and options (ConfigError naming the bad one)."""
+    out = []
+    for i, spec in enumerate(specs):
+        cls = load(SINK_GROUP, spec.name)
+        try:
+            out.append(cls(**spec.options))
+        except TypeError as exc:
+            raise ConfigError(f"outputs.sinks[{i}].options", str(exc)) from None
+    return out
+
+
+_STOP = object()
+_LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
+
+
+def load_support(path: Path, modality: str, req: dict) -> tuple[str, Any, str]:
+    """Support samples of one class from a file: (kind, data, modality).
+
+    An ``.npz`` holds ``embeddings`` (n, D), or ``features`` (n, F), or concatenated ``events`` (one
+    streamlsm layout) with per-sample ``lengths`` and optional ``durations`` (us). With
+    ``req["dataset"]`` the path is a data set root read by that source plug-in; the samples labelled
+    ``req.get("from_label", req["label"])`` are used, at most ``req.get("limit", 20)``.
+    """
+    if req.get("dataset"):
+        cls = load(SOURCE_GROUP, str(req["dataset"]))
+        opts = {k: req[k] for k in ("split",) if k in req}
+        ds = cls(path, **opts)
+        want, limit = str(req.get("from_label", req.get("label"))), int(req.get("limit", 20))
+        idx = [i for i in range(len(ds)) if ds.label(i) == want][:limit]
+        if not idx:
+            raise ControlError(f"no sample labelled {want!r} in {path}")
+        return ("events", ([ds.events(i) for i in idx], [int(ds.duration_us(i)) for i in idx]),
+                modality or ds.modality)
+    try:
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ControlError(f"cannot read support file {path}: {exc}") from None
+    if "embeddings" in arrays:
+        return "embeddings", arrays["embeddings"], modality
+    if not modality and "events" in arrays:
+        from .events import layout_of
+
+        modality = _LAYOUT_MODALITY[layout_of(arrays["events"])]
+    if not modality:
+        raise ControlError("say which modality the support samples are ('modality')")
+    if "features" in arrays:
+        return "features", arrays["features"].astype(np.float32), modality
+    if "events" in arrays and "lengths" in arrays:
+        ev, lengths = arrays["events"], arrays["lengths"].astype(np.int64)
+        if lengths.ndim != 1 or (lengths < 0).any() or lengths.sum() != len(ev):
+            raise ControlError(f"{path}: lengths do not add up to the {len(ev)} events")
+        edges = np.concatenate([[0], np.cumsum(lengths)])
+        samples = [ev[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
+        durations = arrays.get("durations")
+        return "events", (samples, None if durations is None else [int(d) for d in durations]), modality
+    raise ControlError(f"{path} holds none of: embeddings, features, events + lengths")
+
+
+class Daemon:
+    """One daemon: ``await daemon.run()`` until ``request_stop()`` (or every source ended)."""
+
+    def __init__(self, config: DaemonConfig, *, sources: Sequence[AsyncIterable[EventPacket]] = (),
+                 sinks: Sequence[Any] | None = None, bundle: Bundle | None = None,
+                 reservoir_factory=None, stop_at_eof: bool | None = None) -> None:
+        self.config = config
+        self.extra_sources = list(sources)
+        self.sinks = list(sinks) if sinks is not None else make_sinks(config.outputs.sinks)
+        self.stop_at_eof = (not config.inputs) if stop_at_eof is None else stop_at_eof
+        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle)
+        self.matcher = self._restore_matcher()
+        self._factory = reservoir_factory
+        self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
+        self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
+                         "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0}
+        self.busy_s = 0.0
+        self.label_endpoint = config.outputs.labels
+        self.control_endpoint = config.control.endpoint
+        self.ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._queue: asyncio.Queue = asyncio.Queue(config.limits.queue)
+        self._saved_version = self.matcher.version
+        self._t0 = time.monotonic()
+        self._cpu0 = time.process_time()
+
+    def _restore_matcher(self) -> PrototypeMatcher:
+        m, path = self.config.model, Path(self.config.model.prototypes)
+        if path.is_file():
+            matcher = PrototypeMatcher.load(path)
+        else:
+            dims = sorted({h.out_features for h in self.bundle.heads.values() if h.normalise})
+            if not dims:
+                raise ModelError("the bundle has no projection head to match prototypes against")
+            matcher = PrototypeMatcher(dims[0], m.threshold, m.update, m.ema)
+        return matcher
+
+    # ------------------------------------------------------------ life cycle
+    def request_stop(self) -> None:
+        """Stop reading input; queued packets are still processed, then the daemon exits."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        lim = self.config.limits
+        limits = wire.WireLimits(max_events=lim.max_events)
+        async with contextlib.AsyncExitStack() as stack:
+            pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
+                                                         hwm=self.config.outputs.hwm, stamp=False))
+            self.label_endpoint, self._pub = pub.endpoint, pub
+            self._receivers = [await stack.enter_async_context(
+                Receiver(i.endpoint, i.kind, bind=i.bind, hwm=i.hwm, limits=limits,
+                         topics=tuple(i.topics) if i.kind == "sub" else (b"",)))
+                for i in self.config.inputs]
+            ctl = None
+            if self.config.control.endpoint:
+                ctl = zmq.asyncio.Context.instance().socket(zmq.REP)
+                ctl.setsockopt(zmq.LINGER, 0)
+                stack.callback(ctl.close, 0)
+                try:
+                    ctl.bind(self.config.control.endpoint)
+                except zmq.ZMQError as exc:
+                    raise ConfigError("control.endpoint", f"cannot bind: {exc}") from None
+                self.control_endpoint = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
+            worker = asyncio.create_task(self._worker())
+            helpers = [asyncio.create_task(self._observer())]
+            if ctl is not None:
+                helpers.append(asyncio.create_task(self._control(ctl)))
+            source = asyncio.create_task(self._source())
+            stopper = asyncio.create_task(self._stop.wait())
+            self.ready.set()
+            try:
+                await asyncio.wait({source, stopper, worker}, return_when=asyncio.FIRST_COMPLETED)
+                if worker.done():
+                    worker.result()  # a pipeline error ends the daemon loudly
+                failed = source.exception() if source.done() and not source.cancelled() else None
+                source.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await source
+                await self._queue.put(_STOP)  # drain: the worker finishes what is queued
+                await worker
+                if failed is not None:
+                    raise failed
+            finally:
+                for t in (*helpers, source, stopper, worker):
+                    t.cancel()
+                await asyncio.gather(*helpers, source, stopper, worker, return_exceptions=True)
+                self._checkpoint(force=False)
+                for s in self.sinks:
+                    with contextlib.suppress(Exception):
+                        s.close()
+
+    async def _source(self) -> None:
+        iters = [*self._receivers, *self.extra_sources]
+        if not iters:
+            await self._stop.wait()
+            return
+        policy = self.config.limits.overflow
+        q = self._queue
+        async with stream.merge(*iters).stream() as merged:
+            async for msg in merged:
+                if not isinstance(msg, EventPacket):
+                    continue
+                item = (msg, time.time_ns())
+                self.counters["received"] += 1
+                if policy == "block":
+                    await q.put(item)
+                else:
+                    if q.full():
+                        q.get_nowait()
+                        self.counters["dropped"] += 1
+                    q.put_nowait(item)
+        if not self.stop_at_eof:
+            await self._stop.wait()
+
+    async def _worker(self) -> None:
+        q, batch_max = self._queue, self.config.limits.batch
+        while True:
+            item = await q.get()
+            stop = item is _STOP
+            items = [] if stop else [item]
+            while len(items) < batch_max and not q.empty():
+                nxt = q.get_nowait()
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            if items:
+                await self._process(items)
+            if stop:
+                return
+
+    async def _process(self, items: list) -> None:
+        pkts = [p for p, _ in items]
+        recv = [r for _, r in items]
+        async with self._lock:
+            t0 = time.perf_counter()
+            labels = await asyncio.to_thread(self.pipeline, pkts, recv)
+            self.busy_s += time.perf_counter() - t0
+        self.counters["batches"] += 1
+        for lab in labels:
+            lab.published_ns = time.time_ns()
+            if await self._pub.send(lab):
+                self.counters["labels"] += 1
+            else:
+                self.counters["label_drops"] += 1
+            for s in self.sinks:
+                s.write(lab)
+
+    async def _observer(self) -> None:
+        every = self.config.limits.stats_every_s
+        observers = [s for s in self.sinks if callable(getattr(s, "observe", None))]
+        while True:
+            await asyncio.sleep(every)
+            if observers:
+                st = self.status()
+                for s in observers:
+                    s.observe(st)
+
+    # ------------------------------------------------------------ status and control
+    def status(self) -> dict[str, Any]:
+        wall = time.monotonic() - self._t0
+        ps = self.pipeline.stats.as_dict()
+        stream_s = ps["stream_us"] / 1e6
+        recv = {"wire_errors": sum(r.stats["wire_errors"] for r in getattr(self, "_receivers", []))}
+        return {"ok": True, "uptime_s": wall, "queue_depth": self._queue.qsize(),
+                "queue_limit": self.config.limits.queue, "overflow": self.config.limits.overflow,
+                **self.counters, **recv, "pipeline": ps, "busy_s": self.busy_s,
+                "cpu_s": time.process_time() - self._cpu0,
+                "real_time_factor": self.busy_s / stream_s if stream_s else 0.0,
+                "streams": len(self.pipeline.streams), "classes": self.matcher.labels,
+                "prototype_version": self.matcher.version, "bundle_hash": self.bundle.hash,
+                "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint}
+
+    def _checkpoint(self, force: bool = True) -> Path | None:
+        if not force and self.matcher.version == self._saved_version:
+            return None
+        path = Path(self.config.model.prototypes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.matcher.save(path)
+        self._saved_version = self.matcher.version
+        self.counters["checkpoints"] += 1
+        return path
+
+    def confine(self, raw: object, what: str = "path") -> Path:
+        """A path inside one of control.allowed_dirs (resolved, symlinks followed) or ControlError."""
+        if not isinstance(raw, str) or not raw or "\x00" in raw:
+            raise ControlError(f"{what} must be a non-empty path string")
+        p = Path(raw).expanduser().resolve()
+        for d in self.config.control.allowed_dirs:
+            if p.is_relative_to(Path(d).expanduser().resolve()):
+                return p
+        raise ControlError(f"{what} {raw!r} lies outside the allowed directories")
+
+    async def _control(self, sock) -> None:
+        while True:
+            raw = await sock.recv()
+            self.counters["control"] += 1
+            try:
+                req = wire.unpack_control(raw)
+                if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                    raise ControlError("a control request is a map with a 'cmd' string")
+                reply = await self.handle(req)
+            except (StreamLSMError, OSError) as exc:
+                self.counters["control_errors"] += 1
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            await sock.send(wire.pack_control(reply))
+
+    async def handle(self, req: dict) -> dict:
+        """Run one control command: status, register, remove, snapshot, reload."""
+        cmd = req["cmd"]
+        if cmd == "status":
+            return self.status()
+        if cmd == "register":
+            label = req.get("label")
+            path = self.confine(req.get("path"))
+            modality = req.get("modality") or ""
+            kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
+            emb = await asyncio.to_thread(self._embed, kind, data, mod)
+            async with self._lock:
+                add = self.matcher.replace if req.get("replace") else self.matcher.add
+                add(label, emb, source=str(path))
+                self._checkpoint()
+            return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod,
+                    "prototype_version": self.matcher.version, "classes": self.matcher.labels}
+        if cmd == "remove":
+            async with self._lock:
+                self.matcher.remove(req.get("label"))
+                self._checkpoint()
+            return {"ok": True, "classes": self.matcher.labels, "prototype_version": self.matcher.version}
+        if cmd == "snapshot":
+            async with self._lock:
+                path = self._checkpoint()
+            return {"ok": True, "path": str(path), "prototype_version": self.matcher.version}
+        if cmd == "reload":
+            path = self.confine(req["path"], "bundle") if req.get("path") else self.config.model.bundle
+            bundle = await asyncio.to_thread(Bundle.load, path)
+            async with self._lock:  # between two batches: input keeps queueing meanwhile
+                self.pipeline.swap_bundle(bundle, self._factory)
+                self.bundle = bundle
+                self.counters["reloads"] += 1
+            return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
+        raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
+
+    def _embed(self, kind: str, data: Any, modality: str):
+        if kind == "embeddings":
+            return data
+        if kind == "features":
+            return self.bundle.embed(modality, data)
+        samples, durations = data
+        return self.pipeline.embed_support(modality, samples, durations)

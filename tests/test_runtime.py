@@ -1,0 +1,201 @@
+"""Runtime: queue policies, drain on stop, label PUB over loopback, control commands, restart keeps classes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import zmq
+import zmq.asyncio
+
+from streamlsm import wire
+from streamlsm.config import from_dict
+from streamlsm.errors import ConfigError
+from streamlsm.events import DVS_DTYPE
+from streamlsm.pipeline import Pipeline
+from streamlsm.runtime import Daemon, DaemonConfig
+from streamlsm.testing import (
+    EOF,
+    FAIL,
+    PAUSE,
+    FakeReservoir,
+    ListSink,
+    MemorySource,
+    make_bundle,
+    packets_from_samples,
+    random_samples,
+)
+from streamlsm.transport import Receiver
+
+F, D = 32, 16
+pytestmark = pytest.mark.timeout(60)
+
+
+def _factory(m):
+    return FakeReservoir(F, m)
+
+
+def _config(tmp_path, **over):
+    bundle = make_bundle(F, D)
+    bundle.save(tmp_path / "bundle")
+    raw = {"model": {"bundle": str(tmp_path / "bundle"), "prototypes": str(tmp_path / "protos.json")},
+           "outputs": {"labels": "tcp://127.0.0.1:*"},
+           "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(tmp_path / "support")]},
+           "limits": {"stats_every_s": 0.05}}
+    for k, v in over.items():
+        raw.setdefault(k, {}).update(v)
+    return from_dict(DaemonConfig, raw)
+
+
+def _support_file(tmp_path, samples, name="support.npz"):
+    folder = tmp_path / "support"
+    folder.mkdir(exist_ok=True)
+    ev = np.concatenate([e for e, _ in samples])
+    np.savez(folder / name, events=ev, lengths=np.array([len(e) for e, _ in samples]))
+    return folder / name
+
+
+async def _ctl(daemon, req):
+    sock = zmq.asyncio.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.control_endpoint)
+    try:
+        await sock.send(wire.pack_control(req))
+        return wire.unpack_control(await asyncio.wait_for(sock.recv(), 10))
+    finally:
+        sock.close(0)
+
+
+async def _register_classes(daemon, tmp_path, samples):
+    for lab in sorted({lab for _, lab in samples}):
+        path = _support_file(tmp_path, [s for s in samples if s[1] == lab], f"c{lab}.npz")
+        reply = await _ctl(daemon, {"cmd": "register", "label": lab, "path": str(path)})
+        assert reply["ok"], reply
+
+
+@pytest.mark.asyncio
+async def test_memory_source_labels_reach_sinks_and_subscriber_once_each(tmp_path):
+    cfg = _config(tmp_path)
+    train = random_samples(12, DVS_DTYPE, seed=1)
+    test = random_samples(9, DVS_DTYPE, seed=2)
+    pkts = packets_from_samples(test, "cam", packet_us=5_000)
+    gate = asyncio.Event()
+
+    async def gated():
+        await gate.wait()
+        async for p in MemorySource([*pkts[:10], PAUSE(0.01), *pkts[10:], EOF, pkts[0]]):
+            yield p
+
+    sink = ListSink()
+    daemon = Daemon(cfg, sources=[gated()], sinks=[sink], reservoir_factory=_factory)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    await _register_classes(daemon, tmp_path, train)
+    async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",)) as sub:
+        await asyncio.sleep(0.2)  # SUB joins before labels flow
+        gate.set()
+        got = []
+        while len(got) < len(test):
+            msg = await sub.recv(timeout=10)
+            assert msg is not None, "labels did not arrive"
+            got.append(msg)
+    await task
+    assert sink.closed and len(sink.labels) == len(test)
+    assert [lab.sample_id for lab in got] == list(range(len(test)))
+    ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)(pkts)
+    assert [lab.label for lab in got] == [lab.label for lab in ref]
+    assert all(lab.published_ns >= lab.received_ns > 0 for lab in got)
+    st = daemon.status()
+    assert st["received"] == len(pkts) and st["dropped"] == 0 and st["labels"] == len(test)
+
+
+@pytest.mark.asyncio
+async def test_drop_oldest_counts_every_drop(tmp_path):
+    cfg = _config(tmp_path, limits={"queue": 4, "overflow": "drop_oldest", "batch": 1})
+
+    def slow(m):
+        res = FakeReservoir(F, m)
+        feed = res.feed
+
+        def slow_feed(p):
+            time.sleep(0.002)
+            return feed(p)
+        res.feed = slow_feed
+        return res
+
+    pkts = packets_from_samples(random_samples(10, DVS_DTYPE), "s", packet_us=2_000)
+    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=slow)
+    daemon.matcher.add("0", np.ones(D))
+    await daemon.run()
+    st = daemon.status()
+    assert st["dropped"] > 0
+    assert st["received"] == len(pkts)
+    assert st["pipeline"]["packets"] + st["dropped"] == len(pkts)
+    assert st["pipeline"]["seq_gaps"] > 0  # broken samples were discarded, not mislabelled
+
+
+@pytest.mark.asyncio
+async def test_stop_drains_what_is_queued_and_failures_surface(tmp_path):
+    cfg = _config(tmp_path)
+    pkts = packets_from_samples(random_samples(5, DVS_DTYPE), "s", packet_us=5_000)
+    sink = ListSink()
+    daemon = Daemon(cfg, sources=[MemorySource([*pkts, PAUSE(30)])], sinks=[sink], reservoir_factory=_factory)
+    daemon.matcher.add("0", np.ones(D))
+    task = asyncio.create_task(daemon.run())
+    while daemon.counters["received"] < len(pkts):
+        await asyncio.sleep(0.01)
+    daemon.request_stop()
+    await asyncio.wait_for(task, 10)
+    assert len(sink.labels) == 5
+
+    cfg2 = _config(tmp_path / "b")
+    bad = Daemon(cfg2, sources=[MemorySource([*pkts, PAUSE(0.1), FAIL(RuntimeError("sensor unplugged"))])],
+                 sinks=[ListSink()], reservoir_factory=_factory)
+    bad.matcher.add("0", np.ones(D))
+    with pytest.raises(RuntimeError, match="unplugged"):
+        await asyncio.wait_for(bad.run(), 10)
+    assert bad.sinks[0].closed and len(bad.sinks[0].labels) == 5
+
+
+@pytest.mark.asyncio
+async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
+    cfg = _config(tmp_path)
+    train = random_samples(6, DVS_DTYPE, seed=3)
+    daemon = Daemon(cfg, sinks=[], reservoir_factory=_factory, stop_at_eof=False)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    await _register_classes(daemon, tmp_path, train)
+    st = await _ctl(daemon, {"cmd": "status"})
+    assert st["classes"] == ["0", "1", "2"] and st["prototype_version"] == 3
+    outside = tmp_path / "elsewhere.npz"
+    np.savez(outside, embeddings=np.ones((1, D)))
+    reply = await _ctl(daemon, {"cmd": "register", "label": "x", "path": str(outside)})
+    assert not reply["ok"] and "outside" in reply["error"]
+    sneaky = str(tmp_path / "support" / ".." / "elsewhere.npz")
+    assert not (await _ctl(daemon, {"cmd": "register", "label": "x", "path": sneaky}))["ok"]
+    assert not (await _ctl(daemon, {"cmd": "nope"}))["ok"]
+    assert (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["classes"] == ["0", "2"]
+    assert not (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["ok"]
+    snap = await _ctl(daemon, {"cmd": "snapshot"})
+    assert snap["ok"] and snap["path"] == str(cfg.model.prototypes)
+    reload = await _ctl(daemon, {"cmd": "reload"})
+    assert reload["ok"] and reload["bundle_hash"] == daemon.bundle.hash
+    daemon.request_stop()
+    await task
+    # a new daemon on the same checkpoint has the same classes (also after an unclean kill: every
+    # change was checkpointed when it was made)
+    again = Daemon(cfg, sinks=[], reservoir_factory=_factory)
+    assert again.matcher.labels == ["0", "2"]
+    np.testing.assert_array_equal(again.matcher.prototypes, daemon.matcher.prototypes)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        from_dict(DaemonConfig, {"model": {"bundle": "b", "prototypes": "p"},
+                                 "limits": {"overflow": "spill"}})
+    assert err.value.key == "limits.overflow"
+    with pytest.raises(ConfigError) as err:
+        from_dict(DaemonConfig, {"model": {"bundle": "b"}})
+    assert err.value.key == "model.prototypes"
