@@ -1,0 +1,181 @@
+"""Security: CURVE key pairs, client authentication (zmq.auth), the bind rule, path confinement."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+from .errors import ConfigError, ControlError
+
+__all__ = [
+    "SERVER_NAME",
+    "AUTHORIZED_DIR",
+    "KeyPair",
+    "make_keys",
+    "load_keys",
+    "is_local_endpoint",
+    "check_bind",
+    "secure_server",
+    "secure_client",
+    "start_authenticator",
+    "confine",
+]
+
+SERVER_NAME = "server"
+AUTHORIZED_DIR = "authorized"  # public keys of the clients a server lets in
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """One CURVE key pair (Z85 bytes); ``secret`` is None for a public-only certificate."""
+
+    public: bytes
+    secret: bytes | None
+    path: Path
+
+
+def _write_pair(directory: Path, name: str) -> KeyPair:
+    public_file, secret_file = zmq.auth.create_certificates(directory, name)
+    os.chmod(secret_file, 0o600)
+    public, secret = zmq.auth.load_certificate(secret_file)
+    return KeyPair(public, secret, Path(secret_file))
+
+
+def make_keys(directory: str | os.PathLike, clients: tuple[str, ...] = ("client",),
+              *, overwrite: bool = False) -> dict[str, KeyPair]:
+    """Write a server pair and one pair per client; copy the clients' public keys to authorized/.
+
+    Layout: ``DIR/server.key(_secret)``, ``DIR/<client>.key(_secret)``, ``DIR/authorized/<client>.key``.
+    Secret files are mode 0600. Existing keys are never overwritten unless ``overwrite``.
+    """
+    root = Path(directory)
+    names = (SERVER_NAME, *clients)
+    for name in names:
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("keys.name", f"key names are letters, digits, - and _; got {name!r}")
+        if (root / f"{name}.key_secret").exists() and not overwrite:
+            raise ConfigError("keys.dir", f"{root / name}.key_secret exists (use --force to replace)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / AUTHORIZED_DIR).mkdir(exist_ok=True)
+    os.chmod(root, 0o700)
+    pairs = {name: _write_pair(root, name) for name in names}
+    for name in clients:
+        dest = root / AUTHORIZED_DIR / f"{name}.key"
+        dest.write_bytes((root / f"{name}.key").read_bytes())
+    return pairs
+
+
+def load_keys(directory: str | os.PathLike, name: str = SERVER_NAME) -> KeyPair:
+    """Load ``DIR/<name>.key_secret`` (or the public ``.key`` when no secret exists)."""
+    root = Path(directory)
+    for suffix in (".key_secret", ".key"):
+        path = root / f"{name}{suffix}"
+        if path.is_file():
+            try:
+                public, secret = zmq.auth.load_certificate(path)
+            except (OSError, ValueError) as exc:
+                raise ConfigError("keys.dir", f"{path}: not a CURVE certificate ({exc})") from None
+            if not public or len(public) != 40:
+                raise ConfigError("keys.dir", f"{path}: no valid public-key line")
+            return KeyPair(public, secret, path)
+    raise ConfigError("keys.dir", f"no key named {name!r} in {root} (make one: streamlsm keys make DIR)")
+
+
+def is_local_endpoint(endpoint: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback address or ``localhost``."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        raise ConfigError("endpoint", f"{endpoint!r} is not a ZeroMQ endpoint (scheme://address)")
+    if scheme in ("ipc", "inproc"):
+        return True
+    if scheme != "tcp":
+        return False
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    host = host.split(";")[-1]  # "tcp://source;dest" connect syntax: the destination decides
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', interface names and host names are not local
+
+
+def check_bind(endpoint: str, keys: KeyPair | None, key: str = "bind") -> None:
+    """The rule: binding anywhere but loopback/ipc/inproc needs a server CURVE secret key."""
+    if is_local_endpoint(endpoint):
+        return
+    if keys is None or not keys.secret:
+        raise ConfigError(key, f"binding to {endpoint!r} (not loopback/ipc/inproc) requires CURVE "
+                               "keys: make them with `streamlsm keys make DIR` and set keys_dir")
+
+
+def secure_server(sock: zmq.Socket, keys: KeyPair) -> None:
+    """Make ``sock`` a CURVE server (call before bind)."""
+    if not keys.secret:
+        raise ConfigError("keys", f"{keys.path}: a server needs a secret key")
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_server = True
+
+
+def secure_client(sock: zmq.Socket, keys: KeyPair, server_public: bytes) -> None:
+    """Make ``sock`` a CURVE client of a server whose public key is ``server_public`` (before connect)."""
+    if not keys.secret:
+        raise ConfigError("keys", f"{keys.path}: a client needs its secret key")
+    sock.curve_secretkey = keys.secret
+    sock.curve_publickey = keys.public
+    sock.curve_serverkey = server_public
+
+
+def start_authenticator(context: zmq.Context, authorized: str | os.PathLike, *,
+                        asyncio: bool | None = None):
+    """Start a ZAP authenticator on ``context`` that lets in only the CURVE keys in ``authorized``.
+
+    Uses ``AsyncioAuthenticator`` for a ``zmq.asyncio.Context`` (call inside the running loop),
+    else ``ThreadAuthenticator``. Returns the started authenticator; call ``.stop()`` when done.
+    """
+    directory = Path(authorized)
+    if not directory.is_dir():
+        raise ConfigError("keys.authorized", f"{directory} is not a directory of client public keys")
+    if asyncio is None:
+        import zmq.asyncio
+
+        asyncio = isinstance(context, zmq.asyncio.Context)
+    if asyncio:
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        auth = AsyncioAuthenticator(context)
+    else:
+        from zmq.auth.thread import ThreadAuthenticator
+
+        auth = ThreadAuthenticator(context)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(directory))
+    return auth
+
+
+def confine(path: str | os.PathLike, allowed_dirs: list | tuple) -> Path:
+    """Resolve ``path`` (relative ones against the first allowed dir); ControlError if it escapes.
+
+    Symlinks and ``..`` are resolved before the check, so neither can lead outside the directories.
+    """
+    if not allowed_dirs:
+        raise ControlError("no directories are configured for file paths in control commands")
+    raw = os.fspath(path)
+    if not isinstance(raw, str) or not raw or "\x00" in raw:
+        raise ControlError(f"bad file path {raw!r}")
+    roots = [Path(d).expanduser().resolve() for d in allowed_dirs]
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    resolved = candidate.resolve()
+    for root in roots:
+        if resolved == root or resolved.is_relative_to(root):
+            return resolved
+    raise ControlError(f"path {raw!r} is outside the allowed directories {[str(r) for r in roots]}")
