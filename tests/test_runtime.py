@@ -199,3 +199,47 @@ def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(ConfigError) as err:
         from_dict(DaemonConfig, {"model": {"bundle": "b"}})
     assert err.value.key == "model.prototypes"
+
+
+@pytest.mark.asyncio
+async def test_sinks_from_config_jsonl_console_relay_prometheus(tmp_path, capsys):
+    import json
+    import urllib.request
+
+    sinks = [{"name": "jsonl", "options": {"path": str(tmp_path / "labels.jsonl")}},
+             {"name": "console", "options": {"unseen": ["2"], "every_s": 0.0}},
+             {"name": "relay", "options": {"endpoint": "tcp://127.0.0.1:*"}},
+             {"name": "prometheus", "options": {"port": 0}}]
+    cfg = _config(tmp_path, outputs={"sinks": sinks})
+    samples = random_samples(6, DVS_DTYPE, seed=4)
+    pkts = packets_from_samples(samples, "s", packet_us=5_000)
+    gate = asyncio.Event()
+
+    async def gated():
+        await gate.wait()
+        for p in pkts:
+            yield p
+        await asyncio.sleep(0.6)  # the daemon stays up while the metrics are read
+
+    daemon = Daemon(cfg, sources=[gated()], reservoir_factory=_factory)
+    jsonl, console, relay, prom = daemon.sinks
+    for lab in ("0", "1", "2"):
+        daemon.matcher.add(lab, daemon.pipeline.embed_support("vision", [e for e, t in samples if t == lab]))
+    task = asyncio.create_task(daemon.run())
+    async with Receiver(relay.endpoint, "sub") as sub:
+        await asyncio.sleep(0.2)
+        gate.set()
+        relayed = [await sub.recv(timeout=10) for _ in samples]
+    await asyncio.sleep(0.2)  # the stats observer runs every 0.05 s
+    metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=5).read().decode())
+    await task
+    lines = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert [x["sample_id"] for x in lines] == list(range(6)) == [lab.sample_id for lab in relayed]
+    assert lines[0]["bundle_hash"] == daemon.bundle.hash
+    s = console.tally.summary()
+    assert s["labels"] == 6 and s["unseen_n"] == 2 and s["seen_n"] == 4
+    assert "unseen" in capsys.readouterr().out
+    assert f"streamlsm_packets_total {float(len(pkts))}" in metrics
+    assert 'streamlsm_labels_total{modality="vision"} 6.0' in metrics
+    assert "streamlsm_label_latency_seconds_count 6.0" in metrics
+    assert "streamlsm_real_time_factor" in metrics

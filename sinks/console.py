@@ -1,0 +1,104 @@
+"""Console live view: recent labels, running accuracy on seen / unseen classes, rates and latency."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import numpy as np
+
+from streamlsm.events import LabelEvent
+
+__all__ = ["ConsoleSink", "LabelTally"]
+
+
+class LabelTally:
+    """Running counts: accuracy overall / on seen / on unseen classes, latency samples, rate."""
+
+    def __init__(self, unseen: list[str] | tuple[str, ...] = ()) -> None:
+        self.unseen = {str(c) for c in unseen}
+        self.n = self.correct = self.n_unseen = self.correct_unseen = self.n_truth = 0
+        self.latency_ms: list[float] = []
+        self.events_seen = 0
+        self.first_ns = self.last_ns = 0
+
+    def add(self, label: LabelEvent, arrival_ns: int | None = None) -> None:
+        now = arrival_ns if arrival_ns is not None else (label.published_ns or time.time_ns())
+        self.first_ns = self.first_ns or now
+        self.last_ns = now
+        self.n += 1
+        if label.received_ns:
+            self.latency_ms.append((now - label.received_ns) / 1e6)
+        if label.truth is None:
+            return
+        self.n_truth += 1
+        ok = label.label == label.truth
+        self.correct += ok
+        if label.truth in self.unseen:
+            self.n_unseen += 1
+            self.correct_unseen += ok
+
+    def summary(self) -> dict:
+        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
+        seen_n = self.n_truth - self.n_unseen
+        wall = (self.last_ns - self.first_ns) / 1e9
+        return {
+            "labels": self.n,
+            "accuracy": self.correct / self.n_truth if self.n_truth else None,
+            "seen_accuracy": (self.correct - self.correct_unseen) / seen_n if seen_n else None,
+            "seen_n": seen_n,
+            "unseen_accuracy": self.correct_unseen / self.n_unseen if self.n_unseen else None,
+            "unseen_n": self.n_unseen,
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p99_ms": float(np.percentile(lat, 99)),
+            "labels_per_s": (self.n - 1) / wall if wall > 0 else 0.0,
+        }
+
+
+def _pct(x: float | None) -> str:
+    return "  -  " if x is None else f"{100 * x:5.1f}%"
+
+
+class ConsoleSink:
+    """Prints each label (``show_labels``) and a status line at most every ``every_s`` seconds."""
+
+    def __init__(self, unseen: list[str] | tuple[str, ...] = (), every_s: float = 0.5,
+                 show_labels: bool = True, stream: TextIO | None = None) -> None:
+        self.tally = LabelTally(unseen)
+        self.every_s = float(every_s)
+        self.show_labels = show_labels
+        self.out = stream or sys.stdout
+        self._last_print = 0.0
+        self._status: dict = {}
+
+    def write(self, label: LabelEvent, arrival_ns: int | None = None) -> None:
+        self.tally.add(label, arrival_ns)
+        if self.show_labels:
+            mark = "" if label.truth is None else ("  ok" if label.label == label.truth else "  MISS")
+            tag = " (unseen)" if label.truth in self.tally.unseen else ""
+            self.out.write(f"{label.stream_id:>10} #{label.sample_id:<5} -> {label.label:<8} "
+                           f"{label.score:+.3f}  truth {label.truth}{tag}{mark}\n")
+        now = time.monotonic()
+        if now - self._last_print >= self.every_s:
+            self._last_print = now
+            self.out.write(self.line() + "\n")
+            self.out.flush()
+
+    def observe(self, status: dict) -> None:
+        """Daemon status (packets, drops, queue, real-time factor) for the status line."""
+        self._status = status
+
+    def line(self) -> str:
+        s = self.tally.summary()
+        extra = ""
+        if self._status:
+            extra = (f" | queue {self._status.get('queue_depth', 0)} drops {self._status.get('dropped', 0)}"
+                     f" rtf {self._status.get('real_time_factor', 0.0):.3f}")
+        return (f"[{s['labels']} labels] acc {_pct(s['accuracy'])} seen {_pct(s['seen_accuracy'])} "
+                f"unseen {_pct(s['unseen_accuracy'])} | {s['labels_per_s']:.1f} labels/s | latency p50 "
+                f"{s['latency_p50_ms']:.2f} ms p99 {s['latency_p99_ms']:.2f} ms{extra}")
+
+    def close(self) -> None:
+        self.out.write(self.line() + "\n")
+        self.out.flush()
