@@ -1,0 +1,122 @@
+"""CLI `streamlsm replay` and `streamlsm subscribe` end to end (subprocess subscriber on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamlsm.cli import build_parser, main
+from streamlsm.cli.replay import parse_options
+from streamlsm.cli.subscribe import StreamTally
+from streamlsm.errors import ConfigError
+from streamlsm.events import DVS_DTYPE, EventPacket, LabelEvent
+from streamlsm.transport import Sender
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_subscriber(endpoint, *extra):
+    cmd = [sys.executable, "-c", "import sys; from streamlsm.cli import main; sys.exit(main())",
+           "subscribe", endpoint, "--kind", "pull", "--bind",
+           "--timeout", "20", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # "subscribe: pull bound to ..." once the socket is bound
+    assert "bound to" in line, line + proc.stderr.read()
+    return proc
+
+
+def finish(proc):
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    lines = [json.loads(x) for x in out.splitlines() if x.strip()]
+    return lines[:-1], lines[-1]
+
+
+def test_commands_are_registered():
+    parser = build_parser()
+    args = parser.parse_args(["replay", "nmnist", "--root", "x", "--speed", "max", "--streams", "2"])
+    assert args.command == "replay" and args.speed == "max" and args.streams == 2
+    args = parser.parse_args(["subscribe", "tcp://127.0.0.1:1", "--count", "3", "--quiet"])
+    assert args.count == 3 and args.quiet and args.kind == "sub"
+
+
+def test_parse_options():
+    assert parse_options(["split=test", "limit=5", "x=1.5", "sort=true", "y=none"]) == \
+        {"split": "test", "limit": 5, "x": 1.5, "sort": True, "y": None}
+    with pytest.raises(ConfigError):
+        parse_options(["novalue"])
+
+
+def test_unknown_dataset_is_a_clean_error(capsys):
+    assert main(["replay", "no-such-dataset", "--root", "."]) == 1
+    assert "no plug-in named" in capsys.readouterr().err
+
+
+def test_subscribe_prints_packets_labels_and_summary():
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_subscriber(endpoint, "--count", "5")
+
+    async def send():
+        async with Sender(endpoint, "push", bind=False, linger_ms=5000) as tx:
+            for seq in (0, 1, 3, 3):  # a gap (2) and a duplicate (3)
+                ev = np.zeros(4, dtype=DVS_DTYPE)
+                ev["t"] = [0, 1, 2, 3]
+                await tx.send(EventPacket("cam", seq, 0, 10, ev, "vision", 1, "7", seq == 0, seq == 3))
+            await tx.send(LabelEvent("cam", 0, 0, 10, "7", 0.8, [("7", 0.8)], truth="7"))
+            await asyncio.sleep(0.5)
+
+    asyncio.run(send())
+    lines, summary = finish(proc)
+    assert [x.get("seq") for x in lines[:4]] == [0, 1, 3, 3]
+    assert lines[0]["n"] == 4 and lines[0]["label"] == "7" and lines[0]["begin"] is True
+    assert lines[0]["latency_ms"] is not None
+    assert lines[4]["label_event"]["label"] == "7" and lines[4]["label_event"]["truth"] == "7"
+    assert summary["summary"] and summary["messages"] == 5 and summary["labels"] == 1
+    assert summary["streams"]["cam"]["gaps"] == 1 and summary["duplicates"] == 1
+    assert summary["events"] == 16 and summary["latency_ms"]["n"] == 4
+
+
+def test_stream_tally():
+    t = StreamTally()
+    ev = np.zeros(2, dtype=DVS_DTYPE)
+    for seq in (5, 6, 9, 7):
+        t.packet(EventPacket("a", seq, 0, 5, ev, sent_ns=1_000_000), 3_000_000)
+    s = t.summary()
+    assert s["streams"]["a"]["first_seq"] == 5 and s["streams"]["a"]["last_seq"] == 9
+    assert s["gaps"] == 2 and s["duplicates"] == 1 and s["latency_ms"]["p50"] == pytest.approx(2.0)
+    assert StreamTally().summary()["latency_ms"]["p50"] is None
+
+
+@pytest.mark.realdata
+def test_replay_real_nmnist_to_subscriber_loses_nothing(real_data, capsys):
+    from streamlsm_sources.nmnist import NMNISTDataset
+
+    ds = NMNISTDataset(real_data / "nmnist", limit=30)
+    total = sum(len(ds.events(i)) for i in range(len(ds)))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_subscriber(endpoint, "--quiet", "--timeout", "3")
+    try:
+        rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=30",
+                   "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "5000",
+                   "--streams", "2", "--order", "shuffle", "--seed", "4", "--gap-us", "100"])
+    finally:
+        lines, summary = finish(proc)
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["events"] == 2 * total and report["dropped"] == 0
+    assert lines == []  # --quiet
+    assert summary["events"] == 2 * total and summary["gaps"] == 0 and summary["duplicates"] == 0
+    assert set(summary["streams"]) == {"nmnist.0", "nmnist.1"}
+    for s in summary["streams"].values():
+        assert s["first_seq"] == 0 and s["last_seq"] == s["packets"] - 1 and s["samples"] == 30
+    assert summary["wire_errors"] == 0
