@@ -91,6 +91,13 @@ class Bundle:
         """(n, F) features -> (n, D) float32 (L2-normalised rows for projection heads)."""
         return self.head(modality)(features)
 
+    def classify(self, modality: str, features: np.ndarray) -> np.ndarray:
+        """Class labels of a classifier head (argmax of its logits), as strings."""
+        head = self.head(modality)
+        if head.normalise:
+            raise ModelError(f"the {modality!r} head is a projection, not a classifier")
+        return np.asarray(self.classes)[np.argmax(head(features), axis=1)]
+
     # ---- serialisation -------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         out = {}
