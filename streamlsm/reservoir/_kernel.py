@@ -1,0 +1,327 @@
+"""Numba kernels of the event-driven LIF reservoir: the only module of streamlsm that imports numba.
+
+Equations (PAPER.md, hard reset, no refractory period), per stream and per time bin b:
+    v[b] = decay * v[b-1] * (1 - s[b-1]) + W_in^T x[b] + W_rec^T s[b-1] (+ read noise)
+    s[b] = v[b] > threshold
+Only the rows of input channels that fired in the bin and of neurons that spiked in the previous
+bin are added. The input current of a bin is summed first (weights on a 2^-12 grid make that sum
+exact in any order), then added once to the leaked membrane, then the noise is added: one rounding
+sequence, the same in every entry point, so any split of a stream into packets and the offline
+batch path give bit-identical spikes. Read noise is drawn from a counter-based hash keyed by
+(seed, stream key, bin, neuron), never from a sequential generator.
+
+State lives in caller-owned arrays with one slot (row) per stream:
+    v f32[S,N] membrane, sprev u8[S,N] spikes of the last closed bin, sidx i32[S,N] their indices,
+    acc f32[S,C] input of the open bin, fidx i32[S,C] channels that fired in it,
+    ist i64[S,NIST] integers (see I_* below), key u64[S] noise key, cnt i32[S,N] spike counts,
+    hist u8[S,H,N] spikes per bin (H = 0 when not needed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+__all__ = [
+    "I_CUR", "I_T0", "I_NSP", "I_NF", "I_ACTIVE", "I_EVENTS", "I_DROPPED", "I_LATE", "NIST",
+    "MIX_GOLD", "mix64", "normals", "reset_slot", "feed_batch", "encode_batch", "jit_options",
+]
+
+# per-slot integer state columns
+I_CUR, I_T0, I_NSP, I_NF, I_ACTIVE, I_EVENTS, I_DROPPED, I_LATE = range(8)
+NIST = 8
+
+# fastmath without contraction (no fused multiply-add) and without reassociation: every entry point
+# performs the same float32 operations in the same order.
+_FASTMATH = {"nnan", "ninf", "nsz", "arcp"}
+
+
+def jit_options(parallel: bool = False) -> dict:
+    """Every numba option of this module, in one place."""
+    return {"cache": True, "nogil": True, "fastmath": _FASTMATH, "boundscheck": False,
+            "error_model": "numpy", "parallel": parallel}
+
+
+_jit = numba.njit(**jit_options())
+_pjit = numba.njit(**jit_options(parallel=True))
+
+MIX_GOLD = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_S30 = np.uint64(30)
+_S27 = np.uint64(27)
+_S31 = np.uint64(31)
+_S32 = np.uint64(32)
+_S20 = np.uint64(20)
+_LO32 = np.uint64(0xFFFFFFFF)
+_LO20 = np.uint64(0xFFFFF)
+
+
+@_jit
+def mix64(z):
+    """splitmix64 finaliser: a bijective 64-bit hash (counter-based generator core)."""
+    z = (z ^ (z >> _S30)) * _M1
+    z = (z ^ (z >> _S27)) * _M2
+    return z ^ (z >> _S31)
+
+
+@_jit
+def _table_normal(u32, ntab):
+    """A standard normal deviate from 32 random bits: 12-bit index into an inverse-CDF table
+    (len 4097) plus linear interpolation on the remaining 20 bits (only + and *: exact everywhere)."""
+    idx = u32 >> _S20
+    frac = np.float32(u32 & _LO20) * np.float32(1.0 / 1048576.0)
+    a = ntab[idx]
+    return a + frac * (ntab[idx + np.uint64(1)] - a)
+
+
+@_jit
+def normals(seed, key, b, n_out, ntab, out):
+    """Fill out[:n_out] with the standard normals of (seed, key, bin b), one per neuron index."""
+    base = mix64(mix64(np.uint64(seed) ^ mix64(np.uint64(key) + MIX_GOLD)) ^ np.uint64(b))
+    for i in range((n_out + 1) // 2):
+        h = mix64(base + np.uint64(i) * MIX_GOLD)
+        out[2 * i] = _table_normal(h & _LO32, ntab)
+        if 2 * i + 1 < n_out:
+            out[2 * i + 1] = _table_normal(h >> _S32, ntab)
+
+
+@_jit
+def reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist):
+    """Zero one stream slot (membrane, spikes, open-bin input, counts, history)."""
+    N = v.shape[1]
+    for n in range(N):
+        v[s, n] = 0.0
+        sprev[s, n] = 0
+        cnt[s, n] = 0
+    for i in range(ist[s, I_NF]):
+        acc[s, fidx[s, i]] = 0.0
+    H = hist.shape[1]
+    for b in range(min(H, ist[s, I_CUR])):
+        for n in range(N):
+            hist[s, b, n] = 0
+    ist[s, I_CUR] = 0
+    ist[s, I_NSP] = 0
+    ist[s, I_NF] = 0
+
+
+@_jit
+def _close_bin(s, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+               v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z):
+    """Close the open bin of slot s: integrate, threshold, record spikes; the next bin opens."""
+    N = v.shape[1]
+    b = ist[s, I_CUR]
+    nf = ist[s, I_NF]
+    nsp = ist[s, I_NSP]
+    noisy = eta > 0.0
+    if nf == 0 and nsp == 0:
+        # no input and no spikes: pure leak, no spike possible (threshold > 0), no noise (no reads)
+        for n in range(N):
+            v[s, n] = decay * v[s, n]
+        ist[s, I_CUR] = b + 1
+        return
+    for n in range(N):
+        cur[n] = 0.0
+    if noisy:
+        for n in range(N):
+            q[n] = 0.0
+    for i in range(nf):
+        c = fidx[s, i]
+        x = acc[s, c]
+        acc[s, c] = 0.0
+        if x == 1.0:
+            for n in range(N):
+                cur[n] += W_in[c, n]
+        else:
+            for n in range(N):
+                cur[n] += x * W_in[c, n]
+        if noisy:
+            x2 = x * x
+            for n in range(N):
+                q[n] += x2 * W2_in[c, n]
+    for i in range(nsp):
+        j = sidx[s, i]
+        for n in range(N):
+            cur[n] += W_rec[j, n]
+        if noisy:
+            for n in range(N):
+                q[n] += W2_rec[j, n]
+    ist[s, I_NF] = 0
+    if noisy:
+        normals(seed, key[s], b, N, ntab, z)
+        for n in range(N):
+            cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
+    H = hist.shape[1]
+    k = 0
+    for n in range(N):
+        vn = np.float32(0.0) if sprev[s, n] else decay * v[s, n]
+        vn = vn + cur[n]
+        v[s, n] = vn
+        if vn > thr:
+            sprev[s, n] = 1
+            sidx[s, k] = n
+            k += 1
+            cnt[s, n] += 1
+            if b < H:
+                hist[s, b, n] = 1
+        else:
+            sprev[s, n] = 0
+    ist[s, I_NSP] = k
+    ist[s, I_CUR] = b + 1
+
+
+@_jit
+def _advance(s, target, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+             v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z):
+    """Close bins of slot s until bin ``target`` is the open one; idle stretches cost O(N) per bin
+    until the membrane has leaked to exactly zero, then nothing."""
+    N = v.shape[1]
+    while ist[s, I_CUR] < target:
+        if ist[s, I_NF] == 0 and ist[s, I_NSP] == 0:
+            nz = False
+            for n in range(N):
+                x = decay * v[s, n]
+                v[s, n] = x
+                nz = nz or x != 0.0
+            if nz:
+                ist[s, I_CUR] += 1
+            else:
+                ist[s, I_CUR] = target
+        else:
+            _close_bin(s, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                       v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
+
+
+@_jit
+def _features(s, nbins, K, cnt, hist, out, row):
+    """Write the features of slot s (K windows of its nbins bins, or the totals) into out[row]."""
+    N = cnt.shape[1]
+    if K == 1:
+        for n in range(N):
+            out[row, n] = np.float32(cnt[s, n])
+        return
+    for f in range(K * N):
+        out[row, f] = 0.0
+    H = hist.shape[1]
+    nb = min(nbins, H)
+    for b in range(nb):
+        w = (b * K) // nbins
+        for n in range(N):
+            if hist[s, b, n]:
+                out[row, w * N + n] += 1.0
+
+
+@_jit
+def _feed_packet(s, t_start, t_end, flags, pkey, ev_t, ev_x, ev_y, ev_p, e0, e1,
+                 lut, xm, ym, pm, input_max, bin_us, K,
+                 W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, row):
+    """Advance slot s by one packet; returns 1 when a feature row was written to out[row]."""
+    if flags & 1:
+        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
+        ist[s, I_T0] = t_start
+        ist[s, I_ACTIVE] = 1
+        key[s] = pkey
+    elif ist[s, I_ACTIVE] == 0:
+        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
+        ist[s, I_T0] = t_start
+        ist[s, I_ACTIVE] = 1
+        key[s] = pkey
+    t0 = ist[s, I_T0]
+    for e in range(e0, e1):
+        ist[s, I_EVENTS] += 1
+        x = np.int64(ev_x[e])
+        y = np.int64(ev_y[e])
+        p = np.int64(ev_p[e])
+        if x < 0 or x >= xm or y < 0 or y >= ym or p < 0 or p >= pm:
+            ist[s, I_DROPPED] += 1
+            continue
+        c = lut[(y * xm + x) * pm + p]
+        if c < 0:
+            ist[s, I_DROPPED] += 1
+            continue
+        rel = ev_t[e] - t0
+        if rel < 0:
+            ist[s, I_LATE] += 1
+            continue
+        b = rel // bin_us
+        if b < ist[s, I_CUR]:
+            ist[s, I_LATE] += 1
+            continue
+        if b > ist[s, I_CUR]:
+            _advance(s, b, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                     v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
+        a = acc[s, c]
+        if a == 0.0:
+            fidx[s, ist[s, I_NF]] = c
+            ist[s, I_NF] += 1
+        if a < input_max:
+            acc[s, c] = a + 1.0
+    if flags & 2:
+        nbins = (t_end - t0 + bin_us - 1) // bin_us
+        if nbins < 0:
+            nbins = 0
+        _advance(s, nbins, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
+        _features(s, nbins, K, cnt, hist, out, row)
+        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
+        ist[s, I_ACTIVE] = 0
+        return 1
+    done = (t_end - t0) // bin_us
+    if done > ist[s, I_CUR]:
+        _advance(s, done, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
+    return 0
+
+
+@_jit
+def feed_batch(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, n_pk,
+               ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max, bin_us, K,
+               W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+               v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0):
+    """Advance many streams' packets in order (packet i: events pk_e[i]:pk_e[i+1] of the flat
+    arrays); returns the number of feature rows written (row r came from packet out_pk[r])."""
+    n_out = 0
+    for i in range(n_pk):
+        wrote = _feed_packet(pk_slot[i], pk_t0[i], pk_t1[i], pk_flags[i], pk_key[i],
+                             ev_t, ev_x, ev_y, ev_p, pk_e[i], pk_e[i + 1],
+                             lut, xm, ym, pm, input_max, bin_us, K,
+                             W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                             v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, n_out)
+        if wrote:
+            out_pk[n_out] = i
+            out_t0[n_out] = ist[pk_slot[i], I_T0]
+            n_out += 1
+    return n_out
+
+
+@_pjit
+def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max,
+                 bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab, out, stats):
+    """Encode whole samples in parallel (sample i: events offsets[i]:offsets[i+1], times from its
+    start, duration t_end[i]) into out[i]; the same per-packet code as feed_batch."""
+    n = offsets.shape[0] - 1
+    N = W_rec.shape[0]
+    C = W_in.shape[0]
+    for i in numba.prange(n):
+        v = np.zeros((1, N), np.float32)
+        sprev = np.zeros((1, N), np.uint8)
+        sidx = np.zeros((1, N), np.int32)
+        acc = np.zeros((1, C), np.float32)
+        fidx = np.zeros((1, C), np.int32)
+        ist = np.zeros((1, NIST), np.int64)
+        key = np.zeros(1, np.uint64)
+        cnt = np.zeros((1, N), np.int32)
+        hist = np.zeros((1, H, N), np.uint8)
+        cur = np.zeros(N, np.float32)
+        q = np.zeros(N, np.float32)
+        z = np.zeros(N + 1, np.float32)
+        _feed_packet(0, 0, t_end[i], 3, keys[i], ev_t, ev_x, ev_y, ev_p, offsets[i], offsets[i + 1],
+                     lut, xm, ym, pm, input_max, bin_us, K,
+                     W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                     v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, i)
+        stats[i, 0] = ist[0, I_EVENTS]
+        stats[i, 1] = ist[0, I_DROPPED]
+        stats[i, 2] = ist[0, I_LATE]

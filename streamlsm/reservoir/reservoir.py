@@ -1,0 +1,285 @@
+"""Reservoir: frozen weights + a state table with one slot per stream; packets in, features out."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from ..errors import ConfigError, ReservoirError
+from ..events import LAYOUTS, EventPacket
+from . import _kernel as _k
+from .config import ReservoirConfig
+from .device import make_weights
+from .mapping import build_map
+
+__all__ = ["Features", "Reservoir", "normal_table"]
+
+_U64 = (1 << 64) - 1
+
+
+@dataclass(slots=True)
+class Features:
+    """Spike-count features of one sample (or window) of one stream."""
+
+    stream_id: str
+    sample_id: int
+    t_start: int
+    t_end: int
+    counts: np.ndarray  # float32 (n_features,)
+    label: str | None = None
+    modality: str = ""
+    seq: int = -1  # seq of the packet that closed the sample
+    sent_ns: int = 0  # that packet's sent_ns
+    received_ns: int = 0  # when it was fed (as given to feed), 0 if not given
+
+
+@lru_cache(maxsize=1)
+def normal_table(size: int = 4096) -> np.ndarray:
+    """Inverse normal CDF at i/size (ends at 0.25/size), rescaled so that linear interpolation
+    between entries (as the kernel draws) has exactly unit variance. float32, len size + 1."""
+    nd = statistics.NormalDist()
+    u = np.arange(size + 1) / size
+    u[0], u[-1] = 0.25 / size, 1 - 0.25 / size
+    tab = np.array([nd.inv_cdf(float(x)) for x in u])
+    a, b = tab[:-1], tab[1:]
+    var = float(np.mean((a * a + a * b + b * b) / 3.0))
+    return (tab / np.sqrt(var)).astype(np.float32)
+
+
+def _u64(i: int) -> int:
+    return int(i) & _U64
+
+
+class Reservoir:
+    """A LIF reservoir for one modality; ``feed`` advances many streams' packets in one kernel call.
+
+    State per stream (membrane, last spikes, open-bin input, counts) lives in preallocated tables
+    with one slot per stream id; a slot is taken at the stream's first packet and kept until
+    ``release``. Any split of a stream into packets gives bit-identical features, equal to
+    ``encode`` of the whole samples. The read-noise key of a sample is its ``sample_id`` (so a
+    sample streamed live and encoded offline draws the same noise).
+    """
+
+    def __init__(self, config: ReservoirConfig,
+                 weights: tuple[np.ndarray, np.ndarray] | None = None, capacity: int = 4) -> None:
+        config.validate()
+        cfg = config
+        self.config = cfg
+        self.map = build_map(cfg.layout, sensor=cfg.sensor, crop=cfg.crop, pool=cfg.pool,
+                             polarity=cfg.polarity, stereo=cfg.stereo, n_inputs=cfg.n_inputs,
+                             unit_offset=cfg.unit_offset)
+        if cfg.n_inputs and cfg.n_inputs != self.map.n_inputs:
+            raise ConfigError("n_inputs", f"{cfg.n_inputs} != {self.map.n_inputs} channels of the mapping")
+        self.n_inputs = self.map.n_inputs
+        N = cfg.n_neurons
+        if weights is None:
+            weights = make_weights(self.n_inputs, N, cfg.weight_scale, cfg.rec_scale, cfg.device, cfg.seed)
+        w_in, w_rec = (np.ascontiguousarray(w, dtype=np.float32) for w in weights)
+        if w_in.shape != (self.n_inputs, N) or w_rec.shape != (N, N):
+            raise ReservoirError(f"weights must be ({self.n_inputs}, {N}) and ({N}, {N}), "
+                                 f"got {w_in.shape} and {w_rec.shape}")
+        self.w_in, self.w_rec = w_in, w_rec
+        noisy = cfg.read_noise > 0
+        self._w2_in = w_in * w_in if noisy else np.zeros((0, N), np.float32)
+        self._w2_rec = w_rec * w_rec if noisy else np.zeros((0, N), np.float32)
+        self._decay = np.float32(cfg.decay)
+        self._thr = np.float32(cfg.threshold)
+        self._eta = np.float32(cfg.read_noise)
+        self._clip = np.float32(cfg.clip)
+        self._seed = np.uint64(cfg.seed)
+        self._ntab = normal_table()
+        self._K = cfg.feature_windows
+        self._H = cfg.max_bins if self._K > 1 else 0
+        self.n_features = N * self._K
+        self._dtype = LAYOUTS[cfg.layout]
+        self._slots: dict[str, int] = {}
+        self._free: list[int] = []
+        self._alloc_state(max(1, capacity))
+        self._scratch = [np.zeros(N, np.float32) for _ in range(3)]
+        self._alloc_stage(64, 4096)
+
+    # ---- state and staging tables -------------------------------------------------------------
+    def _alloc_state(self, S: int) -> None:
+        N, C = self.config.n_neurons, self.n_inputs
+        old = getattr(self, "_state", None)
+        new = {
+            "v": np.zeros((S, N), np.float32), "sprev": np.zeros((S, N), np.uint8),
+            "sidx": np.zeros((S, N), np.int32), "acc": np.zeros((S, C), np.float32),
+            "fidx": np.zeros((S, C), np.int32), "ist": np.zeros((S, _k.NIST), np.int64),
+            "key": np.zeros(S, np.uint64), "cnt": np.zeros((S, N), np.int32),
+            "hist": np.zeros((S, self._H, N), np.uint8),
+        }
+        if old is not None:
+            n = old["v"].shape[0]
+            for name, arr in new.items():
+                arr[:n] = old[name]
+            self._free.extend(range(S - 1, n - 1, -1))
+        else:
+            self._free.extend(range(S - 1, -1, -1))
+        self._state = new
+        self._capacity = S
+
+    def _alloc_stage(self, P: int, E: int) -> None:
+        self._pk = {"slot": np.zeros(P, np.int32), "t0": np.zeros(P, np.int64),
+                    "t1": np.zeros(P, np.int64), "flags": np.zeros(P, np.int8),
+                    "key": np.zeros(P, np.uint64), "e": np.zeros(P + 1, np.int64),
+                    "out_pk": np.zeros(P, np.int32), "out_t0": np.zeros(P, np.int64)}
+        self._out = np.zeros((P, self.n_features), np.float32)
+        self._ev = {"t": np.zeros(E, np.int64), "x": np.zeros(E, np.int16),
+                    "y": np.zeros(E, np.int16), "p": np.zeros(E, np.int8)}
+
+    def _slot(self, stream_id: str) -> int:
+        s = self._slots.get(stream_id)
+        if s is None:
+            if not self._free:
+                self._alloc_state(2 * self._capacity)
+            s = self._free.pop()
+            self._slots[stream_id] = s
+        return s
+
+    @property
+    def streams(self) -> list[str]:
+        """Stream ids that hold a slot."""
+        return list(self._slots)
+
+    def release(self, stream_id: str) -> None:
+        """Forget a stream (its open sample is discarded) and free its slot."""
+        s = self._slots.pop(stream_id, None)
+        if s is not None:
+            st = self._state
+            _k.reset_slot(s, st["v"], st["sprev"], st["acc"], st["fidx"], st["ist"], st["cnt"], st["hist"])
+            st["ist"][s] = 0
+            self._free.append(s)
+
+    def stats(self, stream_id: str) -> dict[str, int]:
+        """Events seen, dropped (outside the mapping) and late (before the open bin) of a stream."""
+        s = self._slots.get(stream_id)
+        if s is None:
+            raise ReservoirError(f"unknown stream {stream_id!r}")
+        ist = self._state["ist"][s]
+        return {"events": int(ist[_k.I_EVENTS]), "dropped": int(ist[_k.I_DROPPED]),
+                "late": int(ist[_k.I_LATE]), "bin": int(ist[_k.I_CUR]), "active": int(ist[_k.I_ACTIVE])}
+
+    def membrane(self, stream_id: str) -> np.ndarray:
+        """A copy of a stream's membrane potentials (after its last closed bin)."""
+        s = self._slots.get(stream_id)
+        if s is None:
+            raise ReservoirError(f"unknown stream {stream_id!r}")
+        return self._state["v"][s].copy()
+
+    # ---- streaming ------------------------------------------------------------------------------
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0) -> list[Features]:
+        """Advance the streams of these packets (in order); features of every sample that ended."""
+        if isinstance(packets, EventPacket):
+            packets = (packets,)
+        P = len(packets)
+        if P == 0:
+            return []
+        E = 0
+        for pk in packets:
+            E += len(pk.events)
+        if P > self._pk["slot"].shape[0] or E > self._ev["t"].shape[0]:
+            self._alloc_stage(max(P, 2 * self._pk["slot"].shape[0]), max(E, 2 * self._ev["t"].shape[0]))
+        pks, ev = self._pk, self._ev
+        slot, t0, t1, flags, key, eoff = pks["slot"], pks["t0"], pks["t1"], pks["flags"], pks["key"], pks["e"]
+        et, ex, ey, ep = ev["t"], ev["x"], ev["y"], ev["p"]
+        has_y = "y" in self._dtype.names
+        has_p = "p" in self._dtype.names
+        o = 0
+        for i, pk in enumerate(packets):
+            evs = pk.events
+            if evs.dtype != self._dtype:
+                raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {evs.dtype}, this "
+                                     f"reservoir takes layout {self.config.layout!r}")
+            slot[i] = self._slot(pk.stream_id)
+            t0[i] = pk.t_start
+            t1[i] = pk.t_end
+            flags[i] = (1 if pk.sample_begin else 0) | (2 if pk.sample_end else 0)
+            key[i] = _u64(pk.sample_id)
+            eoff[i] = o
+            n = len(evs)
+            if n:
+                et[o:o + n] = evs["t"]
+                ex[o:o + n] = evs["x"]
+                if has_y:
+                    ey[o:o + n] = evs["y"]
+                if has_p:
+                    ep[o:o + n] = evs["p"]
+                o += n
+        eoff[P] = o
+        n_out = self._run(P)
+        if n_out == 0:
+            return []
+        out = []
+        for r in range(n_out):
+            pk = packets[int(pks["out_pk"][r])]
+            out.append(Features(pk.stream_id, pk.sample_id, int(pks["out_t0"][r]), pk.t_end,
+                                self._out[r].copy(), pk.label, pk.modality or self.config.modality,
+                                pk.seq, pk.sent_ns, received_ns))
+        return out
+
+    def _run(self, P: int) -> int:
+        pks, ev, st, (cur, q, z) = self._pk, self._ev, self._state, self._scratch
+        m = self.map
+        return _k.feed_batch(pks["slot"], pks["t0"], pks["t1"], pks["flags"], pks["key"], pks["e"], P,
+                             ev["t"], ev["x"], ev["y"], ev["p"], m.lut, m.xm, m.ym, m.pm,
+                             self._clip, self.config.bin_us, self._K,
+                             self.w_in, self.w_rec, self._w2_in, self._w2_rec, self._decay,
+                             self._thr, self._eta, self._seed, self._ntab,
+                             st["v"], st["sprev"], st["sidx"], st["acc"], st["fidx"], st["ist"],
+                             st["key"], st["cnt"], st["hist"], cur, q, z, self._out,
+                             pks["out_pk"], pks["out_t0"])
+
+    __call__ = feed
+
+    # ---- offline batch ---------------------------------------------------------------------------
+    def encode(self, samples: Iterable[np.ndarray], durations_us: Sequence[int] | None = None,
+               sample_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Features (n, n_features) float32 of whole samples (times from each sample's start), in
+        parallel over samples; bit-identical to feeding them as packets of any size with
+        t_start=0, t_end=duration and sample_id = sample_ids[i] (default i). A sample's duration
+        defaults to its last event time + 1 (0 when empty)."""
+        samples = list(samples)
+        n = len(samples)
+        for i, smp in enumerate(samples):
+            if smp.dtype != self._dtype:
+                raise ReservoirError(f"sample {i}: events of dtype {smp.dtype}, this reservoir takes "
+                                     f"layout {self.config.layout!r}")
+        lengths = np.array([len(smp) for smp in samples], np.int64)
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        if durations_us is None:
+            t_end = np.array([int(smp["t"][-1]) + 1 if len(smp) else 0 for smp in samples], np.int64)
+        else:
+            t_end = np.asarray(durations_us, np.int64)
+            if t_end.shape != (n,):
+                raise ReservoirError(f"durations_us must have {n} entries, got shape {t_end.shape}")
+        ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids, np.int64)
+        if ids.shape != (n,):
+            raise ReservoirError(f"sample_ids must have {n} entries")
+        keys = ids.astype(np.int64).view(np.uint64)
+        cat = np.concatenate(samples) if n else np.zeros(0, self._dtype)
+        total = len(cat)
+        et = np.ascontiguousarray(cat["t"], np.int64)
+        ex = np.ascontiguousarray(cat["x"], np.int16)
+        ey = np.ascontiguousarray(cat["y"], np.int16) if "y" in self._dtype.names else np.zeros(total, np.int16)
+        ep = np.ascontiguousarray(cat["p"], np.int8) if "p" in self._dtype.names else np.zeros(total, np.int8)
+        H = 0
+        if self._K > 1 and n:
+            bu = self.config.bin_us
+            H = int(min(self._H, max(1, int(((t_end + bu - 1) // bu).max()))))
+        out = np.zeros((n, self.n_features), np.float32)
+        stats = np.zeros((n, 3), np.int64)
+        if n:
+            m = self.map
+            _k.encode_batch(offsets, t_end, keys, et, ex, ey, ep, m.lut, m.xm, m.ym, m.pm, self._clip,
+                            self.config.bin_us, self._K, H, self.w_in, self.w_rec, self._w2_in,
+                            self._w2_rec, self._decay, self._thr, self._eta, self._seed, self._ntab,
+                            out, stats)
+        self.last_encode_stats = {"events": int(stats[:, 0].sum()), "dropped": int(stats[:, 1].sum()),
+                                  "late": int(stats[:, 2].sum())}
+        return out
