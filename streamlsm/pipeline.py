@@ -72,11 +72,11 @@ class PipelineStats:
 
 
 def default_reservoir_factory(bundle) -> ReservoirFactory:
-    """modality -> a fresh ``Reservoir`` built from the bundle's recorded config for that modality."""
-    from .reservoir import Reservoir  # imported late: the numba kernel compiles on first use
+    """modality -> a ``Reservoir`` (one per modality, all streams share it) from the bundle's config."""
+    from .reservoir import Reservoir, ReservoirConfig  # late: the numba kernel compiles on first use
 
     def make(modality: str):
-        return Reservoir(bundle.reservoir_config(modality))
+        return Reservoir(bundle.reservoir_config(modality, ReservoirConfig))
 
     return make
 
@@ -86,30 +86,29 @@ class _Window:
     index: int
     t_start: int
     t_end: int
-    reservoir: Any
+    slot: str       # the reservoir's stream id of this window: "<stream>#<k mod concurrent>"
     seq: int = 0
 
 
 @dataclass(slots=True)
 class _Stream:
     modality: str
-    reservoir: Any = None
     next_seq: int = -1
     in_sample: bool = False
-    sample_t0: int = 0
     origin: int | None = None                     # window mode: time of window 0
     next_window: int = 0
     windows: list[_Window] = field(default_factory=list)
-    pool: list[Any] = field(default_factory=list)
     labels: int = 0                               # labels published so far (their seq)
 
 
 class Pipeline:
     """``pipeline(packets, received_ns=None) -> list[LabelEvent]``; state per stream survives calls.
 
-    Any split of a stream into packets and calls gives the same labels. Provenance (bundle hash,
-    prototype version, reservoir seed) and latency stamps (sender's ``sent_ns`` of the last packet,
-    the daemon's receive time) ride on every label; the runtime stamps ``published_ns``.
+    One reservoir per modality holds every stream's state (a slot per stream) and advances all the
+    packets of a call in one kernel call. Any split of a stream into packets and calls gives the
+    same labels. Provenance (bundle hash, prototype version, reservoir seed) and latency stamps
+    (sender's ``sent_ns`` of the closing packet, the daemon's receive time) ride on every label; the
+    runtime stamps ``published_ns``.
     """
 
     def __init__(self, bundle, matcher: PrototypeMatcher, config: PipelineConfig | None = None,
@@ -120,6 +119,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self._clock_ns = clock_ns
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._n_windows = -(-self.config.window_us // self.config.hop_us) + 1
         self._set_bundle(bundle, reservoir_factory)
 
     # ------------------------------------------------------------ model
@@ -130,6 +130,7 @@ class Pipeline:
                              f"(embedding dims {sorted(dims)})")
         self.bundle = bundle
         self.make_reservoir = reservoir_factory or default_reservoir_factory(bundle)
+        self._reservoirs: dict[str, Any] = {}
         self._seeds: dict[str, int] = {}
 
     def swap_bundle(self, bundle, reservoir_factory: ReservoirFactory | None = None) -> None:
@@ -137,9 +138,16 @@ class Pipeline:
         self._set_bundle(bundle, reservoir_factory)
         self._streams.clear()
 
+    def reservoir(self, modality: str):
+        """The (shared, multi-stream) reservoir of a modality, built on first use."""
+        res = self._reservoirs.get(modality)
+        if res is None:
+            res = self._reservoirs[modality] = self.make_reservoir(modality)
+        return res
+
     def seed_of(self, modality: str) -> int:
         if modality not in self._seeds:
-            cfg = self.bundle.reservoirs.get(modality) or {}
+            cfg = self.bundle.reservoirs.get(modality)
             self._seeds[modality] = int(cfg.get("seed", self.bundle.seed)) if isinstance(cfg, dict) \
                 else int(self.bundle.seed)
         return self._seeds[modality]
@@ -158,7 +166,8 @@ class Pipeline:
         st = self._streams.get(pkt.stream_id)
         if st is None:
             if len(self._streams) >= self.config.max_streams:
-                self._streams.popitem(last=False)
+                old_id, old = self._streams.popitem(last=False)
+                self._release(old_id, old)
                 self.stats.evicted_streams += 1
             modality = self._modality(pkt)
             self.bundle.head(modality)  # ModelError now if the bundle cannot embed this modality
@@ -167,10 +176,19 @@ class Pipeline:
             self._streams.move_to_end(pkt.stream_id)
         return st
 
+    def _release(self, stream_id: str, st: _Stream) -> None:
+        release = getattr(self._reservoirs.get(st.modality), "release", None)
+        if release is not None:
+            release(stream_id)
+            for k in range(self._n_windows):
+                release(f"{stream_id}#{k}")
+
     # ------------------------------------------------------------ the call
     def __call__(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
         """Feed packets (in arrival order); labels of every sample or window they complete."""
-        done: list[tuple] = []  # (stream_id, features, source_ns, received_ns, span start)
+        feed: dict[str, list[EventPacket]] = {}
+        recv_of: dict[tuple[str, int], int] = {}
+        window = self.config.segment == "window"
         for i, pkt in enumerate(packets):
             recv = received_ns[i] if received_ns is not None else self._clock_ns()
             self.stats.packets += 1
@@ -182,84 +200,81 @@ class Pipeline:
                 if st.in_sample or st.windows:
                     self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
                 st.in_sample = False
-                self._reset_windows(st)
+                st.windows.clear()
+                st.origin = None
             st.next_seq = pkt.seq + 1
-            if self.config.segment == "window":
-                self._feed_windows(st, pkt, recv, done)
-            else:
-                self._feed_sample(st, pkt, recv, done)
+            out = feed.setdefault(st.modality, [])
+            if window:
+                for piece in self._windows(st, pkt):
+                    out.append(piece)
+                    if piece.sample_end:
+                        recv_of[(piece.stream_id, piece.seq)] = recv
+                continue
+            if pkt.sample_begin:
+                if st.in_sample:
+                    self.stats.incomplete_samples += 1
+                st.in_sample = True
+            if not st.in_sample:
+                self.stats.skipped_packets += 1
+                continue
+            if pkt.sample_end:
+                st.in_sample = False
+                recv_of[(pkt.stream_id, pkt.seq)] = recv
+            out.append(pkt)
+        done = []
+        for modality, pkts in feed.items():
+            if not pkts:
+                continue
+            try:
+                feats = self.reservoir(modality).feed(pkts)
+            except ReservoirError:
+                self.stats.reservoir_errors += 1
+                self._reservoirs.pop(modality, None)
+                for st in self._streams.values():
+                    if st.modality == modality:
+                        st.in_sample, st.windows, st.origin = False, [], None
+                continue
+            for f in feats:
+                done.append((modality, f, recv_of.get((f.stream_id, f.seq), 0)))
         return self._label(done)
 
-    def _feed_sample(self, st: _Stream, pkt: EventPacket, recv: int, done: list) -> None:
-        if pkt.sample_begin:
-            if st.in_sample:
-                self.stats.incomplete_samples += 1
-            st.in_sample = True
-            st.sample_t0 = pkt.t_start
-        if not st.in_sample:
-            self.stats.skipped_packets += 1
-            return
-        if st.reservoir is None:
-            st.reservoir = self.make_reservoir(st.modality)
-        if pkt.sample_end:
-            st.in_sample = False
-        try:
-            feats = st.reservoir.feed(pkt)
-        except ReservoirError:
-            self.stats.reservoir_errors += 1
-            st.reservoir, st.in_sample = None, False
-            return
-        for f in feats:
-            done.append((pkt.stream_id, f, pkt.sent_ns, recv, st.sample_t0))
-
     # ------------------------------------------------------------ sliding windows
-    def _reset_windows(self, st: _Stream) -> None:
-        st.pool.extend(w.reservoir for w in st.windows)
-        st.windows.clear()
-        st.origin = None
-
-    def _feed_windows(self, st: _Stream, pkt: EventPacket, recv: int, done: list) -> None:
+    def _windows(self, st: _Stream, pkt: EventPacket) -> list[EventPacket]:
         cfg = self.config
         if st.origin is None:
             st.origin, st.next_window = pkt.t_start, 0
         while st.origin + st.next_window * cfg.hop_us < pkt.t_end:
             t0 = st.origin + st.next_window * cfg.hop_us
-            res = st.pool.pop() if st.pool else self.make_reservoir(st.modality)
-            st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, res))
+            slot = f"{pkt.stream_id}#{st.next_window % self._n_windows}"
+            st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, slot))
             st.next_window += 1
-        keep = []
+        keep, pieces = [], []
         for w in st.windows:
             a, b = max(pkt.t_start, w.t_start), min(pkt.t_end, w.t_end)
             if a >= b:
                 keep.append(w)
                 continue
             end = pkt.t_end >= w.t_end
-            piece = EventPacket(pkt.stream_id, w.seq, a, b, slice_time(pkt.events, a, b), st.modality,
-                                w.index, pkt.label, sample_begin=w.seq == 0, sample_end=end,
-                                sent_ns=pkt.sent_ns)
+            ev = slice_time(pkt.events, a, b)
+            if w.t_start:  # window time runs from the window's start, as offline
+                ev = ev.copy()
+                ev["t"] -= w.t_start
+            pieces.append(EventPacket(w.slot, w.seq, a - w.t_start, b - w.t_start, ev, st.modality,
+                                      w.index, pkt.label, sample_begin=w.seq == 0, sample_end=end,
+                                      sent_ns=pkt.sent_ns))
             w.seq += 1
-            try:
-                feats = w.reservoir.feed(piece)
-            except ReservoirError:
-                self.stats.reservoir_errors += 1
-                w.reservoir = self.make_reservoir(st.modality)
-                end, feats = True, []
-            for f in feats:
-                done.append((pkt.stream_id, f, pkt.sent_ns, recv, w.t_start))
-            if end:
-                st.pool.append(w.reservoir)
-            else:
+            if not end:
                 keep.append(w)
         st.windows = keep
+        return pieces
 
     # ------------------------------------------------------------ labelling
     def _label(self, done: list) -> list[LabelEvent]:
         if not done:
             return []
         by_mod: dict[str, list[int]] = {}
-        for j, (sid, f, _s, _r, _t0) in enumerate(done):
-            st = self._streams.get(sid)
-            by_mod.setdefault(st.modality if st is not None else f.modality, []).append(j)
+        for j, (modality, _f, _r) in enumerate(done):
+            by_mod.setdefault(modality, []).append(j)
         out: list[LabelEvent | None] = [None] * len(done)
         bhash, k = self.bundle.hash, self.config.topk
         for modality, rows in by_mod.items():
@@ -268,20 +283,25 @@ class Pipeline:
             matches = self.matcher.match_many(emb, k)
             seed = self.seed_of(modality)
             for j, e, m in zip(rows, emb, matches, strict=True):
-                sid, f, src, recv, t0 = done[j]
-                truth = getattr(f, "label", None)
-                if self.config.update == "truth" and truth is not None and truth in self.matcher:
-                    self.stats.updates += int(self.matcher.update(truth, e))
+                _mod, f, recv = done[j]
+                sid, _, _slot = f.stream_id.partition("#")
+                t_start, t_end = int(f.t_start), int(f.t_end)
                 st = self._streams.get(sid)
                 seq = 0
                 if st is not None:
                     seq, st.labels = st.labels, st.labels + 1
+                    if _slot:  # a window: its span in stream time
+                        w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
+                        t_start, t_end = t_start + w0, t_end + w0
+                truth = f.label
+                if self.config.update == "truth" and truth is not None and truth in self.matcher:
+                    self.stats.updates += int(self.matcher.update(truth, e))
                 out[j] = LabelEvent(
-                    stream_id=sid, seq=seq, t_start=int(getattr(f, "t_start", t0)),
-                    t_end=int(getattr(f, "t_end", t0)), label=m.label, score=m.score, topk=m.topk,
-                    margin=m.margin, truth=truth, modality=modality,
-                    sample_id=int(getattr(f, "sample_id", -1)), bundle_hash=bhash,
-                    prototype_version=self.matcher.version, seed=seed, source_ns=src, received_ns=recv)
+                    stream_id=sid, seq=seq, t_start=t_start, t_end=t_end, label=m.label,
+                    score=m.score, topk=m.topk, margin=m.margin, truth=truth, modality=modality,
+                    sample_id=int(f.sample_id), bundle_hash=bhash,
+                    prototype_version=self.matcher.version, seed=seed,
+                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv)
         self.stats.labels += len(out)
         return out  # type: ignore[return-value]
 
@@ -290,15 +310,24 @@ class Pipeline:
         """Embeddings (n, D) of whole support samples of a modality (batch reservoir encode)."""
         if not len(samples):
             raise ModelError("no support samples given")
-        feats = self.make_reservoir(modality).encode(list(samples), durations_us)
+        feats = self.reservoir(modality).encode(list(samples), durations_us)
         return self.bundle.embed(modality, np.asarray(feats, dtype=np.float32))
 
 
 def offline_labels(bundle, matcher: PrototypeMatcher, modality: str, samples: Sequence[np.ndarray],
                    durations_us: Sequence[int] | None = None, k: int = 5,
-                   reservoir_factory: ReservoirFactory | None = None) -> list[str]:
-    """The offline evaluation: batch ``Reservoir.encode`` + ``Bundle.embed`` + matcher, one label per sample."""
+                   reservoir_factory: ReservoirFactory | None = None,
+                   sample_ids: Sequence[int] | None = None) -> list[str]:
+    """The offline evaluation: batch ``Reservoir.encode`` + ``Bundle.embed`` + matcher, one label per sample.
+
+    ``sample_ids`` are the ids the streamed samples carry (they key the reservoir's read noise).
+    """
     make = reservoir_factory or default_reservoir_factory(bundle)
-    feats = make(modality).encode(list(samples), durations_us)
+    res = make(modality)
+    samples = list(samples)
+    if sample_ids is not None:
+        feats = res.encode(samples, durations_us, sample_ids=sample_ids)
+    else:
+        feats = res.encode(samples, durations_us)
     emb = bundle.embed(modality, np.asarray(feats, dtype=np.float32))
     return [m.label for m in matcher.match_many(emb, k)]

@@ -85,42 +85,52 @@ class FakeFeatures:
     t_start: int
     t_end: int
     counts: np.ndarray
-    label: str | None
-    modality: str
+    label: str | None = None
+    modality: str = ""
+    seq: int = -1
+    sent_ns: int = 0
+    received_ns: int = 0
 
 
 class FakeReservoir:
     """Stands in for ``streamlsm.reservoir.Reservoir``: counts events per (x mod n_features).
 
-    Same contract: state across packets of a sample, reset at ``sample_begin``, features emitted at
-    ``sample_end``; ``encode`` of whole samples equals feeding them as packets.
+    Same contract: one object holds every stream's state, reset at ``sample_begin``, features
+    emitted at ``sample_end``; ``encode`` of whole samples equals feeding them as packets.
     """
 
     def __init__(self, n_features: int = 32, modality: str = "vision") -> None:
         self.n_features = n_features
         self.modality = modality
-        self._acc: np.ndarray | None = None
-        self._t0 = 0
+        self._acc: dict[str, tuple[int, np.ndarray]] = {}
 
     def _counts(self, events: np.ndarray) -> np.ndarray:
         ch = events["x"].astype(np.int64)
         return np.bincount(ch % self.n_features, minlength=self.n_features).astype(np.float32)
 
-    def feed(self, packets: EventPacket | Sequence[EventPacket]) -> list[FakeFeatures]:
+    def release(self, stream_id: str) -> None:
+        self._acc.pop(stream_id, None)
+
+    @property
+    def streams(self) -> list[str]:
+        return list(self._acc)
+
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0) -> list[FakeFeatures]:
         out = []
         for pkt in [packets] if isinstance(packets, EventPacket) else packets:
             if pkt.sample_begin:
-                self._acc, self._t0 = np.zeros(self.n_features, np.float32), pkt.t_start
-            if self._acc is None:
+                self._acc[pkt.stream_id] = (pkt.t_start, np.zeros(self.n_features, np.float32))
+            if pkt.stream_id not in self._acc:
                 raise ReservoirError(f"stream {pkt.stream_id}: packet before any sample_begin")
-            self._acc += self._counts(pkt.events)
+            t0, acc = self._acc[pkt.stream_id]
+            acc += self._counts(pkt.events)
             if pkt.sample_end:
-                out.append(FakeFeatures(pkt.stream_id, pkt.sample_id, self._t0, pkt.t_end,
-                                        self._acc, pkt.label, pkt.modality or self.modality))
-                self._acc = None
+                out.append(FakeFeatures(pkt.stream_id, pkt.sample_id, t0, pkt.t_end, acc.copy(),
+                                        pkt.label, pkt.modality or self.modality, pkt.seq,
+                                        pkt.sent_ns, received_ns))
         return out
 
-    def encode(self, samples: Sequence[np.ndarray], durations_us=None) -> np.ndarray:
+    def encode(self, samples: Sequence[np.ndarray], durations_us=None, sample_ids=None) -> np.ndarray:
         return np.stack([self._counts(ev) for ev in samples]) if len(samples) else \
             np.zeros((0, self.n_features), np.float32)
 

@@ -120,7 +120,12 @@ def test_sliding_windows_cover_the_stream_and_equal_offline_windows():
     spans = [(lab.t_start, lab.t_end) for lab in labels]
     assert spans == [(t, t + 40_000) for t in range(0, 160_001, 20_000)]
     ev = cont[0][0]
-    windows = [slice_time(ev, a, b) for a, b in spans]
+    windows = []
+    for a, b in spans:
+        w = slice_time(ev, a, b).copy()
+        w["t"] -= a
+        windows.append(w)
+    assert [lab.sample_id for lab in labels] == list(range(len(spans)))
     assert [lab.label for lab in labels] == offline_labels(bundle, matcher, "vision", windows,
                                                            reservoir_factory=factory)
 
@@ -135,6 +140,7 @@ def test_provenance_and_latency_stamps():
     assert lab.prototype_version == matcher.version == 1
     assert lab.seed == bundle.seed
     assert lab.source_ns == 123 and lab.received_ns == len(pkts) - 1
+    assert (lab.t_start, lab.t_end) == (pkts[0].t_start, pkts[-1].t_end)
     assert lab.topk[0][0] == "a" and lab.label == "a"
 
 
@@ -154,6 +160,7 @@ def test_stream_table_is_bounded():
     for s in ("a", "b", "c"):
         pipe(packets_from_samples(random_samples(1, DVS_DTYPE), s))
     assert pipe.streams == ["b", "c"] and pipe.stats.evicted_streams == 1
+    assert sorted(pipe.reservoir("vision").streams) == ["b", "c"]
 
 
 def test_config_validation_names_the_key():

@@ -1,0 +1,96 @@
+"""`streamlsm ctl status|register|remove|snapshot|reload`: talk to a running daemon's control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["add_parser", "run", "request"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ctl", help="control a running daemon (status, classes, snapshot, reload)",
+                       description=__doc__)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--endpoint", help="control endpoint, e.g. tcp://127.0.0.1:5602")
+    where.add_argument("--config", help="the daemon's TOML file (its control.endpoint is used)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the reply")
+    cmds = p.add_subparsers(dest="cmd", metavar="CMD", required=True)
+    cmds.add_parser("status", help="counters, classes, bundle hash")
+    r = cmds.add_parser("register", help="register (or extend) a class from support samples")
+    r.add_argument("label")
+    r.add_argument("path", help="support .npz (embeddings | features | events+lengths) or a data set root")
+    r.add_argument("--modality", default="", help="modality of the support samples")
+    r.add_argument("--dataset", default="", help="read PATH with this source plug-in (e.g. nmnist)")
+    r.add_argument("--from-label", default=None, help="use the data set's samples of this label")
+    r.add_argument("--split", default=None, help="data set split (e.g. train)")
+    r.add_argument("--limit", type=int, default=20, help="at most this many support samples")
+    r.add_argument("--replace", action="store_true", help="start the class afresh")
+    m = cmds.add_parser("remove", help="remove a class")
+    m.add_argument("label")
+    cmds.add_parser("snapshot", help="write the prototype checkpoint now")
+    rl = cmds.add_parser("reload", help="reload the model bundle (input keeps flowing)")
+    rl.add_argument("path", nargs="?", default=None, help="another bundle directory (default: configured)")
+    p.set_defaults(func=run)
+
+
+def request(endpoint: str, req: dict, timeout: float = 30.0) -> dict:
+    """Send one control request and return the reply (ControlError on timeout)."""
+    import zmq
+
+    from ..errors import ControlError
+    from ..wire import pack_control, unpack_control
+
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(pack_control(req))
+        if not sock.poll(int(timeout * 1000)):
+            raise ControlError(f"no reply from {endpoint} within {timeout} s")
+        return unpack_control(sock.recv())
+    finally:
+        sock.close(0)
+
+
+def _build(args: argparse.Namespace) -> dict:
+    req: dict = {"cmd": args.cmd}
+    if args.cmd == "register":
+        req.update(label=args.label, path=args.path, modality=args.modality, replace=args.replace,
+                   limit=args.limit)
+        if args.dataset:
+            req["dataset"] = args.dataset
+        if args.from_label is not None:
+            req["from_label"] = args.from_label
+        if args.split is not None:
+            req["split"] = args.split
+    elif args.cmd == "remove":
+        req["label"] = args.label
+    elif args.cmd == "reload" and args.path:
+        req["path"] = args.path
+    return req
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    endpoint = args.endpoint
+    if args.config:
+        from ..config import load_toml
+        from ..errors import ConfigError
+        from ..runtime import DaemonConfig
+
+        endpoint = load_toml(args.config, DaemonConfig).control.endpoint
+        if not endpoint:
+            raise ConfigError("control.endpoint", "the daemon's control socket is off")
+    req = _build(args)
+    if "path" in req:
+        req["path"] = str(Path(req["path"]).resolve())
+    reply = request(endpoint, req, args.timeout)
+    print(json.dumps(reply, indent=1, default=str))
+    if not reply.get("ok"):
+        print(f"streamlsm ctl: {reply.get('error')}", file=sys.stderr)
+        return 1
+    return 0
