@@ -73,7 +73,10 @@ class PipelineStats:
 
 def default_reservoir_factory(bundle) -> ReservoirFactory:
     """modality -> a ``Reservoir`` (one per modality, all streams share it) from the bundle's config."""
-    from .reservoir import Reservoir, ReservoirConfig  # late: the numba kernel compiles on first use
+    from .reservoir import (  # late: the numba kernel compiles on first use
+        Reservoir,
+        ReservoirConfig,
+    )
 
     def make(modality: str):
         return Reservoir(bundle.reservoir_config(modality, ReservoirConfig))
