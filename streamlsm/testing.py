@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import zmq
 
-from .errors import ReservoirError
+from . import wire
+from .errors import ControlError, ReservoirError
 from .events import EventPacket, LabelEvent, slice_time
 from .readout.bundle import Bundle
 from .readout.projection import ProjectionHead
 
 __all__ = ["EOF", "PAUSE", "FAIL", "MemorySource", "ListSink", "FakeFeatures", "FakeReservoir",
-           "make_bundle", "packets_from_samples", "random_samples"]
+           "make_bundle", "packets_from_samples", "random_samples", "to_toml", "control_request",
+           "DaemonProcess"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +147,17 @@ class FakeReservoir:
 
 
 def make_bundle(n_features: int = 32, dim: int = 16, modalities: Sequence[str] = ("vision",),
-                classes: Sequence[str] = tuple("0123456789"), seed: int = 0) -> Bundle:
-    """A bundle of random one-layer projection heads (numpy only) for tests."""
+                classes: Sequence[str] = tuple("0123456789"), seed: int = 0,
+                reservoirs: dict | None = None) -> Bundle:
+    """A bundle of random one-layer projection heads (numpy only) for tests.
+
+    ``reservoirs`` maps a modality to its ReservoirConfig (or dict) so the real pipeline can run it.
+    """
     rng = np.random.default_rng(seed)
     heads = {m: ProjectionHead([rng.normal(size=(n_features, dim)).astype(np.float32)],
                                [np.zeros(dim, np.float32)], np.zeros(n_features), np.ones(n_features))
              for m in modalities}
-    return Bundle(heads=heads, classes=list(classes), seed=seed)
+    return Bundle(heads=heads, classes=list(classes), seed=seed, reservoirs=dict(reservoirs or {}))
 
 
 def random_samples(n: int, layout_dtype: np.dtype, duration_us: int = 50_000, events: int = 200,
@@ -180,3 +195,111 @@ def packets_from_samples(samples: Sequence[tuple[np.ndarray, str | None]], strea
             seq += 1
         t += dur + gap_us
     return out
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (str, Path)):
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def to_toml(doc: dict, prefix: str = "") -> str:
+    """A small TOML writer for config dicts: scalars, lists, tables, arrays of tables."""
+    lines, tables = [], []
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            tables.append((k, v, False))
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            tables.append((k, v, True))
+        elif v is not None:
+            lines.append(f"{k} = {_toml_value(v)}")
+    out = "\n".join(lines) + ("\n" if lines else "")
+    for k, v, many in tables:
+        name = f"{prefix}{k}"
+        for item in (v if many else [v]):
+            out += f"\n[[{name}]]\n" if many else f"\n[{name}]\n"
+            out += to_toml(item, name + ".")
+    return out
+
+
+def control_request(endpoint: str, req: dict, timeout: float = 30.0) -> dict:
+    """One request to a daemon's control socket (sync REQ); ControlError on timeout."""
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send(wire.pack_control(req))
+        if not sock.poll(int(timeout * 1000)):
+            raise ControlError(f"no reply from {endpoint} within {timeout} s")
+        return wire.unpack_control(sock.recv())
+    finally:
+        sock.close(0)
+
+
+_READY = re.compile(r"inputs (?P<inputs>.*?); labels on (?P<labels>\S+); control on (?P<control>\S+);")
+
+
+class DaemonProcess:
+    """``streamlsm serve`` in a subprocess on a config dict; endpoints parsed from its ready line.
+
+    Use "tcp://127.0.0.1:*" endpoints: the daemon binds free ports and prints them.
+    """
+
+    def __init__(self, config: dict, workdir: str | Path, env: dict | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.workdir / "edge.toml"
+        self.config_path.write_text(to_toml(config))
+        self.env = {**os.environ, **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.inputs: list[str] = []
+        self.labels = self.control = ""
+        self.stderr = ""
+
+    def start(self, timeout: float = 120.0) -> DaemonProcess:
+        code = "import sys; from streamlsm.cli import main; sys.exit(main())"
+        self.proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--config", str(self.config_path)],
+                                     cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        m = _READY.search(line[0]) if line else None
+        if m is None:
+            self.proc.kill()
+            _out, err = self.proc.communicate(timeout=10)
+            raise RuntimeError(f"daemon did not start: {line} {err[-3000:]}")
+        self.inputs = [x.strip() for x in m["inputs"].split(",")]
+        self.labels, self.control = m["labels"], m["control"]
+        return self
+
+    def ctl(self, req: dict, timeout: float = 60.0) -> dict:
+        return control_request(self.control, req, timeout)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the daemon and wait; returns its exit status (stderr kept in ``.stderr``)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            _out, self.stderr = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _out, self.stderr = self.proc.communicate(timeout=10)
+        return self.proc.returncode
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop(signal.SIGKILL if exc[0] is not None else signal.SIGTERM)
