@@ -15,7 +15,13 @@ from streamlsm import wire
 from streamlsm.cli import main
 from streamlsm.config import to_dict
 from streamlsm.events import DVS_DTYPE
-from streamlsm.testing import DaemonProcess, make_bundle, packets_from_samples, random_samples, to_toml
+from streamlsm.testing import (
+    DaemonProcess,
+    make_bundle,
+    packets_from_samples,
+    random_samples,
+    to_toml,
+)
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 D = 16
