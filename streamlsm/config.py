@@ -17,17 +17,38 @@ from typing import Any, TypeVar
 
 from .errors import ConfigError
 
-__all__ = ["from_dict", "to_dict", "load_toml", "data_root", "DATA_ENV", "DEFAULT_DATA_ROOT"]
+__all__ = [
+    "from_dict",
+    "to_dict",
+    "load_toml",
+    "data_root",
+    "default_cache_dir",
+    "DATA_ENV",
+    "DEFAULT_DATA_ROOT",
+    "CACHE_ENV",
+]
 
 T = TypeVar("T")
 
 DATA_ENV = "STREAMLSM_DATA"
 DEFAULT_DATA_ROOT = "../shared/data"
+CACHE_ENV = "STREAMLSM_CACHE"
 
 
 def data_root() -> Path:
     """The real-data root: $STREAMLSM_DATA, else ../shared/data (relative to the working directory)."""
     return Path(os.environ.get(DATA_ENV, DEFAULT_DATA_ROOT))
+
+
+def default_cache_dir() -> Path:
+    """Where generated data and trained bundles are cached: $STREAMLSM_CACHE, else the platform's
+    user cache directory for "streamlsm" (e.g. ~/.cache/streamlsm on Linux). Not created here."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("streamlsm", appauthor=False))
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
