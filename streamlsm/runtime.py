@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from .readout.matcher import PrototypeMatcher
 from .transport import Receiver, Sender
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
-           "DaemonConfig", "Daemon", "make_sinks", "load_support"]
+           "DaemonConfig", "Daemon", "PacketBuffer", "make_sinks", "load_support"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,65 @@ def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
     return out
 
 
-_STOP = object()
+class PacketBuffer:
+    """A bounded FIFO of (packet, received_ns) between the source task and the worker.
+
+    ``block``: ``put`` waits while full (back-pressure to the socket, then to a PUSH sender).
+    ``drop_oldest``: ``put`` never waits; the oldest packet is dropped and counted.
+    """
+
+    def __init__(self, limit: int, policy: str) -> None:
+        self.limit, self.policy = limit, policy
+        self.items: deque = deque()
+        self.dropped = 0
+        self.closed = False
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    async def put(self, batch: list, received_ns: int) -> None:
+        items = self.items
+        for pkt in batch:
+            if len(items) >= self.limit:
+                if self.policy == "drop_oldest":
+                    items.popleft()
+                    self.dropped += 1
+                else:
+                    self._ready.set()
+                    while len(items) >= self.limit:
+                        self._space.clear()
+                        await self._space.wait()
+            items.append((pkt, received_ns))
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._ready.set()
+
+    async def take(self, most: int) -> list:
+        """Up to ``most`` queued items (waits for one); [] once closed and empty."""
+        while not self.items:
+            if self.closed:
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        items = self.items
+        n = min(most, len(items))
+        out = [items.popleft() for _ in range(n)]
+        self._space.set()
+        return out
+
+
+async def _batches(receiver: Receiver):
+    while True:
+        yield await receiver.recv_batch()
+
+
+async def _singles(source: AsyncIterable):
+    async for msg in source:
+        yield [msg]
 _LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
 
 
@@ -182,7 +241,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._queue: asyncio.Queue = asyncio.Queue(config.limits.queue)
+        self._queue = PacketBuffer(config.limits.queue, config.limits.overflow)
         self._saved_version = self.matcher.version
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
@@ -239,7 +298,7 @@ class Daemon:
                 source.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await source
-                await self._queue.put(_STOP)  # drain: the worker finishes what is queued
+                self._queue.close()  # drain: the worker finishes what is queued
                 await worker
                 if failed is not None:
                     raise failed
@@ -253,44 +312,26 @@ class Daemon:
                         s.close()
 
     async def _source(self) -> None:
-        iters = [*self._receivers, *self.extra_sources]
+        iters = [*(_batches(r) for r in self._receivers), *(_singles(s) for s in self.extra_sources)]
         if not iters:
             await self._stop.wait()
             return
-        policy = self.config.limits.overflow
-        q = self._queue
+        buf, counters = self._queue, self.counters
         async with stream.merge(*iters).stream() as merged:
-            async for msg in merged:
-                if not isinstance(msg, EventPacket):
-                    continue
-                item = (msg, time.time_ns())
-                self.counters["received"] += 1
-                if policy == "block":
-                    await q.put(item)
-                else:
-                    if q.full():
-                        q.get_nowait()
-                        self.counters["dropped"] += 1
-                    q.put_nowait(item)
+            async for batch in merged:  # a socket's waiting messages arrive as one batch
+                pkts = [m for m in batch if isinstance(m, EventPacket)]
+                counters["received"] += len(pkts)
+                await buf.put(pkts, time.time_ns())
+                counters["dropped"] = buf.dropped
         if not self.stop_at_eof:
             await self._stop.wait()
 
     async def _worker(self) -> None:
-        q, batch_max = self._queue, self.config.limits.batch
         while True:
-            item = await q.get()
-            stop = item is _STOP
-            items = [] if stop else [item]
-            while len(items) < batch_max and not q.empty():
-                nxt = q.get_nowait()
-                if nxt is _STOP:
-                    stop = True
-                    break
-                items.append(nxt)
-            if items:
-                await self._process(items)
-            if stop:
+            items = await self._queue.take(self.config.limits.batch)
+            if not items:
                 return
+            await self._process(items)
 
     async def _process(self, items: list) -> None:
         pkts = [p for p, _ in items]
@@ -325,7 +366,7 @@ class Daemon:
         ps = self.pipeline.stats.as_dict()
         stream_s = ps["stream_us"] / 1e6
         recv = {"wire_errors": sum(r.stats["wire_errors"] for r in getattr(self, "_receivers", []))}
-        return {"ok": True, "uptime_s": wall, "queue_depth": self._queue.qsize(),
+        return {"ok": True, "uptime_s": wall, "queue_depth": len(self._queue),
                 "queue_limit": self.config.limits.queue, "overflow": self.config.limits.overflow,
                 **self.counters, **recv, "pipeline": ps, "busy_s": self.busy_s,
                 "cpu_s": time.process_time() - self._cpu0,
