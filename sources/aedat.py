@@ -68,9 +68,11 @@ def _resolve(path: Path, lines: list[str], addr_bytes, tick_us, channels, ears) 
     if addr_bytes is None and lines:
         version = lines[0].strip()
         addr_bytes = {"#!AER-DAT1.0": 2, "#!AER-DAT2.0": 4}.get(version)
+    if addr_bytes is None:  # the file does not say: a data problem (datasets may skip it)
+        raise DataError(path, "cannot tell the address width: no addr2b/addr4b in the name and no "
+                        "#!AER-DAT1.0/2.0 header line; pass addr_bytes", offset=0)
     if addr_bytes not in (2, 4):
-        raise ConfigError("addr_bytes", f"must be 2 or 4 (not given, not in the name or header of "
-                          f"{path.name}), got {addr_bytes!r}")
+        raise ConfigError("addr_bytes", f"must be 2 or 4, got {addr_bytes!r}")
     tick_us = named.get("tick_us", 1.0) if tick_us is None else tick_us
     if not tick_us or tick_us <= 0:
         raise ConfigError("tick_us", f"must be > 0, got {tick_us!r}")

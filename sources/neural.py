@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import operator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ __all__ = ["Trials", "read_auditory_cortex", "read_stn", "read_spike_table", "wr
            "counts_to_events", "AuditoryCortexDataset", "STNDataset", "SpikeTableDataset"]
 
 AC_BINS, AC_BIN_US = 500, 1000
+MAX_UNIT = 0x7FFF  # x is int16
 ROLES = ("train", "val", "test")
 TABLE_SPIKES = ("t_us", "unit")
 TABLE_TRIALS = ("trial", "t_start_us", "t_end_us", "label")
@@ -62,6 +64,8 @@ def counts_to_events(counts: np.ndarray, bin_us: int, seed: int = 0) -> np.ndarr
     counts = np.asarray(counts)
     if counts.ndim != 2:
         raise ConfigError("counts", f"must be a (bins, units) array, got shape {counts.shape}")
+    if counts.shape[1] > MAX_UNIT + 1:
+        raise ConfigError("counts", f"at most {MAX_UNIT + 1} units, got {counts.shape[1]}")
     if not isinstance(bin_us, int | np.integer) or bin_us <= 0:
         raise ConfigError("bin_us", f"must be a positive integer of microseconds, got {bin_us!r}")
     if counts.size and (np.any(counts < 0) or np.any(counts != np.round(counts))):
@@ -147,7 +151,8 @@ def _ac_fast(text: str, header: list[str], c_bins, c_sound, c_role):
         return None
     roles = np.char.strip(roles)
     cells, sounds = nums[:, :-1], nums[:, -1]
-    if cells.min() < 0 or sounds.min() < 1 or not np.isin(roles, ROLES).all():
+    if (cells.min() < 0 or cells.max() > MAX_UNIT or sounds.min() < 1
+            or not np.isin(roles, ROLES).all()):
         return None
     return cells, sounds, roles.tolist()
 
@@ -170,8 +175,10 @@ def _ac_slow(path, rows, header, c_bins, c_sound, c_role, on_error):
             _fail(skipped, path, f"not a number: {exc}", line)
             continue
         role = row[c_role].strip()
-        if v.min() < 0 or np.any(v != np.round(v)) or sound != round(sound) or sound < 1:
-            _fail(skipped, path, "bins must hold cell ids >= 0 and sound_ID an integer >= 1", line)
+        if (v.min() < 0 or v.max() > MAX_UNIT or np.any(v != np.round(v)) or sound != round(sound)
+                or sound < 1):
+            _fail(skipped, path, f"bins must hold cell ids 0..{MAX_UNIT}, sound_ID an integer >= 1",
+                  line)
             continue
         if role not in ROLES:
             _fail(skipped, path, f"role {role!r} is not one of {list(ROLES)}", line)
@@ -194,8 +201,7 @@ def read_stn(path: str | Path) -> Trials:
     path = Path(path)
     try:
         mat = scipy.io.loadmat(path)
-    except (OSError, ValueError, TypeError, IndexError, KeyError, NotImplementedError,
-            scipy.io.matlab.MatReadError) as exc:
+    except Exception as exc:  # scipy raises many kinds (even UnboundLocalError) on corrupt files
         raise DataError(path, f"cannot read as a MATLAB file: {exc!r}") from None
     for key in ("train", "direction"):
         if key not in mat:
@@ -238,26 +244,38 @@ def _read_csv(path: Path, need: tuple[str, ...]) -> tuple[dict[str, list[str]], 
     return cols, lines
 
 
+_LIMIT = 1 << 62  # times and ids stay far from int64 overflow
+
+
+def _to_int(v) -> int | None:
+    """An integer from text or a number ("12", "12.0", 12.0); None if it is not one or too large."""
+    try:
+        text = v.strip() if isinstance(v, str) else None
+        x = int(text) if text is not None and text.lstrip("+-").isdigit() else float(v)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if isinstance(x, float):
+        if not math.isfinite(x) or x != round(x):
+            return None
+        x = int(x)
+    return x if -_LIMIT <= x <= _LIMIT else None
+
+
 def _ints(path, name: str, values, rows: list[int]) -> np.ndarray:
     """An int64 column; DataError naming the row of the first value that is not an integer."""
-    try:
-        arr = np.asarray(values)
-        if arr.dtype.kind in "iu":
+    arr = np.asarray(values)
+    if arr.dtype.kind in "iuf":
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(arr) & (arr == np.round(arr)) & (np.abs(arr) <= _LIMIT)
+        if ok.all():
             return arr.astype(np.int64)
-        out = arr.astype(np.float64) if arr.dtype.kind == "f" else np.array(
-            [float(v) for v in arr], dtype=np.float64)
-    except (ValueError, TypeError):
-        out = None
-    if out is not None and np.all(np.isfinite(out)) and np.all(out == np.round(out)):
-        return out.astype(np.int64)
-    for i, v in enumerate(np.asarray(values).tolist()):
-        try:
-            if float(v) == round(float(v)):
-                continue
-        except (ValueError, TypeError, OverflowError):
-            pass
-        raise DataError(path, f"{name} {v!r} is not an integer", row=rows[i])
-    raise DataError(path, f"{name} holds non-integer values")
+        i = int(np.flatnonzero(~ok)[0])
+        raise DataError(path, f"{name} {arr[i]!r} is not an integer", row=rows[i])
+    out = [_to_int(v) for v in arr.tolist()]
+    for i, v in enumerate(out):
+        if v is None:
+            raise DataError(path, f"{name} {arr[i]!r} is not an integer", row=rows[i])
+    return np.array(out, dtype=np.int64)
 
 
 def _load_table(path: Path, seed: int) -> tuple[dict, list[int], list[int]]:
@@ -266,8 +284,12 @@ def _load_table(path: Path, seed: int) -> tuple[dict, list[int], list[int]]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as exc:
-            raise DataError(path, f"cannot read as npz (pickled arrays are refused): {exc}") from None
+        except Exception as exc:  # BadZipFile, zlib.error, EOFError, ValueError (pickled data)...
+            raise DataError(path, f"cannot read as npz (pickled arrays are refused): {exc!r}") from None
+        bad = [k for k in (*TABLE_SPIKES, *TABLE_TRIALS[1:3], "counts", "bin_us", "t0_us")
+               if k in arrays and arrays[k].dtype.kind not in "iuf"]
+        if bad:
+            raise DataError(path, f"array {bad[0]!r} must hold numbers, not {arrays[bad[0]].dtype}")
         if "counts" in arrays:
             if "bin_us" not in arrays:
                 raise DataError(path, "binned 'counts' need a 'bin_us' scalar")
@@ -305,9 +327,10 @@ def read_spike_table(path: str | Path, seed: int = 0, on_error: str = "raise") -
     tr_file = folder / "trials.csv" if folder else path
     t = _ints(sp_file, "t_us", cols["t_us"], sp_rows)
     unit = _ints(sp_file, "unit", cols["unit"], sp_rows)
-    bad = np.flatnonzero(unit < 0)
+    bad = np.flatnonzero((unit < 0) | (unit > MAX_UNIT))
     if len(bad):
-        raise DataError(sp_file, f"unit {unit[bad[0]]} is negative", row=sp_rows[int(bad[0])])
+        raise DataError(sp_file, f"unit {unit[bad[0]]} is negative or > {MAX_UNIT}",
+                        row=sp_rows[int(bad[0])])
     order = np.lexsort((unit, t))
     t, unit = t[order], unit[order]
     n_units = int(cols["n_units"]) if "n_units" in cols else (int(unit.max()) + 1 if len(unit) else 1)
@@ -380,7 +403,7 @@ class _TrialsDataset(SampleDataset):
         self._finish()
 
     def _read(self, key: int) -> np.ndarray:
-        return self._trials.events[key]
+        return self._trials.events[key].copy()  # callers may modify what they get
 
     def _key_path(self, key: int) -> str:
         return self._trials.where[key]

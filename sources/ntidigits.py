@@ -40,8 +40,12 @@ def read_bs1(path: str | Path, *, sort: bool = False) -> np.ndarray:
     go backwards (unless ``sort``: then a stable sort by time).
     """
     raw = read_records(path, RECORD)
+    chan = (raw[:, 0].astype(np.int32) << 8) | raw[:, 1]
+    bad = np.flatnonzero(chan > 0x7FFF)
+    if len(bad):
+        raise DataError(path, f"channel {chan[bad[0]]} beyond 32767", offset=int(bad[0]) * RECORD)
     ev = np.empty(len(raw), dtype=COCHLEA_DTYPE)
-    ev["x"] = (raw[:, 0].astype(np.int32) << 8) | raw[:, 1]
+    ev["x"] = chan
     ev["p"] = raw[:, 2] >> 7
     ev["t"] = (((raw[:, 2].astype(np.int64) & 0x7F) << 16) | (raw[:, 3].astype(np.int64) << 8)
                | raw[:, 4])
@@ -161,14 +165,15 @@ class NTidigitsDataset(SampleDataset):
         self._parts: list[dict[str, str]] = []
         try:
             with h5py.File(self.file, "r") as f:
-                for group in (f"{split}_labels", f"{split}_addresses", f"{split}_timestamps"):
-                    if group not in f:
-                        raise DataError(self.file, f"no {group!r} in the file (not the n-tidigits layout)")
-                names = f[f"{split}_labels"][()]
-        except OSError as exc:
-            raise DataError(self.file, f"cannot open as HDF5: {exc}") from None
+                missing = [g for g in (f"{split}_labels", f"{split}_addresses", f"{split}_timestamps")
+                           if g not in f]
+                names = None if missing else f[f"{split}_labels"][()]
+        except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on corrupt files
+            raise DataError(self.file, f"cannot open as HDF5: {exc!r}") from None
+        if missing:
+            raise DataError(self.file, f"no {missing[0]!r} in the file (not the n-tidigits layout)")
         for row, raw in enumerate(np.atleast_1d(names)):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
             try:
                 parts = parse_label(key)
             except ValueError as exc:
@@ -195,18 +200,21 @@ class NTidigitsDataset(SampleDataset):
         try:
             with h5py.File(self.file, "r") as f:
                 ga, gt = f[f"{self.split}_addresses"], f[f"{self.split}_timestamps"]
-                if key not in ga or key not in gt:
-                    raise DataError(where, "utterance listed in labels but has no addresses/timestamps")
-                addr, ts = ga[key][()], gt[key][()]
-        except OSError as exc:
-            raise DataError(where, f"cannot read: {exc}") from None
+                found = key in ga and key in gt
+                addr, ts = (np.asarray(ga[key][()]), np.asarray(gt[key][()])) if found else (None, None)
+        except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError... on corrupt files
+            raise DataError(where, f"cannot read: {exc!r}") from None
+        if addr is None or ts is None:
+            raise DataError(where, "utterance listed in labels but has no addresses/timestamps")
+        if addr.dtype.kind not in "iuf" or ts.dtype.kind not in "iuf":
+            raise DataError(where, f"addresses ({addr.dtype}) and timestamps ({ts.dtype}) must be numbers")
         if addr.ndim != 1 or addr.shape != ts.shape:
             raise DataError(where, f"addresses {addr.shape} and timestamps {ts.shape} differ")
         if not len(addr):
             raise DataError(where, "utterance holds no events (empty)", row=0)
-        bad = np.flatnonzero(~np.isfinite(ts) | (ts < 0))
+        bad = np.flatnonzero(~np.isfinite(ts) | (ts < 0) | (ts > 1e9))
         if len(bad):
-            raise DataError(where, f"timestamp {ts[bad[0]]!r} is not a time >= 0", row=int(bad[0]))
+            raise DataError(where, f"timestamp {ts[bad[0]]!r} is not a time in 0..1e9 s", row=int(bad[0]))
         bad = np.flatnonzero((addr < 0) | (addr >= N_CHANNELS) | (addr != np.round(addr)))
         if len(bad):
             raise DataError(where, f"address {addr[bad[0]]!r} is not a channel 0..{N_CHANNELS - 1}",

@@ -78,8 +78,11 @@ def test_header_and_options(tmp_path: Path) -> None:
     assert ev["x"].tolist() == [1, 2] and ev["t"].tolist() == [2, 5]
     plain = tmp_path / "rec2.aedat"
     write_aedat(plain, np.array([3]), np.array([1]), header=False)
-    with pytest.raises(ConfigError, match="addr_bytes"):
+    with pytest.raises(DataError, match="address width") as info:
         read_aedat(plain, channels=4)
+    assert info.value.offset == 0
+    with pytest.raises(ConfigError, match="addr_bytes"):
+        read_aedat(plain, channels=4, addr_bytes=3)
     assert len(read_aedat(plain, channels=4, addr_bytes=2)) == 1
     with pytest.raises(ConfigError, match="stereo"):
         read_aedat(plain, stereo="both")

@@ -265,3 +265,22 @@ def test_spike_table_errors(tmp_path: Path) -> None:
              label=np.array([{"a": 1}], dtype=object))
     with pytest.raises(DataError, match="pickle"):
         read_spike_table(npz)
+
+
+def test_cell_ids_beyond_int16_and_corrupt_npz(tmp_path: Path) -> None:
+    f = _ac_file(tmp_path, "none")
+    lines = f.read_text().splitlines()
+    lines[2] = lines[2].replace("0,", "70000,", 1)
+    f.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="32767") as info:
+        read_auditory_cortex(f)
+    assert info.value.row == 3
+    npz = _table(tmp_path, "t.npz")
+    npz.write_bytes(npz.read_bytes()[:100])
+    with pytest.raises(DataError, match="cannot read as npz"):
+        read_spike_table(npz)
+    d = _table(tmp_path, "d")
+    (d / "spikes.csv").write_text("t_us,unit\n1,0\n1e300,1\n")
+    with pytest.raises(DataError, match="not an integer") as info:
+        read_spike_table(d)
+    assert info.value.row == 3

@@ -197,3 +197,29 @@ def test_parse_label() -> None:
                                             "digits": "zo"}
     with pytest.raises(ValueError):
         parse_label("woman-ab-b-0")
+
+
+def test_bs1_channel_beyond_int16(tmp_path: Path) -> None:
+    f = tmp_path / "wide.bs1"
+    f.write_bytes(bytes([0, 1, 0, 0, 1, 0x80, 0, 0, 0, 2]))
+    with pytest.raises(DataError, match="32767") as info:
+        read_bs1(f)
+    assert info.value.offset == 5
+
+
+def test_corrupt_hdf5_bytes_give_data_errors(hdf5: Path) -> None:
+    data = bytearray(hdf5.read_bytes())
+    rng = np.random.default_rng(0)
+    for i in rng.integers(0, len(data), 200):
+        data[i] ^= 0xFF
+    hdf5.write_bytes(bytes(data))
+    try:
+        ds = NTidigitsDataset(hdf5, on_error="skip")
+    except DataError as exc:
+        assert str(hdf5) in str(exc)
+        return
+    for i in range(len(ds)):
+        try:
+            ds.events(i)
+        except DataError as exc:
+            assert str(hdf5) in str(exc)
