@@ -100,11 +100,14 @@ def write_hdf5(path: str | Path, split: str, utterances: Mapping[str, object]) -
 
     ``utterances`` maps label strings to ``(addresses, timestamps_s)`` or to cochlea events (t in
     us). Addresses are stored as uint8 channels, timestamps as float64 seconds. Other splits already
-    in the file are kept; the file is replaced atomically.
+    in the file are kept; the file is replaced atomically. ``write_hdf5(path, utterances, split)``
+    (the order INTERFACES.md first named) is accepted too.
     """
     import h5py
 
     path = Path(path)
+    if isinstance(split, Mapping) and isinstance(utterances, str):  # (path, utterances, split) order
+        split, utterances = utterances, split
     if split not in SPLITS:
         raise ConfigError("split", f"must be one of {list(SPLITS)}, got {split!r}")
     arrays = {}

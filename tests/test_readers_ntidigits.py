@@ -130,7 +130,7 @@ def test_entry_point_and_limit(hdf5: Path) -> None:
 
 
 def test_rewriting_a_split_keeps_the_other(hdf5: Path) -> None:
-    write_hdf5(hdf5, "test", {"man-xx-a-9": _utt(10, 7)})
+    write_hdf5(hdf5, {"man-xx-a-9": _utt(10, 7)}, "test")  # the other argument order works too
     assert NTidigitsDataset(hdf5, split="test").labels == ["9"]
     assert len(NTidigitsDataset(hdf5)) == 4
 
