@@ -136,9 +136,9 @@ class NMNISTDataset(SampleDataset):
             files = sorted(sub.glob("*.bin"), key=lambda q: natural_key(q.name))
             self._keys += files
             self._labels += [digit] * len(files)
-        if not self._keys:
-            raise DataError(folder, "no <digit>/*.bin files found")
-        self._finish()
+        self._finish()  # (subclasses may list other class folders here; see emulated.CameraTreeDataset)
+        if not self._keys and not self.skipped and self.limit != 0:
+            raise DataError(folder, "no <class>/*.bin files found")
 
     def _read(self, key: Path) -> np.ndarray:
         return read_bin(key, sort=self.sort, sensor=(34, 34))

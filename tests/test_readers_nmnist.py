@@ -190,6 +190,10 @@ def test_dataset_options_are_validated(tmp_path: Path) -> None:
         NMNISTDataset(root, limit=-1)
     with pytest.raises(DataError, match="Test"):
         NMNISTDataset(root, split="test")
+    (root / "Test" / "3").mkdir(parents=True)
+    with pytest.raises(DataError, match="no <class>"):
+        NMNISTDataset(root, split="test")
+    assert len(NMNISTDataset(root, split="test", limit=0)) == 0
 
 
 def test_samples_iterates_with_durations(tmp_path: Path) -> None:
