@@ -242,6 +242,9 @@ def _feed_packet(s, t_start, t_end, flags, pkey, ev_t, ev_x, ev_y, ev_p, e0, e1,
         if c < 0:
             ist[s, I_DROPPED] += 1
             continue
+        if ev_t[e] >= t_end:
+            ist[s, I_LATE] += 1
+            continue
         rel = ev_t[e] - t0
         if rel < 0:
             ist[s, I_LATE] += 1

@@ -1,0 +1,262 @@
+"""Reservoir kernel vs oracles: numpy reference, hand-computed trajectory, chunked == whole, streams."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from streamlsm.errors import ConfigError, ReservoirError
+from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, SPIKES_DTYPE, EventPacket
+from streamlsm.reservoir import Features, Reservoir, ReservoirConfig, preset
+from streamlsm.reservoir.reference import input_frames, reference_run
+
+
+def random_dvs(rng, n, duration, sensor=34):
+    ev = np.zeros(n, DVS_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, duration, n))
+    ev["x"] = rng.integers(-1, sensor + 1, n)  # some out of range on purpose
+    ev["y"] = rng.integers(0, sensor, n)
+    ev["p"] = rng.integers(0, 2, n)
+    return ev
+
+
+def packets_of(ev, duration, cuts, stream="s", sample_id=0, label="3"):
+    """Split one sample into packets at the given cut times (each packet [a, b))."""
+    edges = np.unique(np.r_[0, np.asarray(cuts, np.int64), duration])
+    out = []
+    for j in range(len(edges) - 1):
+        a, b = int(edges[j]), int(edges[j + 1])
+        part = ev[(ev["t"] >= a) & (ev["t"] < b)]
+        out.append(EventPacket(stream, j, a, b, part, "vision", sample_id, label,
+                               sample_begin=j == 0, sample_end=j == len(edges) - 2))
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_cfg():
+    return preset("nmnist", n_neurons=60, weight_scale=0.6, rec_scale=0.5, seed=3)
+
+
+@pytest.mark.parametrize("K,binary", [(1, False), (4, False), (1, True)])
+def test_matches_numpy_reference(small_cfg, K, binary):
+    cfg = dataclasses.replace(small_cfg, feature_windows=K, binary=binary)
+    res = Reservoir(cfg)
+    rng = np.random.default_rng(0)
+    samples = [random_dvs(rng, int(rng.integers(0, 3000)), 200_000) for _ in range(6)]
+    durs = [200_000 + int(rng.integers(0, 9000)) for _ in samples]
+    feats = res.encode(samples, durs)
+    total = 0
+    for i, ev in enumerate(samples):
+        frames = input_frames(ev, durs[i], res.map, cfg.bin_us, cfg.clip)
+        ref, spikes = reference_run(frames, res.w_in, res.w_rec, cfg.decay, cfg.threshold, K)
+        np.testing.assert_array_equal(feats[i], ref)
+        total += spikes.sum()
+    assert total > 0
+
+
+def test_real_nmnist_matches_reference(real_data):
+    from streamlsm_sources.nmnist import NMNISTDataset
+
+    ds = NMNISTDataset(real_data / "nmnist", split="train", limit=None)
+    idx = [0, 150, 400, 999]
+    samples = [ds.events(i) for i in idx]
+    durs = [ds.duration_us(i) for i in idx]
+    cfg = preset("nmnist", feature_windows=5)
+    res = Reservoir(cfg)
+    feats = res.encode(samples, durs)
+    for i, ev in enumerate(samples):
+        frames = input_frames(ev, durs[i], res.map, cfg.bin_us, cfg.clip)
+        ref, spikes = reference_run(frames, res.w_in, res.w_rec, cfg.decay, cfg.threshold, 5)
+        np.testing.assert_array_equal(feats[i], ref)
+        rate = spikes.mean()
+        assert 0.01 < rate < 0.2  # calibrated preset fires at a useful rate on real data
+
+
+def test_hand_computed_trajectory():
+    # one input channel (spikes layout), two neurons; decay 0.5 and weights exact in binary
+    cfg = ReservoirConfig(modality="neural", layout="spikes", n_inputs=1, n_neurons=2, decay=0.5,
+                          threshold=5.0, bin_us=10, sensor=(1, 1), crop=(0, 0, 0, 0))
+    w_in = np.array([[3.0, 1.0]], np.float32)
+    w_rec = np.array([[0.0, 2.0], [0.0, 0.0]], np.float32)
+    res = Reservoir(cfg, weights=(w_in, w_rec))
+    ev = np.zeros(5, SPIKES_DTYPE)
+    ev["t"] = [1, 12, 21, 25, 41]  # bins 0, 1, 2, 2, 4
+    expect = {10: [3, 1], 20: [4.5, 1.5], 30: [8.25, 2.75], 40: [0, 3.375], 50: [3, 2.6875]}
+    for t_end in range(10, 60, 10):
+        part = ev[(ev["t"] >= t_end - 10) & (ev["t"] < t_end)]
+        out = res.feed(EventPacket("h", t_end // 10, t_end - 10, t_end, part, sample_id=0,
+                                   sample_begin=t_end == 10, sample_end=t_end == 50))
+        if t_end < 50:
+            np.testing.assert_array_equal(res.membrane("h"), np.array(expect[t_end], np.float32))
+    assert len(out) == 1 and out[0].counts.tolist() == [1.0, 0.0]
+    assert out[0].t_start == 0 and out[0].t_end == 50
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.1])
+def test_chunked_equals_whole_random_splits(small_cfg, eta):
+    cfg = dataclasses.replace(small_cfg, read_noise=eta, feature_windows=3)
+    rng = np.random.default_rng(7)
+    samples = [random_dvs(rng, 2500, 150_000) for _ in range(4)]
+    durs = [150_000] * 4
+    whole = Reservoir(cfg).encode(samples, durs, sample_ids=[10, 11, 12, 13])
+    for trial in range(3):
+        res = Reservoir(cfg)
+        pk = []
+        for i, ev in enumerate(samples):
+            cuts = rng.integers(0, durs[i], int(rng.integers(0, 40)))
+            pk += packets_of(ev, durs[i], cuts, stream=f"st{trial}", sample_id=10 + i)
+        got = []
+        k = 0
+        while k < len(pk):  # random batch sizes, empty packets included
+            step = int(rng.integers(1, 9))
+            got += res.feed(pk[k:k + step])
+            k += step
+        assert [f.sample_id for f in got] == [10, 11, 12, 13]
+        np.testing.assert_array_equal(np.stack([f.counts for f in got]), whole)
+    if eta:
+        noiseless = Reservoir(dataclasses.replace(cfg, read_noise=0.0)).encode(samples, durs)
+        assert not np.array_equal(noiseless, whole)
+
+
+def test_multi_stream_call_equals_separate_streams(small_cfg):
+    cfg = dataclasses.replace(small_cfg, read_noise=0.05)
+    rng = np.random.default_rng(11)
+    streams = {}
+    for s in range(5):
+        sample_list = []
+        for k in range(3):
+            ev = random_dvs(rng, 1500, 90_000)
+            ev["t"] += k * 100_000
+            sample_list.append((k * 100_000, ev, 100 * s + k))
+        streams[f"cam{s}"] = sample_list
+
+    def stream_packets(name):
+        out = []
+        for t0, ev, sid in streams[name]:
+            for j, a in enumerate(range(t0, t0 + 90_000, 1000)):
+                part = ev[(ev["t"] >= a) & (ev["t"] < a + 1000)]
+                out.append(EventPacket(name, j, a, a + 1000, part, "vision", sid, "x",
+                                       sample_begin=j == 0, sample_end=a + 1000 == t0 + 90_000))
+        return out
+
+    separate = {}
+    for name in streams:
+        res = Reservoir(cfg)
+        separate[name] = [f.counts for f in res.feed(stream_packets(name))]
+    # one reservoir, packets of all streams interleaved in time, 64 packets per call
+    allp = sorted((p for name in streams for p in stream_packets(name)), key=lambda p: (p.t_start, p.stream_id))
+    res = Reservoir(cfg, capacity=2)  # forces the state table to grow
+    got: dict[str, list] = {name: [] for name in streams}
+    for k in range(0, len(allp), 64):
+        for f in res.feed(allp[k:k + 64]):
+            got[f.stream_id].append(f.counts)
+    for name in streams:
+        assert len(got[name]) == 3
+        np.testing.assert_array_equal(np.stack(got[name]), np.stack(separate[name]))
+    assert sorted(res.streams) == sorted(streams)
+
+
+def test_features_fields_and_counters(small_cfg):
+    res = Reservoir(small_cfg)
+    ev = np.zeros(4, DVS_DTYPE)
+    ev["t"] = [10, 20, 30, 40]
+    ev["x"] = [10, 0, 40, 12]  # (0, 10): outside the crop; x=40: off the sensor
+    ev["y"] = [10, 10, 10, 10]
+    ev["p"] = [0, 0, 0, 1]  # polarity 1 dropped by the preset
+    pk = EventPacket("a", 5, 1000, 7000, ev.copy(), "vision", 42, "7", True, True, sent_ns=123)
+    pk.events["t"] += 1000
+    (f,) = res.feed(pk, received_ns=456)
+    assert isinstance(f, Features)
+    assert (f.stream_id, f.sample_id, f.t_start, f.t_end, f.label, f.seq) == ("a", 42, 1000, 7000, "7", 5)
+    assert (f.sent_ns, f.received_ns, f.modality) == (123, 456, "vision")
+    assert f.counts.dtype == np.float32 and f.counts.shape == (res.n_features,)
+    st = res.stats("a")
+    assert st["events"] == 4 and st["dropped"] == 3 and st["late"] == 0
+
+
+def test_empty_packets_and_idle_gaps(small_cfg):
+    res = Reservoir(small_cfg)
+    ev = random_dvs(np.random.default_rng(2), 800, 30_000)
+    # a sample with a 10 s idle tail in empty packets of 100 ms: same as one big packet
+    pk = [EventPacket("g", 0, 0, 30_000, ev, sample_id=1, sample_begin=True)]
+    pk += [EventPacket("g", i, 30_000 + (i - 1) * 100_000, 30_000 + i * 100_000, ev[:0], sample_id=1)
+           for i in range(1, 101)]
+    pk[-1].sample_end = True
+    a = res.feed(pk)[0].counts
+    b = Reservoir(small_cfg).encode([ev], [30_000 + 100 * 100_000], sample_ids=[1])[0]
+    np.testing.assert_array_equal(a, b)
+    assert res.feed([]) == []
+
+
+def test_late_and_out_of_packet_events_are_counted(small_cfg):
+    res = Reservoir(small_cfg)
+    ev = np.zeros(2, DVS_DTYPE)
+    ev["x"], ev["y"], ev["t"] = 12, 12, [50_000, 7_000]
+    res.feed(EventPacket("l", 0, 0, 40_000, ev[:1], sample_begin=True))  # t >= t_end: dropped
+    res.feed(EventPacket("l", 1, 40_000, 60_000, ev[1:]))  # bin already closed: late
+    assert res.stats("l")["late"] == 2
+
+
+def test_no_allocation_in_steady_state(small_cfg):
+    import gc
+    import tracemalloc
+
+    res = Reservoir(dataclasses.replace(small_cfg, read_noise=0.05))
+    rng = np.random.default_rng(5)
+    ev = random_dvs(rng, 400, 1_000_000)
+    pk = [EventPacket(f"m{s}", i, i * 1000, (i + 1) * 1000, ev[(ev["t"] >= i * 1000) & (ev["t"] < (i + 1) * 1000)],
+                      sample_id=s, sample_begin=i == 0) for i in range(1000) for s in range(4)]
+    batches = [pk[k:k + 40] for k in range(0, len(pk), 40)]
+    for b in batches[:10]:
+        res.feed(b)
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for b in batches[10:]:
+        res.feed(b)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert after - before < 4096, after - before
+
+
+def test_layout_and_config_errors(small_cfg):
+    res = Reservoir(small_cfg)
+    with pytest.raises(ReservoirError):
+        res.feed(EventPacket("x", 0, 0, 10, np.zeros(1, COCHLEA_DTYPE)))
+    with pytest.raises(ReservoirError):
+        res.encode([np.zeros(1, SPIKES_DTYPE)])
+    with pytest.raises(ReservoirError):
+        res.stats("nope")
+    with pytest.raises(ConfigError):
+        preset("nope")
+    with pytest.raises(ConfigError):
+        preset("nmnist", threshold=0.0)
+    with pytest.raises(ConfigError):
+        preset("nmnist", n_inputs=100)
+        Reservoir(preset("nmnist", n_inputs=100))
+    with pytest.raises(ConfigError) as exc:
+        Reservoir(preset("nmnist", device=dataclasses.replace(small_cfg.device, breakdown=2.0)))
+    assert exc.value.key == "device.breakdown"
+
+
+@pytest.mark.parametrize("name", ["nmnist", "ntidigits", "cochlea", "neural", "letters"])
+def test_presets(name):
+    cfg = preset(name)
+    res = Reservoir(dataclasses.replace(cfg, n_neurons=min(cfg.n_neurons, 64)))
+    assert res.n_features == min(cfg.n_neurons, 64)
+    assert cfg.weight_scale > 0
+    assert preset("nmnist").n_neurons == 200 and Reservoir(preset("nmnist")).n_inputs == 256
+
+
+def test_release_and_reuse(small_cfg):
+    res = Reservoir(small_cfg, capacity=1)
+    ev = random_dvs(np.random.default_rng(1), 300, 20_000)
+    a = res.feed(EventPacket("r", 0, 0, 20_000, ev, sample_id=3, sample_begin=True, sample_end=True))
+    res.feed(EventPacket("r", 1, 20_000, 25_000, ev[:0], sample_id=4, sample_begin=True))
+    res.release("r")
+    assert res.streams == []
+    b = res.feed(EventPacket("q", 0, 0, 20_000, ev, sample_id=3, sample_begin=True, sample_end=True))
+    np.testing.assert_array_equal(a[0].counts, b[0].counts)
