@@ -296,6 +296,7 @@ def _load_table(path: Path, seed: int) -> tuple[dict, list[int], list[int]]:
             ev = counts_to_events(arrays["counts"], int(arrays["bin_us"]), seed)
             arrays["t_us"] = ev["t"] + int(arrays.get("t0_us", 0))
             arrays["unit"] = ev["x"]
+            arrays.setdefault("n_units", np.int64(np.shape(arrays["counts"])[1]))
         missing = [k for k in TABLE_SPIKES + TABLE_TRIALS[1:] if k not in arrays]
         if missing:
             raise DataError(path, f"npz lacks arrays {missing} (has {sorted(arrays)})")
@@ -333,9 +334,13 @@ def read_spike_table(path: str | Path, seed: int = 0, on_error: str = "raise") -
                         row=sp_rows[int(bad[0])])
     order = np.lexsort((unit, t))
     t, unit = t[order], unit[order]
-    n_units = int(cols["n_units"]) if "n_units" in cols else (int(unit.max()) + 1 if len(unit) else 1)
-    if len(unit) and unit.max() >= n_units:
-        raise DataError(sp_file, f"unit {unit.max()} >= n_units {n_units}")
+    n_units = int(unit.max()) + 1 if len(unit) else 1
+    if "n_units" in cols:
+        given = np.asarray(cols["n_units"])
+        if given.shape != () or given.dtype.kind not in "iu" or not n_units <= given <= MAX_UNIT + 1:
+            raise DataError(sp_file, f"n_units {given!r} must be an integer scalar covering unit "
+                            f"{n_units - 1} and <= {MAX_UNIT + 1}")
+        n_units = int(given)
     start = _ints(tr_file, "t_start_us", cols["t_start_us"], tr_rows)
     end = _ints(tr_file, "t_end_us", cols["t_end_us"], tr_rows)
     skipped: list | None = [] if on_error == "skip" else None
@@ -359,9 +364,10 @@ def read_spike_table(path: str | Path, seed: int = 0, on_error: str = "raise") -
 
 
 def write_spike_table(path: str | Path, t_us, unit, t_start_us, t_end_us, labels,
-                      trial=None) -> Path:
+                      trial=None, n_units: int | None = None) -> Path:
     """Write a spike table: ``path`` ending in ``.npz`` -> one npz file, else a folder holding
-    ``spikes.csv`` and ``trials.csv``. Labels None are written as empty strings. Atomic per file.
+    ``spikes.csv`` and ``trials.csv``. Labels None are written as empty strings. ``n_units`` (npz
+    only) fixes the sensor size when the highest units never fire. Atomic per file.
     """
     path = Path(path)
     labels = ["" if lab is None else str(lab) for lab in labels]
@@ -370,6 +376,9 @@ def write_spike_table(path: str | Path, t_us, unit, t_start_us, t_end_us, labels
             "trial": np.asarray(trial), "t_start_us": np.asarray(t_start_us, np.int64),
             "t_end_us": np.asarray(t_end_us, np.int64), "label": np.asarray(labels, dtype=str)}
     if path.suffix == ".npz":
+        if n_units is not None:
+            cols["n_units"] = np.int64(n_units)
+
         def write_npz(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, **cols)

@@ -230,6 +230,15 @@ def test_spike_table_from_binned_counts(tmp_path: Path) -> None:
     assert [len(ds.events(i)) for i in range(2)] == [4, 3]
     np.testing.assert_array_equal(ds.events(1), SpikeTableDataset(f, seed=1).events(1))
     assert (ds.events(1)["t"] >= 10_000).all() and (ds.events(1)["x"] == 1).all()
+    assert ds.sensor_size == (2,)
+
+
+def test_spike_table_n_units(tmp_path: Path) -> None:
+    f = write_spike_table(tmp_path / "n.npz", [1, 2], [0, 3], [0], [10], ["a"], n_units=192)
+    assert SpikeTableDataset(f).sensor_size == (192,)
+    f = write_spike_table(tmp_path / "m.npz", [1, 2], [0, 3], [0], [10], ["a"], n_units=2)
+    with pytest.raises(DataError, match="n_units"):
+        SpikeTableDataset(f)
 
 
 def test_spike_table_errors(tmp_path: Path) -> None:
