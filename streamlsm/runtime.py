@@ -238,6 +238,8 @@ class Daemon:
         self.busy_s = 0.0
         self.label_endpoint = config.outputs.labels
         self.control_endpoint = config.control.endpoint
+        self.input_endpoints: list[str] = []
+        self._receivers: list[Receiver] = []
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -273,6 +275,7 @@ class Daemon:
                 Receiver(i.endpoint, i.kind, bind=i.bind, hwm=i.hwm, limits=limits,
                          topics=tuple(i.topics) if i.kind == "sub" else (b"",)))
                 for i in self.config.inputs]
+            self.input_endpoints = [r.endpoint for r in self._receivers]
             ctl = None
             if self.config.control.endpoint:
                 ctl = zmq.asyncio.Context.instance().socket(zmq.REP)
@@ -365,7 +368,7 @@ class Daemon:
         wall = time.monotonic() - self._t0
         ps = self.pipeline.stats.as_dict()
         stream_s = ps["stream_us"] / 1e6
-        recv = {"wire_errors": sum(r.stats["wire_errors"] for r in getattr(self, "_receivers", []))}
+        recv = {"wire_errors": sum(r.stats["wire_errors"] for r in self._receivers)}
         return {"ok": True, "uptime_s": wall, "queue_depth": len(self._queue),
                 "queue_limit": self.config.limits.queue, "overflow": self.config.limits.overflow,
                 **self.counters, **recv, "pipeline": ps, "busy_s": self.busy_s,

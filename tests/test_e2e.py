@@ -99,3 +99,16 @@ def test_replay_serve_subscribe_equals_offline_and_restart_keeps_classes(real_da
         _check_equal_offline(labels, ds, bundle, protos, 10)
     finally:
         assert again.stop() == 0, again.stderr
+
+
+def test_demo_runs_end_to_end_and_reports_honestly(real_data, tmp_path):
+    r = subprocess.run([sys.executable, "-c", CLI, "demo", "--data", str(real_data / "nmnist"),
+                        "--limit", "24", "--streams", "3", "--speed", "max", "--quiet", "--json"],
+                       capture_output=True, text=True, timeout=280,
+                       env={**__import__("os").environ, "STREAMLSM_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["labels"] == summary["expected"] == 24 and summary["drops"] == 0
+    assert summary["seen_n"] + summary["unseen_n"] == 24 and summary["unseen_classes"] == ["8", "9"]
+    assert "accuracy, unseen classes" in r.stdout and "few-shot" in r.stdout
+    assert summary["seen_accuracy"] is not None and summary["latency_p99_ms"] > 0

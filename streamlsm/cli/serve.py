@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, daemon.request_stop)
         task = asyncio.create_task(daemon.run())
         await daemon.ready.wait()
-        inputs = ", ".join(r.endpoint for r in daemon._receivers) or "none"
+        inputs = ", ".join(daemon.input_endpoints) or "none"
         print(f"streamlsm serve: inputs {inputs}; labels on {daemon.label_endpoint}; control on "
               f"{daemon.control_endpoint or 'off'}; {len(daemon.matcher)} classes; bundle "
               f"{daemon.bundle.hash[:19]}", flush=True)

@@ -1,0 +1,170 @@
+"""What `streamlsm demo` runs on: the default emulated data + bundle, or real N-MNIST with an in-process model."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import data_root, default_cache_dir, to_dict
+from ..errors import StreamLSMError
+from ..plugins import SOURCE_GROUP, load
+from ..readout.bundle import Bundle
+
+__all__ = ["Plan", "Subset", "default_plan", "nmnist_plan", "say"]
+
+SEEN = [str(d) for d in range(8)]
+UNSEEN = ["8", "9"]
+
+
+def say(msg: str) -> None:
+    print(f"[demo] {msg}", file=sys.stderr, flush=True)
+
+
+class Subset:
+    """Some samples of a dataset, in a given order (what the replayer streams)."""
+
+    def __init__(self, ds: Any, ids: list[int]) -> None:
+        self.ds, self.ids = ds, list(ids)
+        self.name, self.modality, self.layout = ds.name, ds.modality, ds.layout
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def label(self, i: int):
+        return self.ds.label(self.ids[i])
+
+    def events(self, i: int) -> np.ndarray:
+        return self.ds.events(self.ids[i])
+
+    def duration_us(self, i: int) -> int:
+        return int(self.ds.duration_us(self.ids[i]))
+
+
+@dataclass
+class Plan:
+    bundle: Bundle
+    test: Subset
+    support: dict[str, tuple[str, list, list]]   # label -> (modality, event arrays, durations)
+    unseen: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _by_class(ds: Any) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i in range(len(ds)):
+        out.setdefault(str(ds.label(i)), []).append(i)
+    return out
+
+
+def _interleave(groups: list[list[int]], rng: np.random.Generator) -> list[int]:
+    ids = [i for g in groups for i in g]
+    return [int(i) for i in rng.permutation(ids)]
+
+
+def default_plan(limit: int, seed: int) -> Plan:
+    """Emulated camera digits streamed; prototypes of all ten classes from emulated spoken digits."""
+    from streamlsm_sources.emulated import ensure_default_data
+
+    from ..experiments import default_bundle
+
+    say("making or finding the default data (emulated event camera + silicon cochlea) ...")
+    paths = ensure_default_data()
+    say("training or loading the image-audio bundle ...")
+    bundle = Bundle.load(default_bundle())
+    vision = load(SOURCE_GROUP, "nmnist")(paths["camera-digits"], split="test")
+    audio_cls = load(SOURCE_GROUP, "ntidigits")
+    audio = audio_cls(paths["cochlea-digits"], split="train")
+    rng = np.random.default_rng(seed)
+    vis = _by_class(vision)
+    ids = _interleave([v for v in vis.values()], rng)[:limit]
+    support = {}
+    for lab, idx in _by_class(audio).items():
+        if lab in bundle.classes:
+            take = idx[:10]
+            support[lab] = ("audio", [audio.events(i) for i in take], [int(audio.duration_us(i)) for i in take])
+    unseen = [c for c in bundle.classes if c not in bundle.seen_classes]
+    notes = [f"data: emulated camera digits (test split, {len(ids)} samples) from {paths['camera-digits']}",
+             f"model: default bundle {bundle.hash[:19]}, trained on classes {bundle.seen_classes}",
+             f"prototypes: all classes from 10 emulated spoken-digit samples each (audio -> shared space); "
+             f"unseen classes {unseen} were never in training: zero-shot"]
+    return Plan(bundle, Subset(vision, ids), support, unseen, notes)
+
+
+def nmnist_plan(root: Path, limit: int, seed: int, retrain: bool = False, why: str = "") -> Plan:
+    """Real N-MNIST: a vision projection trained here on classes 0-7; 8 and 9 few-shot from support."""
+    from ..reservoir import Reservoir, preset
+
+    ds = load(SOURCE_GROUP, "nmnist")(root, split="train")
+    rng = np.random.default_rng(seed)
+    groups = _by_class(ds)
+    train, test, support = [], [], {}
+    for lab, idx in sorted(groups.items()):
+        idx = [int(i) for i in rng.permutation(idx)]
+        half = len(idx) // 2
+        support[lab] = idx[:5]
+        if lab in SEEN:
+            train += idx[:half]
+        test.append(idx[half:])
+    test_ids = _interleave(test, rng)[:limit]
+    cfg = preset("nmnist")
+    key = hashlib.sha256(repr((str(Path(root).resolve()), len(ds), seed, to_dict(cfg), 2)).encode()).hexdigest()[:12]
+    cache = default_cache_dir() / "demo" / f"nmnist-{key}"
+    if (cache / "manifest.json").is_file() and not retrain:
+        bundle = Bundle.load(cache)
+        say(f"loaded the cached model {cache}")
+    else:
+        bundle = _train_nmnist(ds, train, cfg, seed, Reservoir)
+        bundle.save(cache)
+        say(f"cached the model in {cache}")
+    sup = {lab: ("vision", [ds.events(i) for i in idx], [int(ds.duration_us(i)) for i in idx])
+           for lab, idx in support.items()}
+    notes = [f"data: real N-MNIST from {root} ({len(test_ids)} held-out samples streamed)",
+             f"model: vision projection (64-d, SupCon) trained in this process on classes {SEEN} "
+             f"({len(train)} samples), bundle {bundle.hash[:19]}",
+             f"prototypes: 5 N-MNIST support samples per class; classes {UNSEEN} were never trained on "
+             "(few-shot from same-modality support samples, not cross-modal zero-shot" + (f": {why}" if why else "")
+             + ")"]
+    return Plan(bundle, Subset(ds, test_ids), sup, UNSEEN, notes)
+
+
+def _train_nmnist(ds, train: list[int], cfg, seed: int, Reservoir) -> Bundle:
+    try:
+        from ..readout.train import TrainConfig, train_projections
+    except ImportError as exc:  # the edge install has no torch
+        raise StreamLSMError(f"training needs the 'train' extra (torch): {exc}") from None
+    t0 = time.monotonic()
+    say(f"encoding {len(train)} N-MNIST training samples with the reservoir ...")
+    res = Reservoir(cfg)
+    x = res.encode([ds.events(i) for i in train], [int(ds.duration_us(i)) for i in train], sample_ids=train)
+    y = [str(ds.label(i)) for i in train]
+    say(f"training the projection head (SupCon, classes {SEEN}) ...")
+    b = train_projections(x, x, y, labels_b=y, modalities=("vision", "vision_pair"), dim=64,
+                          loss="supcon", temperature=0.1,
+                          config=TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=10, seed=seed),
+                          classes=SEEN, reservoirs={"vision": to_dict(cfg), "vision_pair": to_dict(cfg)})
+    say(f"trained in {time.monotonic() - t0:.1f} s (validation top-1 {b.metrics.get('val_top1', 0):.3f})")
+    return Bundle(heads={"vision": b.heads["vision"]}, classes=SEEN + UNSEEN, seen_classes=SEEN,
+                  reservoirs={"vision": to_dict(cfg)}, seed=seed, metrics=b.metrics,
+                  extra={"trained_by": "streamlsm demo (N-MNIST fallback)"})
+
+
+def make_plan(data: str | None, limit: int, seed: int, retrain: bool = False) -> Plan:
+    """--data PATH: real N-MNIST there. Otherwise the default data; real N-MNIST if that is missing."""
+    if data:
+        return nmnist_plan(Path(data), limit, seed, retrain)
+    try:
+        return default_plan(limit, seed)
+    except (ImportError, AttributeError, KeyError, OSError, StreamLSMError) as exc:
+        root = data_root() / "nmnist"
+        say(f"the default emulated data / bundle are not available ({type(exc).__name__}: {exc}); "
+            f"falling back to real N-MNIST at {root}")
+        if not (root / "Train").is_dir():
+            raise StreamLSMError(f"no default data and no N-MNIST at {root}: pass --data PATH") from None
+        return nmnist_plan(root, limit, seed, retrain,
+                           why="the default emulated image-audio data/bundle were not available")
