@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import data_root, default_cache_dir, to_dict
 from ..errors import StreamLSMError
-from ..plugins import SOURCE_GROUP, load
+from ..plugins import EMULATOR_GROUP, SOURCE_GROUP, load
 from ..readout.bundle import Bundle
 
 __all__ = ["Plan", "Subset", "default_plan", "nmnist_plan", "say"]
@@ -69,9 +69,10 @@ def _interleave(groups: list[list[int]], rng: np.random.Generator) -> list[int]:
 
 def default_plan(limit: int, seed: int) -> Plan:
     """Emulated camera digits streamed; prototypes of all ten classes from emulated spoken digits."""
-    from streamlsm_sources.emulated import ensure_default_data
-
     from ..experiments import default_bundle
+
+    maker = load(EMULATOR_GROUP, "camera-digits")  # the emulators' module, found by entry point
+    ensure_default_data = sys.modules[maker.__module__].ensure_default_data
 
     say("making or finding the default data (emulated event camera + silicon cochlea) ...")
     paths = ensure_default_data()
