@@ -27,7 +27,7 @@ class CameraConfig:
 
     width: int = 34
     height: int = 34
-    threshold: float = 0.3
+    threshold: float = 0.29
     threshold_sigma: float = 0.035
     refractory_us: int = 300
     jitter_us: float = 60.0
@@ -37,7 +37,7 @@ class CameraConfig:
     saccade_us: int = 100_000
     amplitude_px: float = 3.0
     tremor_px: float = 0.04
-    step_us: int = 2000
+    step_us: int = 4000
 
     def validate(self) -> None:
         for key in ("threshold", "step_us", "saccade_us", "width", "height"):

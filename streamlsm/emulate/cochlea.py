@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from ..events import COCHLEA_DTYPE
 
 __all__ = ["CochleaConfig", "channel_frequencies", "filterbank", "decimation", "cochleagram",
-           "cochlea_events"]
+           "cochlea_events", "normalise"]
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,17 @@ def cochleagram(audio: np.ndarray, fs: float, cfg: CochleaConfig | None = None) 
     m = n // dec
     env = np.maximum(bands[:, : m * dec], 0.0).reshape(len(bands), m, dec).mean(axis=2)
     return np.log1p(env / cfg.compression_knee)
+
+
+def normalise(audio: np.ndarray, rms: float = 0.1) -> np.ndarray:
+    """``audio`` scaled so its active part (above 2% of the peak) has the given RMS (0.1 = the
+    cochlea's normal speech level): recordings come at arbitrary levels, like a preamp's AGC."""
+    x = np.asarray(audio, dtype=np.float32)
+    if not len(x) or not np.abs(x).max() > 0:
+        return x
+    active = np.abs(x) > 0.02 * np.abs(x).max()
+    level = float(np.sqrt(np.mean(x[active].astype(np.float64) ** 2)))
+    return (x * (rms / level)).astype(np.float32)
 
 
 def cochlea_events(audio: np.ndarray, fs: float, rng: np.random.Generator,

@@ -9,15 +9,22 @@ that 0.1 RMS is normal speech (the cochlea's reference level).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import json
 import string
+import struct
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["WORDS", "DIGIT_CLASSES", "Speaker", "speakers", "say", "say_many", "sample_rate",
+__all__ = ["WORDS", "DIGIT_CLASSES", "Speaker", "speakers", "say", "say_many", "say_chunks",
+           "sample_rate",
            "available"]
 
 #: N-TIDIGITS class codes -> words ("z" zero, "o" oh)
@@ -168,20 +175,73 @@ def say(word: str, speaker: Speaker, rng: np.random.Generator) -> tuple[np.ndarr
     return x.astype(np.float32), int(fs)
 
 
-def _say_batch(jobs: list[tuple[str, Speaker, int]]) -> list[tuple[np.ndarray, int]]:
-    return [say(word, spk, np.random.default_rng(seed)) for word, spk, seed in jobs]
+def _serve() -> None:
+    """Child side of ``say_chunks``: JSON jobs on stdin, (n, fs, float32 samples) on stdout."""
+    out = sys.stdout.buffer
+    for line in sys.stdin:
+        job = json.loads(line)
+        audio, fs = say(job["word"], Speaker(**job["speaker"]), np.random.default_rng(job["seed"]))
+        out.write(struct.pack("<II", len(audio), fs))
+        out.write(audio.astype("<f4").tobytes())
+        out.flush()
+
+
+def _read_exact(stream, n: int) -> bytes:
+    data = stream.read(n)
+    if len(data) != n:
+        raise ConfigError("speech", "the eSpeak NG worker process stopped unexpectedly")
+    return data
+
+
+def say_chunks(jobs: list[tuple[str, Speaker, int]], chunk: int = 100
+               ) -> Iterator[list[tuple[np.ndarray, int]]]:
+    """``say(word, speaker, default_rng(seed))`` for each job, yielded ``chunk`` jobs at a time,
+    all computed in one fresh worker process (plain JSON in, raw samples out).
+
+    A freshly loaded eSpeak NG given the same jobs in the same order produces the same bytes, so
+    the makers' output is deterministic (within one process it is not: see ``say``).
+    """
+    if not jobs:
+        return
+    code = "from streamlsm.emulate.speech import _serve; _serve()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+
+    def feed() -> None:  # a thread, so the worker synthesises while this process runs on
+        try:
+            for word, spk, seed in jobs:
+                msg = {"word": word, "speaker": dataclasses.asdict(spk), "seed": int(seed)}
+                proc.stdin.write(json.dumps(msg).encode() + b"\n")
+                proc.stdin.flush()
+        except (BrokenPipeError, ValueError):  # the worker died or the reader stopped early
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        part: list[tuple[np.ndarray, int]] = []
+        for _ in jobs:
+            n, fs = struct.unpack("<II", _read_exact(proc.stdout, 8))
+            audio = np.frombuffer(_read_exact(proc.stdout, 4 * n), dtype="<f4").astype(np.float32)
+            part.append((audio, fs))
+            if len(part) == chunk:
+                yield part
+                part = []
+        if part:
+            yield part
+    finally:
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+        writer.join(timeout=5)
 
 
 def say_many(jobs: list[tuple[str, Speaker, int]]) -> list[tuple[np.ndarray, int]]:
-    """``say(word, speaker, default_rng(seed))`` for each job, in a fresh child process.
-
-    A freshly loaded eSpeak NG given the same jobs in the same order produces the same bytes, so
-    the makers' output is deterministic.
-    """
-    if not jobs:
-        return []
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_say_batch, list(jobs)).result()
+    """All of ``say_chunks(jobs)`` as one list (reproducible bytes, see ``say_chunks``)."""
+    return [item for part in say_chunks(jobs, max(1, len(jobs))) for item in part]

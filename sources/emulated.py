@@ -1,0 +1,350 @@
+"""Emulated datasets: the sensor emulators' events written in the real datasets' file formats.
+
+``make(kind, out, n_per_class, seed)`` writes one data set (deterministic: same arguments, same
+bytes) and a ``manifest.json``; ``ensure_default_data()`` makes-or-finds the default sets in the
+cache directory. Kinds and what ``out`` then holds:
+
+- ``camera-digits`` / ``camera-letters``: N-MNIST tree ``Train|Test/<class>/<id>.bin``
+  (``NMNISTDataset`` for digits, ``CameraTreeDataset`` for any class folders);
+- ``cochlea-digits``: ``n-tidigits.hdf5`` (11 classes z, 1..9, o; eSpeak NG talkers, train and
+  test talkers disjoint), read by ``NTidigitsDataset``;
+- ``cortex-letters``: spike tables ``train.npz`` / ``test.npz`` (192 units, 2 s trials, labels
+  a..z), read by ``SpikeTableDataset``; optionally 10 ms binned ``*_counts10ms.npz``.
+
+``cochlea_from_wavs(wav_dir, out)`` turns recordings (e.g. FSDD ``<digit>_<speaker>_<index>.wav``,
+index 0-4 = test) into the same ``n-tidigits.hdf5`` layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from streamlsm.errors import ConfigError, DataError
+
+from ._common import natural_key
+from .nmnist import SPLITS as NMNIST_SPLITS
+from .nmnist import NMNISTDataset, write_bin
+
+__all__ = [
+    "KINDS",
+    "DEFAULT_KINDS",
+    "VERSION",
+    "make",
+    "make_camera_digits",
+    "make_camera_letters",
+    "make_cochlea_digits",
+    "make_cortex_letters",
+    "cochlea_from_wavs",
+    "ensure_default_data",
+    "read_manifest",
+    "CameraTreeDataset",
+]
+
+#: bump when an emulator changes its output, so cached default data is remade
+VERSION = 1
+KINDS = ("camera-digits", "camera-letters", "cochlea-digits", "cortex-letters")
+DEFAULT_KINDS = KINDS
+MANIFEST = "manifest.json"
+TEST_FRACTION = 0.2
+_KIND_CODE = {k: i + 1 for i, k in enumerate(KINDS)}
+Progress = Callable[[int], None] | None
+
+
+def _split_counts(n: int) -> tuple[int, int]:
+    if n < 1:
+        raise ConfigError("n_per_class", f"must be >= 1, got {n}")
+    n_test = max(1, int(round(n * TEST_FRACTION))) if n > 1 else 0
+    return n - n_test, n_test
+
+
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *key])
+
+
+def _manifest(out: Path, kind: str, n_per_class: int, seed: int, t0: float, **extra) -> None:
+    info = {"kind": kind, "version": VERSION, "n_per_class": n_per_class, "seed": seed,
+            "seconds": round(time.perf_counter() - t0, 2), **extra}
+    (out / MANIFEST).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+def read_manifest(path: str | Path) -> dict | None:
+    """The manifest of a made data set (folder), or None if absent or unreadable."""
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- camera -------------------------------------------------------------------------------------
+def _make_camera(kind: str, out: Path, classes: tuple[str, ...], n_per_class: int, seed: int,
+                 progress: Progress, batch: int = 100) -> Path:
+    from streamlsm.emulate.camera import record
+    from streamlsm.emulate.glyphs import render
+
+    t0 = time.perf_counter()
+    n_train, n_test = _split_counts(n_per_class)
+    code = _KIND_CODE[kind]
+    counts = {}
+    for split, n_split, off in (("train", n_train, 0), ("test", n_test, n_train)):
+        jobs = [(ci, c, i) for ci, c in enumerate(classes) for i in range(off, off + n_split)]
+        for b in range(0, len(jobs), batch):
+            part = jobs[b:b + batch]
+            rngs = [_rng(seed, code, ci, i) for ci, _, i in part]
+            images = np.stack([render(c, r) for (_, c, _), r in zip(part, rngs, strict=True)])
+            for (_, c, i), ev in zip(part, record(images, rngs), strict=True):
+                folder = out / NMNIST_SPLITS[split] / c
+                folder.mkdir(parents=True, exist_ok=True)
+                write_bin(folder / f"{i:05d}.bin", ev)
+            if progress:
+                progress(len(part))
+        counts[split] = len(jobs)
+    _manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes),
+              format="nmnist", reader="nmnist" if kind == "camera-digits" else "emulated-camera")
+    return out
+
+
+def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None) -> Path:
+    """N-MNIST-like digits 0-9 (see module doc); returns ``out``."""
+    from streamlsm.emulate.glyphs import DIGITS
+
+    return _make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress)
+
+
+def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None) -> Path:
+    """N-MNIST-like lowercase letters a-z; returns ``out``."""
+    from streamlsm.emulate.glyphs import LETTERS
+
+    return _make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress)
+
+
+class CameraTreeDataset(NMNISTDataset):
+    """An N-MNIST ``.bin`` tree whose classes are its folder names (e.g. emulated letters a-z)."""
+
+    name = "emulated-camera"
+
+    def __init__(self, root, split: str = "train", *, on_error: str = "raise",
+                 limit: int | None = None, sort: bool = False) -> None:
+        folder = Path(root) / NMNIST_SPLITS.get(split, "")
+        names = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key) \
+            if folder.is_dir() else []
+        self._class_names = tuple(names)
+        super().__init__(root, split, on_error=on_error, limit=limit, sort=sort)
+
+    def _finish(self) -> None:  # NMNISTDataset lists digit folders; take every class folder here
+        self.classes = self._class_names
+        self._keys, self._labels = [], []
+        folder = self.root / NMNIST_SPLITS[self.split]
+        for c in self.classes:
+            files = sorted((folder / c).glob("*.bin"), key=lambda q: natural_key(q.name))
+            self._keys += files
+            self._labels += [c] * len(files)
+        super()._finish()
+
+
+# -- cochlea ------------------------------------------------------------------------------------
+def _write_cochlea(out: Path, utterances: dict[str, dict[str, np.ndarray]]) -> Path:
+    from .ntidigits import HDF5_NAME, write_hdf5
+
+    path = out / HDF5_NAME
+    for split, utts in utterances.items():
+        write_hdf5(path, split, utts)
+    return path
+
+
+def make_cochlea_digits(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None) -> Path:
+    """N-TIDIGITS-like spoken digits from eSpeak NG talkers (each says each digit twice, takes a
+    and b; about 20% of talkers are test talkers); returns ``out``."""
+    from streamlsm.emulate import speech
+    from streamlsm.emulate.cochlea import cochlea_events
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    if not speech.available():
+        raise ConfigError("cochlea-digits", "needs eSpeak NG: pip install espeakng-loader")
+    code = _KIND_CODE["cochlea-digits"]
+    n_spk = -(-n_per_class // 2)
+    talkers = speech.speakers(n_spk, _rng(seed, code, 0))
+    n_test_spk = int(round(n_spk * TEST_FRACTION)) if n_spk > 1 else 0
+    jobs, keys = [], []
+    for si, spk in enumerate(talkers):
+        for take in ("a", "b")[: min(2, n_per_class - 2 * si)]:
+            for ci, digit in enumerate(speech.DIGIT_CLASSES):
+                split = "test" if si >= n_spk - n_test_spk else "train"
+                jobs.append((speech.WORDS[digit], spk, int(_rng(seed, code, 1, si, ci, ord(take))
+                                                            .integers(2**31 - 1))))
+                keys.append((split, f"{spk.gender}-{spk.code}-{take}-{digit}", si, ci, take))
+    utterances: dict[str, dict[str, np.ndarray]] = {"train": {}, "test": {}}
+    chunk, b = 110, 0
+    for audio in speech.say_chunks(jobs, chunk):
+        for (split, key, si, ci, take), (x, fs) in zip(keys[b:b + chunk], audio, strict=True):
+            utterances[split][key] = cochlea_events(x, fs, _rng(seed, code, 2, si, ci, ord(take)))
+        b += chunk
+        if progress:
+            progress(len(audio))
+    out.mkdir(parents=True, exist_ok=True)
+    _write_cochlea(out, {k: v for k, v in utterances.items() if v})
+    _manifest(out, "cochlea-digits", n_per_class, seed, t0, format="ntidigits-hdf5",
+              reader="ntidigits", samples={k: len(v) for k, v in utterances.items()},
+              speakers=[s.__dict__ for s in talkers], classes=list(speech.DIGIT_CLASSES))
+    return out
+
+
+_WAV = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)\.wav$")
+
+
+def cochlea_from_wavs(wav_dir, out, *, seed: int = 0, test_index_below: int = 5,
+                      progress: Progress = None) -> Path:
+    """Recordings ``<digit>_<speaker>_<index>.wav`` (FSDD naming; index < 5 = test) through the
+    cochlea into ``out/n-tidigits.hdf5`` (label ``man-<speaker>-<index>-<digit>``, 0 -> z)."""
+    from scipy.io import wavfile
+
+    from streamlsm.emulate.cochlea import cochlea_events, normalise
+
+    t0 = time.perf_counter()
+    wav_dir, out = Path(wav_dir), Path(out)
+    files = sorted((p for p in wav_dir.glob("*.wav") if _WAV.match(p.name)),
+                   key=lambda p: natural_key(p.name)) if wav_dir.is_dir() else []
+    if not files:
+        raise DataError(wav_dir, "no <digit>_<speaker>_<index>.wav files found")
+    utterances: dict[str, dict[str, np.ndarray]] = {"train": {}, "test": {}}
+    for n, p in enumerate(files):
+        digit, spk, idx = _WAV.match(p.name).groups()
+        try:
+            fs, x = wavfile.read(p)
+        except (ValueError, OSError) as exc:
+            raise DataError(p, f"cannot read WAV: {exc}") from None
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            x = x.mean(axis=1)
+        if np.issubdtype(np.asarray(x).dtype, np.floating) and np.abs(x).max() > 2:
+            x = x / 32768.0
+        split = "test" if int(idx) < test_index_below else "train"
+        label = f"man-{spk.lower()}-{idx}-{'z' if digit == '0' else digit}"
+        utterances[split][label] = cochlea_events(normalise(x), fs, _rng(seed, 9, n))
+        if progress:
+            progress(1)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_cochlea(out, {k: v for k, v in utterances.items() if v})
+    _manifest(out, "cochlea-wavs", 0, seed, t0, source=str(wav_dir), format="ntidigits-hdf5",
+              reader="ntidigits", samples={k: len(v) for k, v in utterances.items()})
+    return out
+
+
+# -- cortex -------------------------------------------------------------------------------------
+def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
+                        counts: bool = False) -> Path:
+    """Intracortical handwriting of a-z (192 units, 2 s trials): ``train.npz`` then ``test.npz``
+    (the test trials recorded after the training ones, baselines drifting throughout); with
+    ``counts`` also 10 ms binned ``<split>_counts10ms.npz``. Returns ``out``."""
+    from streamlsm.emulate.cortex import Array, bin_counts
+    from streamlsm.emulate.glyphs import LETTERS
+
+    from .neural import write_spike_table
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    code = _KIND_CODE["cortex-letters"]
+    n_train, n_test = _split_counts(n_per_class)
+    array = Array(seed=seed)
+    session = _rng(seed, code, 0)
+    out.mkdir(parents=True, exist_ok=True)
+    trial_us = array.cfg.trial_us
+    clock = 0
+    samples = {}
+    for split, n_split in (("train", n_train), ("test", n_test)):
+        if not n_split:
+            continue
+        order = np.concatenate([session.permutation(len(LETTERS)) for _ in range(n_split)])
+        t_parts, u_parts, starts, labels, binned = [], [], [], [], []
+        for k, ci in enumerate(order):
+            array.advance(session)
+            ev = array.trial(LETTERS[ci], _rng(seed, code, 1, clock // trial_us))
+            t_parts.append(ev["t"] + clock)
+            u_parts.append(ev["x"])
+            starts.append(clock)
+            labels.append(LETTERS[ci])
+            if counts:
+                binned.append(bin_counts(ev, array.cfg.n_units, trial_us).astype(np.uint8))
+            clock += trial_us
+            if progress and (k + 1) % 26 == 0:
+                progress(26)
+        starts_a = np.asarray(starts, dtype=np.int64)
+        write_spike_table(out / f"{split}.npz", np.concatenate(t_parts), np.concatenate(u_parts),
+                          starts_a, starts_a + trial_us, labels)
+        if counts:
+            with open(out / f"{split}_counts10ms.npz", "wb") as f:
+                np.savez_compressed(f, counts=np.concatenate(binned), bin_us=np.int64(10_000),
+                                    t0_us=np.int64(starts[0]), t_start_us=starts_a,
+                                    t_end_us=starts_a + trial_us, label=np.asarray(labels))
+        samples[split] = len(order)
+    _manifest(out, "cortex-letters", n_per_class, seed, t0, format="spike-table",
+              reader="spike-table", samples=samples, n_units=array.cfg.n_units,
+              trial_us=trial_us, classes=list(LETTERS))
+    return out
+
+
+# -- dispatch and cache ---------------------------------------------------------------------------
+_MAKERS = {"camera-digits": make_camera_digits, "camera-letters": make_camera_letters,
+           "cochlea-digits": make_cochlea_digits, "cortex-letters": make_cortex_letters}
+
+
+def make(kind: str, out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
+         **options) -> Path:
+    """Write data set ``kind`` (one of KINDS) into folder ``out`` (made; must be empty or absent).
+
+    Written into a temporary sibling folder first and renamed, so a half-made set never appears.
+    """
+    if kind not in _MAKERS:
+        raise ConfigError("kind", f"unknown emulated data set {kind!r}; known: {list(KINDS)}")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError("out", f"{out} exists and is not empty")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        _MAKERS[kind](tmp, n_per_class=n_per_class, seed=seed, progress=progress, **options)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 100, seed: int = 0,
+                        progress: Callable[[str], Progress] | None = None) -> dict[str, Path]:
+    """Find, else make, the default emulated sets under ``cache`` (default: default_cache_dir()).
+
+    A set is reused when its ``manifest.json`` matches (kind, version, n_per_class, seed).
+    ``progress(kind)`` may return a callback for the samples made. Returns {kind: folder}.
+    """
+    from streamlsm.config import default_cache_dir
+
+    root = Path(cache) if cache is not None else default_cache_dir()
+    found = {}
+    for kind in kinds:
+        folder = root / "data" / f"{kind}-n{n_per_class}-s{seed}-v{VERSION}"
+        info = read_manifest(folder)
+        ok = info is not None and all(info.get(k) == v for k, v in
+                                      (("kind", kind), ("version", VERSION),
+                                       ("n_per_class", n_per_class), ("seed", seed)))
+        if not ok:
+            if folder.exists():
+                shutil.rmtree(folder)
+            try:
+                make(kind, folder, n_per_class, seed, progress(kind) if progress else None)
+            except OSError:  # another process finished the same set first
+                if read_manifest(folder) is None:
+                    raise
+        found[kind] = folder
+    return found
