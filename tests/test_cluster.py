@@ -1,0 +1,311 @@
+"""Scale-out: hash ring, router + workers on loopback (threads, then processes with SIGKILL), netns hosts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import zmq
+
+from streamlsm.cluster import HashRing, Router, RouterConfig, Worker, WorkerConfig
+from streamlsm.cluster.drive import drive, make_samples, stream_packets
+from streamlsm.errors import ConfigError
+from streamlsm.pipeline import Pipeline
+from streamlsm.readout.matcher import PrototypeMatcher
+from streamlsm.testing import FakeReservoir, make_bundle
+
+ROOT = Path(__file__).resolve().parents[1]
+F, D = 32, 16
+LOCAL = "tcp://127.0.0.1:*"
+
+
+# ------------------------------------------------------------------ the ring
+
+
+def test_ring_is_deterministic_balanced_and_moves_little():
+    ids = [f"cam{i}" for i in range(4000)]
+    ring = HashRing(["a", "b", "c"], vnodes=128)
+    before = ring.assignment(ids)
+    assert HashRing(["c", "a", "b"], vnodes=128).assignment(ids) == before  # order-free
+    share = Counter(before.values())
+    assert min(share.values()) > 4000 / 3 * 0.75
+    ring.add("d")
+    after = ring.assignment(ids)
+    moved = [s for s in ids if before[s] != after[s]]
+    assert all(after[s] == "d" for s in moved)  # only to the new worker
+    assert 0.15 < len(moved) / len(ids) < 0.35  # about 1/4
+    ring.remove("b")
+    again = ring.assignment(ids)
+    assert all(again[s] == after[s] for s in ids if after[s] != "b")  # only b's streams move
+    assert "b" not in set(again.values())
+    assert HashRing().lookup("x") is None
+    with pytest.raises(ConfigError):
+        HashRing(vnodes=0)
+
+
+def test_router_refuses_remote_bind_without_keys():
+    with pytest.raises(ConfigError) as info:
+        Router(RouterConfig(input="tcp://0.0.0.0:5555", workers=LOCAL, labels_in=LOCAL, labels=LOCAL))
+    assert info.value.key == "router.input"
+
+
+# ------------------------------------------------------------------ threads on loopback
+
+
+def _pipeline() -> Pipeline:
+    matcher = PrototypeMatcher(D)
+    bundle = make_bundle(F, D)
+    res = FakeReservoir(F)
+    for ev, label in make_samples(6, seed=99):
+        matcher.add(label, bundle.embed("vision", res.encode([ev])))
+    return Pipeline(bundle, matcher, reservoir_factory=lambda m: FakeReservoir(F, m))
+
+
+def _expected(streams: int, samples: int, **kw) -> dict:
+    """Labels of each (stream, sample) from one single-process pipeline: the reference."""
+    pipe = _pipeline()
+    out = {}
+    for i in range(streams):
+        pk = stream_packets(f"s{i}", make_samples(samples, seed=i, events=kw.get("events", 400)),
+                            100_000, 10_000)
+        out.update({(lab.stream_id, lab.sample_id): lab.label for lab in pipe(pk)})
+    return out
+
+
+class Cluster:
+    """A router thread and worker threads in this process (tcp on 127.0.0.1, random ports)."""
+
+    def __init__(self) -> None:
+        self.ctx = zmq.Context()
+        self.router = Router(RouterConfig(input=LOCAL, workers=LOCAL, labels_in=LOCAL, labels=LOCAL,
+                                          heartbeat_s=0.05, timeout_s=0.5), self.ctx)
+        self._stop = False
+        self.thread = threading.Thread(target=self.router.run, args=(lambda: self._stop,))
+        self.thread.start()
+        self.workers: dict[str, tuple[Worker, threading.Thread]] = {}
+
+    def add(self, name: str) -> Worker:
+        ep = self.router.endpoints
+        w = Worker(WorkerConfig(router=ep["workers"], labels_in=ep["labels_in"], name=name,
+                                heartbeat_s=0.05), _pipeline(), self.ctx)
+        t = threading.Thread(target=w.run)
+        t.start()
+        self.workers[name] = (w, t)
+        deadline = time.monotonic() + 10
+        while name not in self.router.ring and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return w
+
+    def drive(self, **kw) -> dict:
+        ep = self.router.endpoints
+        return drive(ep["input"], ep["labels"], context=self.ctx, settle_s=2.0, **kw)
+
+    def close(self) -> None:
+        for w, t in self.workers.values():
+            w.kill()
+            t.join(10)
+        self._stop = True
+        self.thread.join(10)
+        self.router.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def cluster():
+    c = Cluster()
+    yield c
+    c.close()
+
+
+def _labels(result) -> dict:
+    return {(sid, s): lab for sid, rows in result["got"].items() for s, lab, _t in rows}
+
+
+def test_streams_spread_and_labels_equal_single_process(cluster):
+    for name in ("w1", "w2", "w3"):
+        cluster.add(name)
+    res = cluster.drive(streams=12, samples=3, bad_every=7)
+    st = cluster.router.status()
+    assert _labels(res) == _expected(12, 3)  # bad messages changed nothing
+    assert st["counters"]["rejected"] == res["bad_messages"] > 0 and st["rejected"] == {"header": res["bad_messages"]}
+    assert len({o for o in st["owners"].values()}) == 3
+    assert st["counters"].get("lost_samples", 0) == 0
+
+
+def test_join_at_run_time_moves_streams_at_sample_boundaries_without_loss(cluster):
+    cluster.add("w1")
+    got = {}
+    result = {}
+    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
+    t.start()
+    time.sleep(0.4)
+    cluster.add("w2")
+    t.join()
+    got = _labels(result)
+    st = cluster.router.status()
+    assert got == _expected(8, 12)  # every sample, each labelled as by a single process
+    assert set(st["owners"].values()) == {"w1", "w2"}
+    assert st["counters"].get("lost_samples", 0) == 0
+
+
+def test_graceful_leave_loses_nothing(cluster):
+    cluster.add("w1")
+    w2 = cluster.add("w2")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
+    t.start()
+    time.sleep(0.4)
+    w2.stop()
+    t.join()
+    st = cluster.router.status()
+    assert _labels(result) == _expected(8, 12)
+    assert set(st["owners"].values()) == {"w1"} and "w2" not in st["workers"]
+    assert [e["event"] for e in st["events"] if e["worker"] == "w2"][-2:] == ["leave", "left"]
+
+
+def test_dead_worker_streams_resume_and_losses_are_counted(cluster):
+    cluster.add("w1")
+    w2 = cluster.add("w2")
+    result = {}
+    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=10, speed=1.0)))
+    t.start()
+    time.sleep(0.45)
+    owners_before = dict(cluster.router.status()["owners"])
+    w2.kill()
+    t.join()
+    st = cluster.router.status()
+    got, want = _labels(result), _expected(8, 10)
+    lost = st["lost_by_stream"]
+    moved = {s for s, o in owners_before.items() if o == "w2"}
+    assert moved and st["counters"]["worker_deaths"] == 1
+    assert all(got[k] == want[k] for k in got)  # what was labelled is right
+    assert st["counters"]["lost_samples"] >= 1  # killed mid-sample
+    assert len(got) + st["counters"]["lost_samples"] == len(want)  # the rest is counted lost
+    assert set(lost) <= moved
+    for sid in moved:  # resumed on w1: the last samples of every moved stream are labelled
+        assert (sid, 9) in got
+    assert st["failover_ms"]
+
+
+# ------------------------------------------------------------------ processes, SIGKILL
+
+
+def _model(tmp_path) -> tuple[Path, Path]:
+    from streamlsm.config import to_dict
+    from streamlsm.reservoir import Reservoir, preset
+
+    cfg = preset("nmnist")
+    n = Reservoir(cfg).n_features
+    bundle = make_bundle(n, D, reservoirs={"vision": to_dict(cfg)})
+    matcher = PrototypeMatcher(D)
+    res = Reservoir(cfg)
+    for ev, label in make_samples(6, seed=99):
+        matcher.add(label, bundle.embed("vision", res.encode([ev], [100_000])))
+    return bundle.save(tmp_path / "bundle"), matcher.save(tmp_path / "protos")
+
+
+def _spawn(args, prefix=()):
+    return subprocess.Popen([*prefix, sys.executable, "-m", "streamlsm.cli", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_workers(router_status, n, timeout=120):
+    deadline = time.monotonic() + timeout
+    while len(router_status()["workers"]) < n:
+        if time.monotonic() > deadline:
+            pytest.fail(f"workers did not join within {timeout} s")
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_worker_processes_sigkill_failover(tmp_path):
+    bundle, protos = _model(tmp_path)
+    ctx = zmq.Context()
+    router = Router(RouterConfig(input=LOCAL, workers=LOCAL, labels_in=LOCAL, labels=LOCAL,
+                                 heartbeat_s=0.1, timeout_s=1.0), ctx)
+    stop = []
+    rt = threading.Thread(target=router.run, args=(lambda: bool(stop),))
+    rt.start()
+    ep = router.endpoints
+    procs = {n: _spawn(["cluster", "worker", "--bundle", str(bundle), "--prototypes", str(protos),
+                        "--router", ep["workers"], "--labels-in", ep["labels_in"], "--name", n,
+                        "--heartbeat", "0.1"]) for n in ("p1", "p2")}
+    try:
+        _wait_workers(router.status, 2)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(
+            drive(ep["input"], ep["labels"], streams=6, samples=10, speed=2.0, context=ctx, settle_s=3)))
+        t.start()
+        time.sleep(1.5)
+        owners = dict(router.status()["owners"])
+        t_kill = time.monotonic()
+        procs["p2"].send_signal(signal.SIGKILL)
+        t.join()
+        st = router.status()
+        got = _labels(result)
+        assert st["counters"]["worker_deaths"] == 1
+        assert len(got) + st["counters"]["lost_samples"] == 60
+        moved = {s for s, o in owners.items() if o == "p2"}
+        for sid in moved:
+            after = [ts for s, _l, ts in result["got"].get(sid, []) if ts > t_kill]
+            assert after, f"{sid} never labelled again after its worker died"
+        dead = [e for e in st["events"] if e["event"] == "dead"][0]
+        assert dead["t"] - t_kill < 1.5  # connection loss or the heartbeat timeout
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        stop.append(1)
+        rt.join(10)
+        router.close()
+        ctx.term()
+
+
+# ------------------------------------------------------------------ network namespaces as hosts
+
+
+def _netns_ok() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (ip netns)"
+    if shutil.which("ip") is None:
+        return "the ip command is absent"
+    r = subprocess.run(["ip", "netns", "add", "slsm-probe"], capture_output=True, text=True)
+    if r.returncode:
+        return f"network namespaces not allowed here: {r.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", "slsm-probe"], capture_output=True)
+    return None
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_netns_hosts(tmp_path):
+    why = _netns_ok()
+    if why:
+        pytest.skip(why)
+    from streamlsm.cluster.netns import Hosts
+
+    bundle, protos = _model(tmp_path)
+    with Hosts(2, tmp_path / "keys") as hosts:
+        router = hosts.start_router()
+        for i in range(2):
+            hosts.start_worker(i, bundle, protos)
+        hosts.wait_workers(2)
+        res = hosts.drive(streams=6, samples=4, speed=0)
+        assert res["labels"] == 24
+        status = hosts.router_status()
+        assert len(set(status["owners"].values())) == 2
+        assert all(ep.startswith("tcp://") for ep in status["endpoints"].values())
+        assert router.poll() is None
