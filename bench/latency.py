@@ -105,6 +105,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs (< 60 s)")
     ap.add_argument("--packet-us", type=int, default=10_000, help="replay packet length (us)")
     ap.add_argument("--bundle", default=None, help="a trained bundle (default: random projection)")
+    ap.add_argument("--compute", choices=("thread", "inline"), default="thread",
+                    help="daemon pipeline in a worker thread (default) or in the event loop")
     ap.add_argument("--max-verify", type=int, default=256, help="most streams verified at real time")
     args = ap.parse_args()
     root = data_root() / "nmnist"
@@ -125,13 +127,13 @@ def main() -> int:
               "inputs": [{"endpoint": "tcp://127.0.0.1:*", "kind": "pull", "hwm": 100_000}],
               "outputs": {"labels": "tcp://127.0.0.1:*", "hwm": 100_000},
               "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(root.resolve())]},
-              "limits": {"overflow": "drop_oldest", "queue": 20_000, "batch": 1024}}
+              "limits": {"overflow": "drop_oldest", "queue": 20_000, "batch": 1024, "compute": args.compute}}
     daemon = DaemonProcess(config, work)
     daemon.start()
     os.sched_setaffinity(daemon.proc.pid, {cpu})  # the daemon (all its threads) on one core
     for t in os.listdir(f"/proc/{daemon.proc.pid}/task"):
         os.sched_setaffinity(int(t), {cpu})
-    out: dict = {"packet_us": args.packet_us, "daemon_cpu": cpu, "quick": args.quick,
+    out: dict = {"packet_us": args.packet_us, "daemon_cpu": cpu, "compute": args.compute, "quick": args.quick,
                  "bundle": "trained" if args.bundle else "random projection (latency does not depend on it)"}
     try:
         for d in range(10):
@@ -152,7 +154,7 @@ def main() -> int:
                   f"p99 {r['p99_ms']:.2f} ms, drops {r['drops']}", file=sys.stderr, flush=True)
         # throughput at full speed -> CPU seconds per stream second
         before = daemon.ctl({"cmd": "status"})
-        k, limit = (16, 6) if args.quick else (32, 20)
+        k, limit = (32, 6) if args.quick else (64, 20)
         replay(root, daemon.inputs[0], k, limit, "max", args.packet_us, "tput")
         drain(sub, k * limit, timeout=120)
         after = daemon.ctl({"cmd": "status"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterable, Sequence
@@ -81,6 +82,8 @@ class LimitsConfig:
     batch: int = 256
     max_events: int = 1 << 20
     stats_every_s: float = 1.0
+    compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
+    gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
 
     def validate(self) -> None:
         if self.queue < 1:
@@ -89,6 +92,8 @@ class LimitsConfig:
             raise ConfigError("batch", f"must be >= 1, got {self.batch}")
         if self.max_events < 1:
             raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
+        if not 0 <= self.gil_switch_ms <= 100:
+            raise ConfigError("gil_switch_ms", f"must lie in [0, 100], got {self.gil_switch_ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +248,7 @@ class Daemon:
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._inline = config.limits.compute == "inline"
         self._queue = PacketBuffer(config.limits.queue, config.limits.overflow)
         self._saved_version = self.matcher.version
         self._t0 = time.monotonic()
@@ -268,6 +274,9 @@ class Daemon:
         lim = self.config.limits
         limits = wire.WireLimits(max_events=lim.max_events)
         async with contextlib.AsyncExitStack() as stack:
+            if lim.gil_switch_ms > 0:  # the loop thread gets the GIL back from the worker sooner
+                stack.callback(sys.setswitchinterval, sys.getswitchinterval())
+                sys.setswitchinterval(lim.gil_switch_ms / 1000)
             pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
                                                          hwm=self.config.outputs.hwm, stamp=False))
             self.label_endpoint, self._pub = pub.endpoint, pub
@@ -341,7 +350,10 @@ class Daemon:
         recv = [r for _, r in items]
         async with self._lock:
             t0 = time.perf_counter()
-            labels = await asyncio.to_thread(self.pipeline, pkts, recv)
+            if self._inline:
+                labels = self.pipeline(pkts, recv)
+            else:
+                labels = await asyncio.to_thread(self.pipeline, pkts, recv)
             self.busy_s += time.perf_counter() - t0
         self.counters["batches"] += 1
         for lab in labels:
