@@ -21,6 +21,8 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -321,30 +323,54 @@ def make(kind: str, out, n_per_class: int = 100, seed: int = 0, progress: Progre
     return out
 
 
+def _matches(folder: Path, kind: str, n_per_class: int, seed: int) -> bool:
+    info = read_manifest(folder)
+    return info is not None and all(info.get(k) == v for k, v in (
+        ("kind", kind), ("version", VERSION), ("n_per_class", n_per_class), ("seed", seed)))
+
+
+def _make_in_child(kind: str, folder: Path, n_per_class: int, seed: int) -> subprocess.Popen:
+    code = ("import sys; from streamlsm_sources.emulated import make; "
+            "make(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))")
+    return subprocess.Popen([sys.executable, "-c", code, kind, str(folder), str(n_per_class),
+                             str(seed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
 def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 100, seed: int = 0,
+                        jobs: int | None = None,
                         progress: Callable[[str], Progress] | None = None) -> dict[str, Path]:
     """Find, else make, the default emulated sets under ``cache`` (default: default_cache_dir()).
 
-    A set is reused when its ``manifest.json`` matches (kind, version, n_per_class, seed).
-    ``progress(kind)`` may return a callback for the samples made. Returns {kind: folder}.
+    A set is reused when its ``manifest.json`` matches (kind, version, n_per_class, seed). Missing
+    sets are made by up to ``jobs`` worker processes at once (default: 2 or the CPU count if
+    smaller; 1 makes them here, one after the other). ``progress(kind)`` may return a callback
+    told the number of samples made. Returns {kind: folder}.
     """
     from streamlsm.config import default_cache_dir
 
     root = Path(cache) if cache is not None else default_cache_dir()
-    found = {}
-    for kind in kinds:
-        folder = root / "data" / f"{kind}-n{n_per_class}-s{seed}-v{VERSION}"
-        info = read_manifest(folder)
-        ok = info is not None and all(info.get(k) == v for k, v in
-                                      (("kind", kind), ("version", VERSION),
-                                       ("n_per_class", n_per_class), ("seed", seed)))
-        if not ok:
-            if folder.exists():
-                shutil.rmtree(folder)
-            try:
-                make(kind, folder, n_per_class, seed, progress(kind) if progress else None)
-            except OSError:  # another process finished the same set first
-                if read_manifest(folder) is None:
-                    raise
-        found[kind] = folder
-    return found
+    folders = {k: root / "data" / f"{k}-n{n_per_class}-s{seed}-v{VERSION}" for k in kinds}
+    todo = [k for k in kinds if not _matches(folders[k], k, n_per_class, seed)]
+    for k in todo:
+        if folders[k].exists():
+            shutil.rmtree(folders[k])
+    jobs = min(2, os.cpu_count() or 1) if jobs is None else max(1, int(jobs))
+    if jobs == 1 or len(todo) <= 1:
+        for k in todo:
+            make(k, folders[k], n_per_class, seed, progress(k) if progress else None)
+    else:
+        queue, running = list(todo), []
+        while queue or running:
+            while queue and len(running) < jobs:
+                k = queue.pop(0)
+                running.append((k, _make_in_child(k, folders[k], n_per_class, seed)))
+            k, proc = running.pop(0)
+            _, err = proc.communicate()
+            if proc.returncode != 0 or not _matches(folders[k], k, n_per_class, seed):
+                for _, other in running:
+                    other.kill()
+                tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                raise DataError(folders[k], f"making {k} failed: {tail[0]}")
+            if progress and (cb := progress(k)):
+                cb(len(read_manifest(folders[k]).get("classes", [])) * n_per_class)
+    return folders

@@ -140,3 +140,11 @@ def test_ensure_default_data_makes_once(tmp_path, monkeypatch):
     monkeypatch.setenv("STREAMLSM_CACHE", str(tmp_path / "env"))
     got = emulated.ensure_default_data(kinds=("cortex-letters",), n_per_class=1)
     assert str(got["cortex-letters"]).startswith(str(tmp_path / "env"))
+
+
+def test_ensure_default_data_in_worker_processes(tmp_path):
+    kinds = ("cortex-letters", "camera-digits")
+    got = emulated.ensure_default_data(tmp_path, kinds=kinds, n_per_class=1, jobs=2)
+    assert set(got) == set(kinds)
+    assert emulated.read_manifest(got["camera-digits"])["samples"] == {"train": 10, "test": 0}
+    assert (got["cortex-letters"] / "train.npz").is_file()

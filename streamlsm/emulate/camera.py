@@ -31,7 +31,8 @@ class CameraConfig:
     threshold_sigma: float = 0.035
     refractory_us: int = 300
     jitter_us: float = 60.0
-    noise_hz: float = 0.15  # background activity, events per pixel per second
+    noise_hz: float = 0.35  # background activity, events per pixel per second
+    noise_on_fraction: float = 0.95  # ATIS background events are mostly ON (as in N-MNIST)
     black_level: float = 0.06  # display black relative to white (keeps log finite)
     blur_px: float = 0.5  # optics
     saccade_us: int = 100_000
@@ -112,7 +113,7 @@ def _finish(rng: np.random.Generator, cfg: CameraConfig, flat: np.ndarray, t: np
     t = t + rng.normal(0.0, cfg.jitter_us, len(t)) if cfg.jitter_us > 0 else t
     flat = np.concatenate([flat, rng.integers(0, n_pix, n_noise)])
     t = np.concatenate([t, rng.uniform(0, duration_us, n_noise)])
-    p = np.concatenate([p, rng.integers(0, 2, n_noise).astype(np.int8)])
+    p = np.concatenate([p, (rng.random(n_noise) < cfg.noise_on_fraction).astype(np.int8)])
     ti = np.clip(np.rint(t), 0, max(0, int(duration_us) - 1)).astype(np.int64)
     order = np.lexsort((flat, ti))
     ev = np.empty(len(ti), dtype=DVS_DTYPE)

@@ -149,7 +149,8 @@ def render(char: str, rng: np.random.Generator, *, size: int = 28, height: float
     if distort:
         width = rng.uniform(-0.1, 1.5)  # pixels of thickening (negative thins)
         blurred = ndimage.gaussian_filter(img, 0.7 + 0.25 * abs(width))
-        img = np.clip((blurred - 0.5 + 0.35 * width) * 2.5 + 0.5, 0.0, 1.0)
+        level = float(np.clip(0.5 - 0.25 * width, 0.15, 0.6))  # lower level = thicker stroke
+        img = np.clip((blurred - level) * 2.5 + 0.5, 0.0, 1.0) * (blurred > 0.03)
     return img.astype(np.float32)
 
 
