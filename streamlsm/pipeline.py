@@ -137,9 +137,23 @@ class Pipeline:
         self._seeds: dict[str, int] = {}
 
     def swap_bundle(self, bundle, reservoir_factory: ReservoirFactory | None = None) -> None:
-        """Use another bundle from the next packet on; stream state restarts at the next sample."""
+        """Use another bundle from the next packet on.
+
+        A modality whose reservoir config is unchanged keeps its reservoir and every stream's state
+        (samples in flight are labelled by the new heads); for a changed or dropped one the state
+        restarts at each stream's next sample.
+        """
+        old, old_res, old_factory = self.bundle, self._reservoirs, self.make_reservoir
         self._set_bundle(bundle, reservoir_factory)
-        self._streams.clear()
+        same_factory = reservoir_factory is not None and reservoir_factory is old_factory
+        for modality, res in old_res.items():
+            keep = modality in bundle.heads and (same_factory or (
+                reservoir_factory is None and old.reservoirs.get(modality) is not None
+                and old.reservoirs.get(modality) == bundle.reservoirs.get(modality)))
+            if keep:
+                self._reservoirs[modality] = res
+        for sid in [sid for sid, st in self._streams.items() if st.modality not in self._reservoirs]:
+            del self._streams[sid]
 
     def reservoir(self, modality: str):
         """The (shared, multi-stream) reservoir of a modality, built on first use."""

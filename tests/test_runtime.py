@@ -243,3 +243,35 @@ async def test_sinks_from_config_jsonl_console_relay_prometheus(tmp_path, capsys
     assert 'streamlsm_labels_total{modality="vision"} 6.0' in metrics
     assert "streamlsm_label_latency_seconds_count 6.0" in metrics
     assert "streamlsm_real_time_factor" in metrics
+
+
+@pytest.mark.asyncio
+async def test_reload_mid_stream_loses_no_sample(tmp_path):
+    cfg = _config(tmp_path, control={"allowed_dirs": [str(tmp_path)]})
+    make_bundle(F, D, seed=5).save(tmp_path / "bundle2")
+    samples = random_samples(10, DVS_DTYPE, seed=6)
+    pkts = packets_from_samples(samples, "s", packet_us=5_000)
+    half = len(pkts) // 2 + 3  # mid-sample
+    sink = ListSink()
+    reloaded = asyncio.Event()
+
+    async def source():
+        for p in pkts[:half]:
+            yield p
+        await reloaded.wait()
+        for p in pkts[half:]:
+            yield p
+
+    daemon = Daemon(cfg, sources=[source()], sinks=[sink], reservoir_factory=_factory)
+    daemon.matcher.add("0", np.ones(D))
+    task = asyncio.create_task(daemon.run())
+    while daemon.counters["received"] < half:
+        await asyncio.sleep(0.01)
+    old = daemon.bundle.hash
+    reply = await _ctl(daemon, {"cmd": "reload", "path": str(tmp_path / "bundle2")})
+    assert reply["ok"] and reply["bundle_hash"] != old
+    reloaded.set()
+    await task
+    assert [lab.sample_id for lab in sink.labels] == list(range(10))
+    hashes = [lab.bundle_hash for lab in sink.labels]
+    assert hashes[0] == old and hashes[-1] == reply["bundle_hash"]
