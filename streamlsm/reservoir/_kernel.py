@@ -108,93 +108,6 @@ def reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist):
 
 
 @_jit
-def _close_bin(s, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-               v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z):
-    """Close the open bin of slot s: integrate, threshold, record spikes; the next bin opens."""
-    N = v.shape[1]
-    b = ist[s, I_CUR]
-    nf = ist[s, I_NF]
-    nsp = ist[s, I_NSP]
-    noisy = eta > 0.0
-    if nf == 0 and nsp == 0:
-        # no input and no spikes: pure leak, no spike possible (threshold > 0), no noise (no reads)
-        for n in range(N):
-            v[s, n] = decay * v[s, n]
-        ist[s, I_CUR] = b + 1
-        return
-    for n in range(N):
-        cur[n] = 0.0
-    if noisy:
-        for n in range(N):
-            q[n] = 0.0
-    for i in range(nf):
-        c = fidx[s, i]
-        x = acc[s, c]
-        acc[s, c] = 0.0
-        if x == 1.0:
-            for n in range(N):
-                cur[n] += W_in[c, n]
-        else:
-            for n in range(N):
-                cur[n] += x * W_in[c, n]
-        if noisy:
-            x2 = x * x
-            for n in range(N):
-                q[n] += x2 * W2_in[c, n]
-    for i in range(nsp):
-        j = sidx[s, i]
-        for n in range(N):
-            cur[n] += W_rec[j, n]
-        if noisy:
-            for n in range(N):
-                q[n] += W2_rec[j, n]
-    ist[s, I_NF] = 0
-    if noisy:
-        normals(seed, key[s], b, N, ntab, z)
-        for n in range(N):
-            cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
-    H = hist.shape[1]
-    k = 0
-    for n in range(N):
-        vn = np.float32(0.0) if sprev[s, n] else decay * v[s, n]
-        vn = vn + cur[n]
-        v[s, n] = vn
-        if vn > thr:
-            sprev[s, n] = 1
-            sidx[s, k] = n
-            k += 1
-            cnt[s, n] += 1
-            if b < H:
-                hist[s, b, n] = 1
-        else:
-            sprev[s, n] = 0
-    ist[s, I_NSP] = k
-    ist[s, I_CUR] = b + 1
-
-
-@_jit
-def _advance(s, target, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-             v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z):
-    """Close bins of slot s until bin ``target`` is the open one; idle stretches cost O(N) per bin
-    until the membrane has leaked to exactly zero, then nothing."""
-    N = v.shape[1]
-    while ist[s, I_CUR] < target:
-        if ist[s, I_NF] == 0 and ist[s, I_NSP] == 0:
-            nz = False
-            for n in range(N):
-                x = decay * v[s, n]
-                v[s, n] = x
-                nz = nz or x != 0.0
-            if nz:
-                ist[s, I_CUR] += 1
-            else:
-                ist[s, I_CUR] = target
-        else:
-            _close_bin(s, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                       v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
-
-
-@_jit
 def _features(s, nbins, K, cnt, hist, out, row):
     """Write the features of slot s (K windows of its nbins bins, or the totals) into out[row]."""
     N = cnt.shape[1]
@@ -214,69 +127,157 @@ def _features(s, nbins, K, cnt, hist, out, row):
 
 
 @_jit
-def _feed_packet(s, t_start, t_end, flags, pkey, ev_t, ev_x, ev_y, ev_p, e0, e1,
-                 lut, xm, ym, pm, input_max, bin_us, K,
-                 W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, row):
-    """Advance slot s by one packet; returns 1 when a feature row was written to out[row]."""
-    if flags & 1:
-        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
-        ist[s, I_T0] = t_start
-        ist[s, I_ACTIVE] = 1
-        key[s] = pkey
-    elif ist[s, I_ACTIVE] == 0:
-        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
-        ist[s, I_T0] = t_start
-        ist[s, I_ACTIVE] = 1
-        key[s] = pkey
-    t0 = ist[s, I_T0]
-    for e in range(e0, e1):
-        ist[s, I_EVENTS] += 1
-        x = np.int64(ev_x[e])
-        y = np.int64(ev_y[e])
-        p = np.int64(ev_p[e])
-        if x < 0 or x >= xm or y < 0 or y >= ym or p < 0 or p >= pm:
-            ist[s, I_DROPPED] += 1
-            continue
-        c = lut[(y * xm + x) * pm + p]
-        if c < 0:
-            ist[s, I_DROPPED] += 1
-            continue
-        if ev_t[e] >= t_end:
-            ist[s, I_LATE] += 1
-            continue
-        rel = ev_t[e] - t0
-        if rel < 0:
-            ist[s, I_LATE] += 1
-            continue
-        b = rel // bin_us
-        if b < ist[s, I_CUR]:
-            ist[s, I_LATE] += 1
-            continue
-        if b > ist[s, I_CUR]:
-            _advance(s, b, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                     v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
-        a = acc[s, c]
-        if a == 0.0:
-            fidx[s, ist[s, I_NF]] = c
-            ist[s, I_NF] += 1
-        if a < input_max:
-            acc[s, c] = a + 1.0
-    if flags & 2:
-        nbins = (t_end - t0 + bin_us - 1) // bin_us
-        if nbins < 0:
-            nbins = 0
-        _advance(s, nbins, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
-        _features(s, nbins, K, cnt, hist, out, row)
-        reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
-        ist[s, I_ACTIVE] = 0
-        return 1
-    done = (t_end - t0) // bin_us
-    if done > ist[s, I_CUR]:
-        _advance(s, done, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z)
-    return 0
+def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
+         ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max, bin_us, K,
+         W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+         v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0, row0):
+    """Advance packets p0..p1-1 (packet i: slot pk_slot[i], span [pk_t0[i], pk_t1[i]), events
+    pk_e[i]:pk_e[i+1], flags bit 0 sample_begin, bit 1 sample_end, noise key pk_key[i]).
+    One function body on purpose: calls between jitted functions with many array arguments cost
+    microseconds (reference counting), so the per-event and per-bin paths have none."""
+    N = v.shape[1]
+    H = hist.shape[1]
+    noisy = eta > 0.0
+    n_out = 0
+    for i in range(p0, p1):
+        s = pk_slot[i]
+        t_end = pk_t1[i]
+        flags = pk_flags[i]
+        if (flags & 1) or ist[s, I_ACTIVE] == 0:
+            reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
+            ist[s, I_T0] = pk_t0[i]
+            ist[s, I_ACTIVE] = 1
+            key[s] = pk_key[i]
+        t0 = ist[s, I_T0]
+        if flags & 2:
+            end_target = (t_end - t0 + bin_us - 1) // bin_us
+        else:
+            end_target = (t_end - t0) // bin_us
+        e = pk_e[i]
+        e1 = pk_e[i + 1]
+        c = 0
+        n_ev = 0
+        n_drop = 0
+        n_late = 0
+        # events before t_next fall into the open bin (no division on the common path)
+        cur_b = ist[s, I_CUR]
+        t_next = t0 + (cur_b + 1) * bin_us
+        while True:
+            is_ev = e < e1
+            if is_ev:
+                n_ev += 1
+                x = np.int64(ev_x[e])
+                y = np.int64(ev_y[e])
+                p = np.int64(ev_p[e])
+                te = ev_t[e]
+                e += 1
+                if x < 0 or x >= xm or y < 0 or y >= ym or p < 0 or p >= pm:
+                    n_drop += 1
+                    continue
+                c = lut[(y * xm + x) * pm + p]
+                if c < 0:
+                    n_drop += 1
+                    continue
+                if te < t_next and te >= t0 + cur_b * bin_us and te < t_end:
+                    a = acc[s, c]
+                    if a == 0.0:
+                        fidx[s, ist[s, I_NF]] = c
+                        ist[s, I_NF] += 1
+                    if a < input_max:
+                        acc[s, c] = a + 1.0
+                    continue
+                if te >= t_end or te < t0:
+                    n_late += 1
+                    continue
+                target = (te - t0) // bin_us
+                if target < cur_b:
+                    n_late += 1
+                    continue
+            else:
+                target = end_target
+            # close bins until `target` is the open bin
+            while ist[s, I_CUR] < target:
+                b = ist[s, I_CUR]
+                nf = ist[s, I_NF]
+                nsp = ist[s, I_NSP]
+                if nf == 0 and nsp == 0:
+                    # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads
+                    nz = False
+                    for n in range(N):
+                        vv = decay * v[s, n]
+                        v[s, n] = vv
+                        nz = nz or vv != 0.0
+                    ist[s, I_CUR] = b + 1 if nz else target
+                    continue
+                for n in range(N):
+                    cur[n] = 0.0
+                if noisy:
+                    for n in range(N):
+                        q[n] = 0.0
+                for k in range(nf):
+                    r = fidx[s, k]
+                    xin = acc[s, r]
+                    acc[s, r] = 0.0
+                    if xin == 1.0:
+                        for n in range(N):
+                            cur[n] += W_in[r, n]
+                    else:
+                        for n in range(N):
+                            cur[n] += xin * W_in[r, n]
+                    if noisy:
+                        x2 = xin * xin
+                        for n in range(N):
+                            q[n] += x2 * W2_in[r, n]
+                for k in range(nsp):
+                    j = sidx[s, k]
+                    for n in range(N):
+                        cur[n] += W_rec[j, n]
+                    if noisy:
+                        for n in range(N):
+                            q[n] += W2_rec[j, n]
+                ist[s, I_NF] = 0
+                if noisy:
+                    normals(seed, key[s], b, N, ntab, z)
+                    for n in range(N):
+                        cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
+                k = 0
+                for n in range(N):
+                    vn = np.float32(0.0) if sprev[s, n] else decay * v[s, n]
+                    vn = vn + cur[n]
+                    v[s, n] = vn
+                    if vn > thr:
+                        sprev[s, n] = 1
+                        sidx[s, k] = n
+                        k += 1
+                        cnt[s, n] += 1
+                        if b < H:
+                            hist[s, b, n] = 1
+                    else:
+                        sprev[s, n] = 0
+                ist[s, I_NSP] = k
+                ist[s, I_CUR] = b + 1
+            cur_b = ist[s, I_CUR]
+            t_next = t0 + (cur_b + 1) * bin_us
+            if not is_ev:
+                break
+            a = acc[s, c]
+            if a == 0.0:
+                fidx[s, ist[s, I_NF]] = c
+                ist[s, I_NF] += 1
+            if a < input_max:
+                acc[s, c] = a + 1.0
+        ist[s, I_EVENTS] += n_ev
+        ist[s, I_DROPPED] += n_drop
+        ist[s, I_LATE] += n_late
+        if flags & 2:
+            row = row0 + n_out
+            _features(s, max(end_target, 0), K, cnt, hist, out, row)
+            out_pk[n_out] = i
+            out_t0[n_out] = t0
+            n_out += 1
+            reset_slot(s, v, sprev, acc, fidx, ist, cnt, hist)
+            ist[s, I_ACTIVE] = 0
+    return n_out
 
 
 @_jit
@@ -286,25 +287,17 @@ def feed_batch(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, n_pk,
                v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0):
     """Advance many streams' packets in order (packet i: events pk_e[i]:pk_e[i+1] of the flat
     arrays); returns the number of feature rows written (row r came from packet out_pk[r])."""
-    n_out = 0
-    for i in range(n_pk):
-        wrote = _feed_packet(pk_slot[i], pk_t0[i], pk_t1[i], pk_flags[i], pk_key[i],
-                             ev_t, ev_x, ev_y, ev_p, pk_e[i], pk_e[i + 1],
-                             lut, xm, ym, pm, input_max, bin_us, K,
-                             W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                             v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, n_out)
-        if wrote:
-            out_pk[n_out] = i
-            out_t0[n_out] = ist[pk_slot[i], I_T0]
-            n_out += 1
-    return n_out
+    return _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, 0, n_pk,
+                ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max, bin_us, K,
+                W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0, 0)
 
 
 @_pjit
 def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max,
                  bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab, out, stats):
     """Encode whole samples in parallel (sample i: events offsets[i]:offsets[i+1], times from its
-    start, duration t_end[i]) into out[i]; the same per-packet code as feed_batch."""
+    start, duration t_end[i]) into out[i]; the same code as feed_batch (one packet per sample)."""
     n = offsets.shape[0] - 1
     N = W_rec.shape[0]
     C = W_in.shape[0]
@@ -321,10 +314,20 @@ def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, 
         cur = np.zeros(N, np.float32)
         q = np.zeros(N, np.float32)
         z = np.zeros(N + 1, np.float32)
-        _feed_packet(0, 0, t_end[i], 3, keys[i], ev_t, ev_x, ev_y, ev_p, offsets[i], offsets[i + 1],
-                     lut, xm, ym, pm, input_max, bin_us, K,
-                     W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
-                     v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, i)
+        pk_slot = np.zeros(1, np.int32)
+        pk_t0 = np.zeros(1, np.int64)
+        pk_t1 = np.full(1, t_end[i], np.int64)
+        pk_flags = np.full(1, 3, np.int8)
+        pk_key = np.full(1, keys[i], np.uint64)
+        pk_e = np.empty(2, np.int64)
+        pk_e[0] = offsets[i]
+        pk_e[1] = offsets[i + 1]
+        out_pk = np.zeros(1, np.int32)
+        out_t0 = np.zeros(1, np.int64)
+        _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, 0, 1,
+             ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max, bin_us, K,
+             W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+             v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0, i)
         stats[i, 0] = ist[0, I_EVENTS]
         stats[i, 1] = ist[0, I_DROPPED]
         stats[i, 2] = ist[0, I_LATE]

@@ -223,16 +223,40 @@ class Reservoir:
         return out
 
     def _run(self, P: int) -> int:
-        pks, ev, st, (cur, q, z) = self._pk, self._ev, self._state, self._scratch
+        pks, ev = self._pk, self._ev
+        return self._kernel(pks["slot"], pks["t0"], pks["t1"], pks["flags"], pks["key"], pks["e"], P,
+                            ev["t"], ev["x"], ev["y"], ev["p"], pks["out_pk"], pks["out_t0"])
+
+    def slot(self, stream_id: str) -> int:
+        """The state-table slot of a stream (taken on first use), for ``feed_columns``."""
+        return self._slot(stream_id)
+
+    def feed_columns(self, slot: np.ndarray, t_start: np.ndarray, t_end: np.ndarray,
+                     flags: np.ndarray, key: np.ndarray, offsets: np.ndarray, t: np.ndarray,
+                     x: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Columnar batch entry point (no per-packet Python work): packet i of slot[i] covers
+        [t_start[i], t_end[i]) with events offsets[i]:offsets[i+1] of the flat t/x/y/p arrays;
+        flags bit 0 = sample_begin, bit 1 = sample_end; key = noise key (the sample id as uint64).
+        Dtypes: int32 slot, int64 times/offsets, int8 flags, uint64 key, int16 x/y, int8 p.
+        Returns (features rows, packet index of each row, t_start of each row's sample): views
+        into internal buffers, valid until the next call."""
+        P = slot.shape[0]
+        if self._out.shape[0] < P:
+            self._alloc_stage(P, self._ev["t"].shape[0])
+        pks = self._pk
+        n = self._kernel(slot, t_start, t_end, flags, key, offsets, P, t, x, y, p, pks["out_pk"], pks["out_t0"])
+        return self._out[:n], pks["out_pk"][:n], pks["out_t0"][:n]
+
+    def _kernel(self, slot, t0, t1, flags, key, eoff, P, et, ex, ey, ep, out_pk, out_t0) -> int:
+        st, (cur, q, z) = self._state, self._scratch
         m = self.map
-        return _k.feed_batch(pks["slot"], pks["t0"], pks["t1"], pks["flags"], pks["key"], pks["e"], P,
-                             ev["t"], ev["x"], ev["y"], ev["p"], m.lut, m.xm, m.ym, m.pm,
+        return _k.feed_batch(slot, t0, t1, flags, key, eoff, P,
+                             et, ex, ey, ep, m.lut, m.xm, m.ym, m.pm,
                              self._clip, self.config.bin_us, self._K,
                              self.w_in, self.w_rec, self._w2_in, self._w2_rec, self._decay,
                              self._thr, self._eta, self._seed, self._ntab,
                              st["v"], st["sprev"], st["sidx"], st["acc"], st["fidx"], st["ist"],
-                             st["key"], st["cnt"], st["hist"], cur, q, z, self._out,
-                             pks["out_pk"], pks["out_t0"])
+                             st["key"], st["cnt"], st["hist"], cur, q, z, self._out, out_pk, out_t0)
 
     __call__ = feed
 

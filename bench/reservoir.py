@@ -1,0 +1,211 @@
+"""Reservoir benchmark on real N-MNIST (200 neurons, preset "nmnist"): streaming, batch, numpy, Brian2.
+
+python bench/reservoir.py [--quick] [--streams 256] [--brian2-python /work/brian2-venv/bin/python]
+Data: $STREAMLSM_DATA or ../shared/data. Last line: one JSON object with noise_off_events_per_s,
+noise_on_events_per_s (one core; each kernel call carries one 1 ms packet of each of --streams
+streams, columnar, prebuilt before timing), feed_packets_events_per_s (the same through
+Reservoir.feed with EventPacket objects), call_us_single_packet, batch_samples_per_s (encode, all
+cores), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop, one sample at a time),
+brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, one sample at a time), and the
+checks that all of them gave identical spike counts with noise off.
+Brian2 venv: python3 -m venv /work/brian2-venv && /work/brian2-venv/bin/pip install brian2 "numpy<2.4"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from streamlsm.config import data_root
+from streamlsm.events import EventPacket
+from streamlsm.reservoir import Reservoir, preset
+from streamlsm.reservoir.reference import input_frames, reference_run
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(n: int):
+    from streamlsm_sources.nmnist import NMNISTDataset
+    ds = NMNISTDataset(data_root() / "nmnist", split="train")
+    idx = np.linspace(0, len(ds) - 1, min(n, len(ds))).astype(int)
+    return [ds.events(int(i)) for i in idx], [ds.duration_us(int(i)) for i in idx]
+
+
+def stream_batches(samples, durs, n_streams, packet_us=1000):
+    """Columnar calls: call j holds packet j of every stream; stream s plays samples s, s+S, ...
+    back to back, each cut into packet_us packets from its start (the last one shortened)."""
+    per_stream = []
+    for s in range(n_streams):
+        pk = []  # (t0, t1, flags, key, events)
+        t_base = 0
+        for k in range(s, len(samples), n_streams):
+            ev, dur = samples[k], durs[k]
+            edges = np.r_[np.arange(0, dur, packet_us), dur]
+            cut = np.searchsorted(ev["t"], edges)
+            for j in range(len(edges) - 1):
+                part = ev[cut[j]:cut[j + 1]].copy()
+                part["t"] += t_base
+                flags = (1 if j == 0 else 0) | (2 if j == len(edges) - 2 else 0)
+                pk.append((t_base + int(edges[j]), t_base + int(edges[j + 1]), flags, k, part))
+            t_base += dur
+        per_stream.append(pk)
+    n_calls = min(len(p) for p in per_stream)
+    calls = []
+    for j in range(n_calls):
+        rows = [per_stream[s][j] for s in range(n_streams)]
+        ev = np.concatenate([r[4] for r in rows])
+        offs = np.zeros(n_streams + 1, np.int64)
+        np.cumsum([len(r[4]) for r in rows], out=offs[1:])
+        calls.append((np.arange(n_streams, dtype=np.int32), np.array([r[0] for r in rows], np.int64),
+                      np.array([r[1] for r in rows], np.int64), np.array([r[2] for r in rows], np.int8),
+                      np.array([r[3] for r in rows], np.uint64), offs,
+                      np.ascontiguousarray(ev["t"]), np.ascontiguousarray(ev["x"]),
+                      np.ascontiguousarray(ev["y"]), np.ascontiguousarray(ev["p"])))
+    return calls, per_stream
+
+
+def stream_rate(cfg, calls, n_streams, repeat=3):
+    best = 0.0
+    events = sum(len(c[6]) for c in calls)
+    feats = {}
+    for _ in range(repeat):
+        res = Reservoir(cfg, capacity=n_streams)
+        for s in range(n_streams):
+            res.slot(f"s{s}")
+        res.feed_columns(*calls[0])  # compile / warm
+        res = Reservoir(cfg, capacity=n_streams)
+        for s in range(n_streams):
+            res.slot(f"s{s}")
+        feats = {}
+        t = time.perf_counter()
+        for c in calls:
+            rows, pk, _ = res.feed_columns(*c)
+            for r in range(len(rows)):
+                feats[int(c[4][pk[r]])] = rows[r].copy()
+        dt = time.perf_counter() - t
+        best = max(best, events / dt)
+    return best, feats
+
+
+def single_packet_call_us(cfg, samples):
+    res = Reservoir(cfg)
+    ev = samples[0][:16]
+    pk = EventPacket("one", 0, 0, 1000, ev, sample_id=0, sample_begin=True)
+    res.feed(pk)
+    cols = (np.zeros(1, np.int32), np.zeros(1, np.int64), np.full(1, 1000, np.int64), np.zeros(1, np.int8),
+            np.zeros(1, np.uint64), np.array([0, len(ev)], np.int64), np.ascontiguousarray(ev["t"]),
+            np.ascontiguousarray(ev["x"]), np.ascontiguousarray(ev["y"]), np.ascontiguousarray(ev["p"]))
+    res.slot("one")
+    n = 20000
+    t = time.perf_counter()
+    for i in range(n):
+        res.feed_columns(*cols)
+    columns_us = (time.perf_counter() - t) / n * 1e6
+    t = time.perf_counter()
+    for i in range(n // 4):
+        res.feed(pk)
+    packet_us = (time.perf_counter() - t) / (n // 4) * 1e6
+    return columns_us, packet_us
+
+
+def feed_packets_rate(cfg, per_stream, n_streams, limit_calls):
+    """Through Reservoir.feed: EventPacket objects, one call per 1 ms of all streams."""
+    n_calls = min(limit_calls, min(len(p) for p in per_stream))
+    calls = [[EventPacket(f"s{s}", j, *per_stream[s][j][:2], per_stream[s][j][4], "vision",
+                          per_stream[s][j][3], None, bool(per_stream[s][j][2] & 1), bool(per_stream[s][j][2] & 2))
+              for s in range(n_streams)] for j in range(n_calls)]
+    res = Reservoir(cfg, capacity=n_streams)
+    res.feed(calls[0])
+    res = Reservoir(cfg, capacity=n_streams)
+    events = sum(len(p) for c in calls for p in c)
+    t = time.perf_counter()
+    for c in calls:
+        res.feed(c)
+    return events / (time.perf_counter() - t)
+
+
+def brian2_run(python, w_in, w_rec, cfg, frames, timeout):
+    if not python or not Path(python).exists():
+        return None, f"no Brian2 interpreter at {python!r}"
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.json"
+        np.savez(src, w_in=w_in, w_rec=w_rec, decay=np.float32(cfg.decay), threshold=np.float32(cfg.threshold),
+                 **{f"frames_{i}": f for i, f in enumerate(frames)})
+        try:
+            proc = subprocess.run([python, str(HERE / "reservoir_brian2.py"), str(src), str(dst)],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, f"Brian2 run exceeded {timeout} s"
+        if proc.returncode != 0:
+            return None, "Brian2 failed: " + proc.stderr.strip().splitlines()[-1][:300]
+        return json.loads(dst.read_text()), None
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--streams", type=int, default=256)
+    ap.add_argument("--eta", type=float, default=0.05)
+    ap.add_argument("--brian2-python", default=os.environ.get("BRIAN2_PYTHON", "/work/brian2-venv/bin/python"))
+    args = ap.parse_args(argv)
+    n = 300 if args.quick else 1000
+    samples, durs = load(n)
+    S = min(args.streams, len(samples))
+    cfg = preset("nmnist")
+    out: dict = {"samples": len(samples), "streams_per_call": S, "neurons": cfg.n_neurons,
+                 "bin_us": cfg.bin_us, "eta": args.eta, "cpus": os.cpu_count()}
+    calls, per_stream = stream_batches(samples, durs, S)
+    out["events_streamed"] = int(sum(len(c[6]) for c in calls))
+    out["noise_off_events_per_s"], off_feats = stream_rate(cfg, calls, S)
+    noisy = dataclasses.replace(cfg, read_noise=args.eta)
+    out["noise_on_events_per_s"], on_feats = stream_rate(noisy, calls, S)
+    out["feed_packets_events_per_s"] = feed_packets_rate(cfg, per_stream, S, 100 if args.quick else 300)
+    out["call_us_single_packet"], out["call_us_single_packet_feed"] = single_packet_call_us(cfg, samples)
+    # batch encode, all cores; equal to streaming (noise off and on)
+    res = Reservoir(cfg)
+    res.encode(samples[:4], durs[:4])
+    t = time.perf_counter()
+    enc = res.encode(samples, durs)
+    out["batch_samples_per_s"] = len(samples) / (time.perf_counter() - t)
+    done = sorted(off_feats)
+    out["stream_equals_batch"] = bool(all(np.array_equal(off_feats[k], enc[k]) for k in done))
+    enc_noisy = Reservoir(noisy).encode(samples, durs)
+    out["stream_equals_batch_noise_on"] = bool(all(np.array_equal(on_feats[k], enc_noisy[k]) for k in sorted(on_feats)))
+    # numpy dense per-bin loop, one sample at a time
+    k_np = 10 if args.quick else 40
+    frames = [input_frames(samples[i], durs[i], res.map, cfg.bin_us, cfg.clip) for i in range(k_np)]
+    t = time.perf_counter()
+    ref = [reference_run(input_frames(samples[i], durs[i], res.map, cfg.bin_us, cfg.clip), res.w_in, res.w_rec,
+                         cfg.decay, cfg.threshold)[0] for i in range(k_np)]
+    np_rate = sum(len(samples[i]) for i in range(k_np)) / (time.perf_counter() - t)
+    out["numpy_events_per_s"] = np_rate
+    out["numpy_equal"] = bool(all(np.array_equal(ref[i], enc[i]) for i in range(k_np)))
+    out["speedup_vs_numpy"] = out["noise_off_events_per_s"] / np_rate
+    # Brian2, same weights, one sample at a time (first sample excluded: code generation)
+    k_b2 = 4 if args.quick else 12
+    b2, why = brian2_run(args.brian2_python, res.w_in, res.w_rec, cfg, frames[:k_b2 + 1], 600)
+    if b2 is None:
+        out.update(brian2_events_per_s=None, speedup_vs_brian2=None, brian2_note=why)
+    else:
+        secs = b2["seconds"][1:]
+        rate = sum(len(samples[i]) for i in range(1, k_b2 + 1)) / sum(secs)
+        out.update(brian2_events_per_s=rate, speedup_vs_brian2=out["noise_off_events_per_s"] / rate,
+                   brian2_equal=bool(all(np.array_equal(np.asarray(b2["counts"][i], np.float32), enc[i])
+                                         for i in range(k_b2 + 1))),
+                   brian2_target=b2["target"], brian2_version=b2["brian2"])
+    out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
