@@ -197,12 +197,12 @@ def test_real_reservoir_sliding_windows_equal_offline_windows():
         pytest.skip("streamlsm.reservoir.Reservoir has not landed yet")
     from streamlsm.config import to_dict
 
-    cfg = res.preset("nmnist", bin_us=2_000, read_noise=0.1, seed=3)
+    cfg = res.preset("nmnist", bin_us=2_000, read_noise=0.1, seed=3, crop=(0, 0, 34, 34))
     bundle = make_bundle(res.Reservoir(cfg).n_features, D, reservoirs={"vision": to_dict(cfg)})
     matcher = PrototypeMatcher(D)
     pipe = Pipeline(bundle, matcher, PipelineConfig(segment="window", window_us=40_000, hop_us=20_000))
-    _register(pipe, matcher, random_samples(6, DVS_DTYPE, duration_us=40_000, seed=11))
-    cont = random_samples(1, DVS_DTYPE, duration_us=120_000, events=3000, seed=12)
+    _register(pipe, matcher, random_samples(6, DVS_DTYPE, duration_us=40_000, events=12_000, seed=11))
+    cont = random_samples(1, DVS_DTYPE, duration_us=120_000, events=40_000, seed=12)
     pkts = packets_from_samples(cont, "live", packet_us=3_000, duration_us=120_000)
     for p in pkts:
         p.sample_begin = p.sample_end = False
