@@ -20,6 +20,7 @@ __all__ = ["Plan", "Subset", "default_plan", "nmnist_plan", "say"]
 
 SEEN = [str(d) for d in range(8)]
 UNSEEN = ["8", "9"]
+SPOKEN = {"z": "0"}
 
 
 def say(msg: str) -> None:
@@ -79,16 +80,15 @@ def default_plan(limit: int, seed: int) -> Plan:
     say("training or loading the image-audio bundle ...")
     bundle = Bundle.load(default_bundle())
     vision = load(SOURCE_GROUP, "nmnist")(paths["camera-digits"], split="test")
-    audio_cls = load(SOURCE_GROUP, "ntidigits")
-    audio = audio_cls(paths["cochlea-digits"], split="train")
+    audio = load(SOURCE_GROUP, "ntidigits")(paths["cochlea-digits"], split="train")
     rng = np.random.default_rng(seed)
-    vis = _by_class(vision)
-    ids = _interleave([v for v in vis.values()], rng)[:limit]
+    ids = _interleave(list(_by_class(vision).values()), rng)[:limit]
     support = {}
     for lab, idx in _by_class(audio).items():
-        if lab in bundle.classes:
+        digit = SPOKEN.get(lab, lab)  # the cochlea set says "z" for zero (and has "o", no image)
+        if digit in bundle.classes:
             take = idx[:10]
-            support[lab] = ("audio", [audio.events(i) for i in take], [int(audio.duration_us(i)) for i in take])
+            support[digit] = ("audio", [audio.events(i) for i in take], [int(audio.duration_us(i)) for i in take])
     unseen = [c for c in bundle.classes if c not in bundle.seen_classes]
     notes = [f"data: emulated camera digits (test split, {len(ids)} samples) from {paths['camera-digits']}",
              f"model: default bundle {bundle.hash[:19]}, trained on classes {bundle.seen_classes}",
