@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 
@@ -207,19 +209,24 @@ def _model(tmp_path) -> tuple[Path, Path]:
     bundle = make_bundle(n, D, reservoirs={"vision": to_dict(cfg)})
     matcher = PrototypeMatcher(D)
     res = Reservoir(cfg)
-    for ev, label in make_samples(6, seed=99):
-        matcher.add(label, bundle.embed("vision", res.encode([ev], [100_000])))
+    for i, (ev, label) in enumerate(make_samples(6, seed=99)):
+        feats = res.feed(stream_packets(f"support{i}", [(ev, label)], 100_000, 10_000))
+        matcher.add(label, bundle.embed("vision", np.stack([f.counts for f in feats])))
     return bundle.save(tmp_path / "bundle"), matcher.save(tmp_path / "protos")
 
 
 def _spawn(args, prefix=()):
-    return subprocess.Popen([*prefix, sys.executable, "-m", "streamlsm.cli", *args], cwd=ROOT,
+    main = "import sys; from streamlsm.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen([*prefix, sys.executable, "-c", main, *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_workers(router_status, n, timeout=120):
+def _wait_workers(router_status, n, procs, timeout=120):
     deadline = time.monotonic() + timeout
     while len(router_status()["workers"]) < n:
+        for p in procs:
+            if p.poll() is not None:
+                pytest.fail(f"a worker exited ({p.returncode}): {p.stderr.read()[-2000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"workers did not join within {timeout} s")
         time.sleep(0.1)
@@ -239,12 +246,14 @@ def test_worker_processes_sigkill_failover(tmp_path):
                         "--router", ep["workers"], "--labels-in", ep["labels_in"], "--name", n,
                         "--heartbeat", "0.1"]) for n in ("p1", "p2")}
     try:
-        _wait_workers(router.status, 2)
+        _wait_workers(router.status, 2, procs.values())
         result = {}
         t = threading.Thread(target=lambda: result.update(
-            drive(ep["input"], ep["labels"], streams=6, samples=10, speed=2.0, context=ctx, settle_s=3)))
+            drive(ep["input"], ep["labels"], streams=6, samples=20, speed=1.0, context=ctx, settle_s=3)))
         t.start()
-        time.sleep(1.5)
+        deadline = time.monotonic() + 60
+        while router.status()["counters"].get("labels", 0) < 12 and time.monotonic() < deadline:
+            time.sleep(0.02)  # kill once both workers are labelling (the kernel is compiled)
         owners = dict(router.status()["owners"])
         t_kill = time.monotonic()
         procs["p2"].send_signal(signal.SIGKILL)
@@ -252,7 +261,7 @@ def test_worker_processes_sigkill_failover(tmp_path):
         st = router.status()
         got = _labels(result)
         assert st["counters"]["worker_deaths"] == 1
-        assert len(got) + st["counters"]["lost_samples"] == 60
+        assert len(got) + st["counters"]["lost_samples"] == 120
         moved = {s for s, o in owners.items() if o == "p2"}
         for sid in moved:
             after = [ts for s, _l, ts in result["got"].get(sid, []) if ts > t_kill]
@@ -309,3 +318,14 @@ def test_netns_hosts(tmp_path):
         assert len(set(status["owners"].values())) == 2
         assert all(ep.startswith("tcp://") for ep in status["endpoints"].values())
         assert router.poll() is None
+        # a host dies mid-run: its streams resume on the other one; losses counted
+        proc = hosts.drive(background=True, streams=6, samples=20, speed=1.0, prefix="k", settle_s=3)
+        time.sleep(1.0)
+        hosts.kill_worker(1)
+        res = json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1])
+        time.sleep(0.6)
+        status = hosts.router_status()
+        c = status["counters"]
+        assert c["worker_deaths"] == 1
+        assert res["labels"] + c["lost_samples"] == 120
+        assert set(status["owners"][f"k{i}"] for i in range(6)) == {"w0"}

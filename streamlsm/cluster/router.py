@@ -19,7 +19,13 @@ import zmq
 from .. import wire
 from ..errors import ConfigError, WireError
 from ..events import EventPacket, LabelEvent
-from ..security import check_bind, load_keys, secure_server, start_authenticator
+from ..security import (
+    check_bind,
+    is_local_endpoint,
+    load_keys,
+    secure_server,
+    start_authenticator,
+)
 from .ring import HashRing
 
 __all__ = ["RouterConfig", "Router", "HELLO", "HEARTBEAT", "LEAVE", "BYE"]
@@ -95,10 +101,13 @@ class Router:
 
     # ------------------------------------------------------------ sockets
     def _socket(self, kind: int, key: str) -> zmq.Socket:
+        """A bound socket; CURVE server on any endpoint beyond loopback/ipc/inproc."""
         s = self.ctx.socket(kind)
         s.linger = 0
         s.sndhwm = s.rcvhwm = self.config.hwm
-        if self.keys is not None:
+        if kind == zmq.ROUTER:
+            s.router_mandatory = 1  # a vanished worker raises EHOSTUNREACH: failover starts at once
+        if self.keys is not None and not is_local_endpoint(getattr(self.config, key)):
             secure_server(s, self.keys)
         try:
             s.bind(getattr(self.config, key))
@@ -112,14 +121,7 @@ class Router:
         if self.keys is not None:
             self._auth = start_authenticator(self.ctx, f"{self.config.keys_dir}/authorized", asyncio=False)
         self.inp = self._socket(zmq.PULL, "input")
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.router_mandatory = 1
-        self.router.linger = 0
-        self.router.sndhwm = self.router.rcvhwm = self.config.hwm
-        if self.keys is not None:
-            secure_server(self.router, self.keys)
-        self.router.bind(self.config.workers)
-        self.endpoints["workers"] = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.router = self._socket(zmq.ROUTER, "workers")
         self.xsub = self._socket(zmq.XSUB, "labels_in")
         self.xsub.send(b"\x01")  # the router sees every label (for its accounting)
         self.xpub = self._socket(zmq.XPUB, "labels")
