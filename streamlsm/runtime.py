@@ -18,7 +18,7 @@ import zmq.asyncio
 from aiostream import stream
 
 from . import wire
-from .errors import ConfigError, ControlError, ModelError, StreamLSMError
+from .errors import ConfigError, ControlError, ModelError
 from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .plugins import SINK_GROUP, SOURCE_GROUP, load
@@ -368,12 +368,18 @@ class Daemon:
     async def _observer(self) -> None:
         every = self.config.limits.stats_every_s
         observers = [s for s in self.sinks if callable(getattr(s, "observe", None))]
+        last_save = time.monotonic()
         while True:
             await asyncio.sleep(every)
             if observers:
                 st = self.status()
                 for s in observers:
                     s.observe(st)
+            # online prototype updates (model.update) are checkpointed at most every 10 s
+            if self.matcher.version != self._saved_version and time.monotonic() - last_save >= 10.0:
+                async with self._lock:
+                    self._checkpoint(force=False)
+                last_save = time.monotonic()
 
     # ------------------------------------------------------------ status and control
     def status(self) -> dict[str, Any]:
@@ -419,7 +425,7 @@ class Daemon:
                 if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                     raise ControlError("a control request is a map with a 'cmd' string")
                 reply = await self.handle(req)
-            except (StreamLSMError, OSError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a bad request must never kill the control loop
                 self.counters["control_errors"] += 1
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
             await sock.send(wire.pack_control(reply))

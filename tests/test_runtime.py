@@ -176,6 +176,12 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     sneaky = str(tmp_path / "support" / ".." / "elsewhere.npz")
     assert not (await _ctl(daemon, {"cmd": "register", "label": "x", "path": sneaky}))["ok"]
     assert not (await _ctl(daemon, {"cmd": "nope"}))["ok"]
+    assert not (await _ctl(daemon, ["not", "a", "map"]))["ok"]
+    support = str(_support_file(tmp_path, train[:1], "one.npz"))
+    assert not (await _ctl(daemon, {"cmd": "register", "label": 5, "path": support}))["ok"]
+    assert not (await _ctl(daemon, {"cmd": "register", "label": "q", "path": str(tmp_path / "support"),
+                                    "dataset": "nmnist", "limit": "many"}))["ok"]
+    assert daemon.counters["control_errors"] >= 6
     assert (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["classes"] == ["0", "2"]
     assert not (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["ok"]
     snap = await _ctl(daemon, {"cmd": "snapshot"})
