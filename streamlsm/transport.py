@@ -99,16 +99,21 @@ class Sender(_Endpoint):
     PUSH waits while the peer's queue is full (nothing is lost). PUB never waits: at the high-water
     mark (``XPUB_NODROP`` makes ZeroMQ report it) the message is dropped and counted in
     ``stats["dropped"]``; a PUB with no subscriber at all discards silently (ZeroMQ semantics).
-    Payload frames go out without a copy where ZeroMQ allows. ``linger_ms`` is how long queued
-    messages may still leave after a clean exit (the socket is created with linger 0).
+    Payload frames go out without a copy where ZeroMQ allows. The socket is created with linger 0;
+    ``linger_ms`` is how long messages still queued may leave after a clean exit (default: 1 s for
+    PUSH, so a sender that closes right after its last send loses nothing; 0 for PUB). After an
+    error the socket always closes with linger 0. (Linger bounds ``Context.term``; closing itself
+    never waits.)
     """
 
     _kinds = SEND_KINDS
 
     def __init__(self, endpoint: str, kind: str = "push", *, bind: bool = True, hwm: int = 1000,
-                 linger_ms: int = 0, stamp: bool = True,
+                 linger_ms: int | None = None, stamp: bool = True,
                  context: zmq.asyncio.Context | None = None) -> None:
         super().__init__(endpoint, kind, bind, hwm, context)
+        if linger_ms is None:
+            linger_ms = 1000 if kind == "push" else 0
         self.linger_ms = int(linger_ms)
         self.stamp = stamp
         self._pending = 0
@@ -201,33 +206,34 @@ class Receiver(_Endpoint):
         return msg
 
     async def recv_batch(self, timeout: float | None = None) -> list[EventPacket | LabelEvent]:
-        """The messages waiting now (at least one, at most ``batch``); [] after ``timeout`` seconds."""
+        """The messages waiting now (at least one, at most ``batch``); [] after ``timeout`` seconds.
+
+        Messages already queued are taken without going through the event loop; only when none is
+        waiting does it wait (``timeout`` None: for ever) for the socket to become readable.
+        """
         sock = self._socket()
+        sync = self._sync
         out: list = []
         try:
-            while not out:
-                if timeout is None:
-                    frames = await sock.recv_multipart(copy=False)
-                else:
-                    if not await sock.poll(timeout=max(0, int(timeout * 1000))):
-                        return out
-                    frames = self._sync.recv_multipart(zmq.NOBLOCK, copy=False)
-                msg = self._decode(frames)
-                if msg is not None:
-                    out.append(msg)
+            while True:
                 while len(out) < self.batch:
                     try:
-                        frames = self._sync.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = sync.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
                     msg = self._decode(frames)
                     if msg is not None:
                         out.append(msg)
-        except zmq.Again:
-            return out
+                if out:
+                    return out
+                if timeout is None:
+                    msg = self._decode(await sock.recv_multipart(copy=False))
+                    if msg is not None:
+                        out.append(msg)
+                elif not await sock.poll(timeout=max(0, int(timeout * 1000)), flags=zmq.POLLIN):
+                    return out
         except zmq.ZMQError as exc:
             raise TransportError(f"receive on {self.kind} {self.endpoint} failed: {exc}") from None
-        return out
 
     async def recv(self, timeout: float | None = None) -> EventPacket | LabelEvent | None:
         """The next message; None after ``timeout`` seconds without one."""
