@@ -71,7 +71,7 @@ def camera(data: Path, n: int, out: Path, plt) -> dict:
     fig, ax = plt.subplots(2, 6, figsize=(13, 4.6))
     for j in range(6):
         for i, (evs, name) in enumerate(((real, "real"), (emu, "emulated"))):
-            img = _frame(evs[j * len(evs) // 6])
+            img = _frame(evs[(j * len(evs) // 6 + j) % len(evs)])  # different digits
             lim = max(1.0, np.abs(img).max())
             ax[i, j].imshow(img, cmap="bwr", vmin=-lim, vmax=lim)
             ax[i, j].set_xticks([])
@@ -194,8 +194,8 @@ def cortex(data: Path, n: int, out: Path, plt) -> dict:
     ax[1].set_xlabel("ms")
     if real_pic:
         stem, tr = real_pic
-        for k in range(20):
-            ev = tr.events[k]
+        busy = [e for e in tr.events if len(e)][:20]
+        for k, ev in enumerate(busy):
             ax[2].plot(ev["t"] / 1e3, ev["x"] + k * (tr.n_units + 2), "k.", ms=0.8)
         ax[2].set_title(f"real auditory cortex {stem}: 20 trials stacked", fontsize=9)
         ax[2].set_xlabel("ms")

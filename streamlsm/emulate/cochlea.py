@@ -2,7 +2,8 @@
 
 64 band-pass channels log-spaced from ``f_low`` (~100 Hz) to ``f_high`` (~8 kHz, capped at 0.45 of
 the sample rate so a bank at 8 kHz still works), channel 0 the lowest frequency. Each channel's
-output is half-wave rectified, averaged to ~4 kHz (inner hair cell), log-compressed, passed
+output is half-wave rectified and averaged (inner hair cell: the band's envelope / pi, kept at
+~4-6 kHz), log-compressed, passed
 through a dead zone (the leak of the neuron) and integrated; every ``threshold`` of integrated
 drive (per-channel mismatch) is one event. Events are (t us, channel, p=1) like N-TIDIGITS; sparse
 background events are added. Input audio is taken as sound pressure, 0.1 RMS = normal speech.
@@ -63,47 +64,59 @@ def _bands(f: float, cfg: CochleaConfig) -> list[float]:
     return [f / (1 + cfg.bandwidth), f * (1 + cfg.bandwidth)]
 
 
-@lru_cache(maxsize=8)
-def filterbank(fs: float, nfft: int, cfg: CochleaConfig | None = None) -> np.ndarray:
-    """(C, nfft // 2 + 1) complex64 frequency responses of the band-pass IIR filters.
+def decimation(fs: float) -> int:
+    """Samples per drive sample: a power of two keeping the hair-cell drive at about 4-6 kHz."""
+    return 1 << max(0, int(np.floor(np.log2(fs / 4000.0))))
 
-    Each channel is a Butterworth band-pass (``order``) centred (geometrically) on its frequency;
-    filtering is done in the frequency domain on a zero-padded block, which equals the causal IIR
-    filter up to the tail of its impulse response beyond the padding.
+
+@lru_cache(maxsize=8)
+def filterbank(fs: float, nfft: int, cfg: CochleaConfig | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """(bins (C, M), responses (C, M) complex64): for each channel, the ``M = nfft // decimation``
+    rfft bins around its centre (in FFT order around 0, -1 where outside 0..nfft/2) and the
+    band-pass IIR filter's frequency response at those bins (0 outside).
+
+    Each channel is a Butterworth band-pass (``order``) centred (geometrically) on its frequency.
     """
     cfg = cfg or CochleaConfig()
-    freqs = np.arange(nfft // 2 + 1) * fs / nfft
-    out = np.empty((cfg.n_channels, len(freqs)), dtype=np.complex64)
-    for c, f in enumerate(channel_frequencies(fs, cfg)):
+    m = nfft // decimation(fs)
+    offsets = sp_fft.fftfreq(m, 1.0 / m).astype(np.int64)  # 0, 1, .., m/2-1, -m/2, .., -1
+    fc = channel_frequencies(fs, cfg)
+    centre = np.rint(fc * nfft / fs).astype(np.int64)
+    bins = centre[:, None] + offsets[None, :]
+    valid = (bins > 0) & (bins <= nfft // 2)
+    resp = np.zeros(bins.shape, dtype=np.complex64)
+    for c, f in enumerate(fc):
         sos = signal.butter(cfg.order, _bands(f, cfg), btype="bandpass", fs=fs, output="sos")
-        out[c] = signal.sosfreqz(sos, worN=freqs, fs=fs)[1]
-    return out
-
-
-def decimation(fs: float) -> int:
-    """Samples per drive bin: the hair-cell drive is kept at about 4 kHz."""
-    return max(1, int(round(fs / 4000.0)))
+        resp[c, valid[c]] = signal.sosfreqz(sos, worN=bins[c, valid[c]] * fs / nfft, fs=fs)[1]
+    return np.where(valid, bins, -1), resp
 
 
 def cochleagram(audio: np.ndarray, fs: float, cfg: CochleaConfig | None = None) -> np.ndarray:
     """(C, N // decimation(fs)) compressed hair-cell drive of each channel (before the dead zone).
 
-    Band-pass filter, half-wave rectify, average over ``decimation(fs)`` samples (the hair cell's
-    low-pass), then compress: ``log1p(drive / compression_knee)``.
+    Each band-pass output is half-wave rectified and averaged over the hair cell's time constant;
+    for a band-limited signal that average is its envelope / pi, computed here as the magnitude of
+    the band's analytic signal, demodulated to baseband at ``fs / decimation(fs)`` (filtering in
+    the frequency domain of a zero-padded block equals the causal IIR filter up to the tail of its
+    impulse response beyond the padding). Then compressed: ``log1p(drive / compression_knee)``.
     """
     cfg = cfg or CochleaConfig()
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim != 1:
         raise ConfigError("audio", f"must be mono (1-D), got shape {x.shape}")
     n = len(x)
-    tail = int(0.06 * fs)
-    nfft = 1 << int(np.ceil(np.log2(max(n + tail, 64))))
-    spec = sp_fft.rfft(x, nfft)
-    bands = sp_fft.irfft(filterbank(float(fs), nfft, cfg) * spec[None, :], nfft, axis=1)
     dec = decimation(fs)
+    tail = int(0.06 * fs)
+    nfft = max(1 << int(np.ceil(np.log2(max(n + tail, 64)))), 4 * dec)
+    spec = sp_fft.rfft(x, nfft)
+    bins, resp = filterbank(float(fs), nfft, cfg)
+    spec = np.append(spec, np.zeros(1, spec.dtype))  # bins == -1 read this zero
+    sub = spec[bins] * resp
+    analytic = sp_fft.ifft(sub, axis=1)  # band c shifted down by its centre, every dec-th sample
     m = n // dec
-    env = np.maximum(bands[:, : m * dec], 0.0).reshape(len(bands), m, dec).mean(axis=2)
-    return np.log1p(env / cfg.compression_knee)
+    drive = np.abs(analytic[:, :m]) * (2.0 / dec / np.pi)  # envelope / pi
+    return np.log1p(drive / cfg.compression_knee).astype(np.float32)
 
 
 def normalise(audio: np.ndarray, rms: float = 0.1) -> np.ndarray:
