@@ -80,7 +80,9 @@ def test_subscribe_prints_packets_labels_and_summary():
     assert [x.get("seq") for x in lines[:4]] == [0, 1, 3, 3]
     assert lines[0]["n"] == 4 and lines[0]["label"] == "7" and lines[0]["begin"] is True
     assert lines[0]["latency_ms"] is not None
-    assert lines[4]["label_event"]["label"] == "7" and lines[4]["label_event"]["truth"] == "7"
+    assert [x["type"] for x in lines] == ["packet"] * 4 + ["label"]
+    assert lines[4]["label"] == "7" and lines[4]["truth"] == "7" and lines[4]["score"] == 0.8
+    assert summary["type"] == "summary"
     assert summary["summary"] and summary["messages"] == 5 and summary["labels"] == 1
     assert summary["streams"]["cam"]["gaps"] == 1 and summary["duplicates"] == 1
     assert summary["events"] == 16 and summary["latency_ms"]["n"] == 4

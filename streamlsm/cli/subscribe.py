@@ -66,7 +66,7 @@ class StreamTally:
         latency = ({"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                     "max": float(lat.max()), "n": int(lat.size)} if lat.size else
                    {"p50": None, "p99": None, "max": None, "n": 0})
-        return {"summary": True, "packets": self.packets, "labels": self.labels,
+        return {"type": "summary", "summary": True, "packets": self.packets, "labels": self.labels,
                 "events": self.events, "streams": streams,
                 "gaps": sum(s["gaps"] for s in streams.values()),
                 "duplicates": sum(s["duplicates"] for s in streams.values()),
@@ -112,8 +112,8 @@ async def _subscribe(args: argparse.Namespace) -> None:
                         lat = tally.packet(msg, now)
                         if not args.quiet:
                             out.write(json.dumps({
-                                "stream": msg.stream_id, "seq": msg.seq, "n": len(msg.events),
-                                "t_start": msg.t_start, "t_end": msg.t_end,
+                                "type": "packet", "stream": msg.stream_id, "seq": msg.seq,
+                                "n": len(msg.events), "t_start": msg.t_start, "t_end": msg.t_end,
                                 "sample": msg.sample_id, "label": msg.label,
                                 "begin": msg.sample_begin, "end": msg.sample_end,
                                 "modality": msg.modality,
@@ -121,7 +121,7 @@ async def _subscribe(args: argparse.Namespace) -> None:
                     else:
                         tally.labels += 1
                         if not args.quiet:
-                            out.write(json.dumps({"label_event": msg.to_dict()}) + "\n")
+                            out.write(json.dumps({"type": "label", **msg.to_dict()}) + "\n")
                     if args.count is not None and n >= args.count:
                         break
     finally:  # the summary is printed also when interrupted
