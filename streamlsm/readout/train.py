@@ -17,7 +17,7 @@ from .projection import ProjectionHead
 from .train_losses import clip_loss, soft_clip_loss, supcon_loss
 
 __all__ = ["TrainConfig", "TorchHead", "train_classifier", "train_projections", "stratified_split",
-           "to_numpy_head", "LOSSES"]
+           "to_numpy_head", "fit_epochs", "LOSSES"]
 
 LOSSES = ("clip", "soft_clip", "supcon")
 
@@ -98,9 +98,10 @@ def _bar(cfg: TrainConfig, desc: str):
     return tqdm(range(cfg.epochs), desc=desc, disable=not cfg.progress, leave=False)
 
 
-def _fit(step: Callable[[np.random.Generator], float], validate: Callable[[], float],
+def fit_epochs(step: Callable[[np.random.Generator], float], validate: Callable[[], float],
          snapshot: Callable[[], dict], cfg: TrainConfig, desc: str) -> dict:
-    """Generic epoch loop: Adam, early stopping on the validation score, best state restored."""
+    """Epoch loop: ``step(rng) -> loss``, ``validate() -> score`` (higher is better), early stopping
+    after ``patience`` epochs without improvement; returns the best epoch's ``snapshot()`` as "state"."""
     best, best_epoch, best_state, history = -np.inf, -1, None, []
     rng = np.random.default_rng(cfg.seed)
     bar = _bar(cfg, desc)
@@ -139,33 +140,10 @@ def _seeded(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence | None = None, *,
-                     hidden: Sequence[int] = (), config: TrainConfig = TrainConfig(),
-                     val: tuple[np.ndarray, Sequence] | None = None, modality: str = "features",
-                     reservoir: object | None = None) -> Bundle:
-    """Softmax-regression (``hidden=()``) or MLP readout; returns a Bundle with one classifier head.
-
-    Model selection uses ``val`` (features, labels) when given, else a stratified ``val_fraction``
-    of the training data. ``bundle.metrics`` records best_epoch, val accuracy, seconds and MACs.
-    """
-    x = np.asarray(features, dtype=np.float32)
-    y_raw = np.asarray(labels)
-    if x.ndim != 2 or len(x) != len(y_raw) or len(x) == 0:
-        raise ModelError(f"features {x.shape} and {len(y_raw)} labels do not match")
-    classes = [str(c) for c in (classes if classes is not None else sorted(set(y_raw.tolist()), key=str))]
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.asarray([index[str(v)] for v in y_raw], dtype=np.int64)
-    if val is None and config.val_fraction > 0:
-        tr, va = stratified_split(y, config.val_fraction, config.seed)
-        xv, yv, x, y = x[va], y[va], x[tr], y[tr]
-    elif val is not None:
-        xv = np.asarray(val[0], dtype=np.float32)
-        yv = np.asarray([index[str(v)] for v in val[1]], dtype=np.int64)
-    else:
-        xv, yv = x, y
+def _train_linear(x, y, xv, yv, n_classes, hidden, config, modality, fixed_epochs):
     _seeded(config.seed)
     mean, scale = _standardiser(x)
-    head = TorchHead(mean, scale, [x.shape[1], *hidden, len(classes)], final_activation=False, normalise=False)
+    head = TorchHead(mean, scale, [x.shape[1], *hidden, n_classes], final_activation=False, normalise=False)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     xt, yt, xvt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xv)
 
@@ -188,14 +166,58 @@ def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence |
             ce = float(nn.functional.cross_entropy(logits, torch.from_numpy(yv)))
             return float((logits.argmax(1).numpy() == yv).mean()) - 1e-4 * min(ce, 10.0)  # CE breaks ties
 
-    fit = _fit(step, validate, lambda: {k: v.clone() for k, v in head.state_dict().items()},
-               config, f"classifier {modality}")
+    def snapshot():
+        return {k: v.clone() for k, v in head.state_dict().items()}
+
+    if fixed_epochs is not None:  # refit: a fixed number of epochs, no selection
+        cfg = TrainConfig(epochs=fixed_epochs, batch_size=config.batch_size, lr=config.lr,
+                          weight_decay=config.weight_decay, patience=fixed_epochs + 1, seed=config.seed,
+                          progress=config.progress)
+        fit = fit_epochs(step, lambda: 0.0, snapshot, cfg, f"refit {modality}")
+        fit["state"] = snapshot()
+    else:
+        fit = fit_epochs(step, validate, snapshot, config, f"classifier {modality}")
     head.load_state_dict(fit.pop("state"))
     with torch.no_grad():
-        fit["best_val"] = float((head(xvt).argmax(1).numpy() == yv).mean())
-    macs = 3 * head.macs() * len(x) * (fit["best_epoch"] + 1)
+        fit["best_val"] = float((head(xvt).argmax(1).numpy() == yv).mean()) if len(yv) else float("nan")
+    return head, fit
+
+
+def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence | None = None, *,
+                     hidden: Sequence[int] = (), config: TrainConfig = TrainConfig(),
+                     val: tuple[np.ndarray, Sequence] | None = None, modality: str = "features",
+                     reservoir: object | None = None, refit: bool = False) -> Bundle:
+    """Softmax-regression (``hidden=()``) or MLP readout; returns a Bundle with one classifier head.
+
+    Model selection uses ``val`` (features, labels) when given, else a stratified ``val_fraction``
+    of the training data. ``refit`` then retrains from scratch on training + validation data for the
+    selected number of epochs. ``bundle.metrics`` records best_epoch, val accuracy, seconds and MACs.
+    """
+    x = np.asarray(features, dtype=np.float32)
+    y_raw = np.asarray(labels)
+    if x.ndim != 2 or len(x) != len(y_raw) or len(x) == 0:
+        raise ModelError(f"features {x.shape} and {len(y_raw)} labels do not match")
+    classes = [str(c) for c in (classes if classes is not None else sorted(set(y_raw.tolist()), key=str))]
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.asarray([index[str(v)] for v in y_raw], dtype=np.int64)
+    if val is None and config.val_fraction > 0:
+        tr, va = stratified_split(y, config.val_fraction, config.seed)
+        xv, yv, xt_, yt_ = x[va], y[va], x[tr], y[tr]
+    elif val is not None:
+        xv = np.asarray(val[0], dtype=np.float32)
+        yv = np.asarray([index[str(v)] for v in val[1]], dtype=np.int64)
+        xt_, yt_ = x, y
+    else:
+        xv, yv, xt_, yt_ = x, y, x, y
+    head, fit = _train_linear(xt_, yt_, xv, yv, len(classes), hidden, config, modality, None)
+    macs = 3 * head.macs() * len(xt_) * (fit["best_epoch"] + 1)
+    seconds = fit["seconds"]
+    if refit and len(xv) and val is None:
+        head, refit_info = _train_linear(x, y, xv, yv, len(classes), hidden, config, modality, fit["best_epoch"] + 1)
+        macs += 3 * head.macs() * len(x) * (fit["best_epoch"] + 1)
+        seconds += refit_info["seconds"]
     metrics = {"val_accuracy": fit["best_val"], "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"],
-               "train_seconds": fit["seconds"], "train_macs_to_best": macs, "n_train": len(x),
+               "train_seconds": seconds, "train_macs_to_best": macs, "n_train": len(x) if refit else len(xt_), "refit": bool(refit),
                "history": fit["history"]}
     return Bundle(heads={modality: to_numpy_head(head, {"kind": "classifier"})}, classes=classes,
                   reservoirs={modality: reservoir} if reservoir is not None else {}, seed=config.seed,
@@ -276,7 +298,7 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
         return {"a": {k: v.clone() for k, v in ha.state_dict().items()},
                 "b": {k: v.clone() for k, v in hb.state_dict().items()}}
 
-    fit = _fit(step, validate, snapshot, cfg, f"projection {modalities[0]}-{modalities[1]}")
+    fit = fit_epochs(step, validate, snapshot, cfg, f"projection {modalities[0]}-{modalities[1]}")
     state = fit.pop("state")
     ha.load_state_dict(state["a"])
     hb.load_state_dict(state["b"])

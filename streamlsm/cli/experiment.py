@@ -1,0 +1,61 @@
+"""`streamlsm experiment <name>`: run one of the paper's experiments and write results.json + report.md."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser", "run", "EXPERIMENTS"]
+
+EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("experiment", help="run a paper experiment (results.json, report.md, PNGs)",
+                       description=__doc__)
+    p.add_argument("name", choices=EXPERIMENTS)
+    p.add_argument("--data", default=None, help="data root (default $STREAMLSM_DATA or ../shared/data)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
+    p.add_argument("--out", default=None, help="output folder (default results/<name>)")
+    p.add_argument("--quick", action="store_true", help="small subset, 1 seed, few epochs (a smoke test)")
+    p.add_argument("--cache", default=None, help="feature / emulated-data cache folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import data_root
+    from ..errors import DataError
+
+    root = Path(args.data) if args.data else data_root()
+    out = Path(args.out or f"results/{args.name}")
+    seeds = 1 if args.quick else max(1, args.seeds)
+    common = {"cache_dir": args.cache, "progress": not args.no_progress, "log": _log}
+    if args.name == "nmnist":
+        from ..experiments import nmnist
+        from . import _experiment_data as data
+
+        train = data.nmnist_samples(root, "train")
+        test = data.nmnist_samples(root, "test") if (root / "nmnist" / "Test").is_dir() else None
+        _log(f"N-MNIST: {len(train)} training samples" + (f", {len(test)} test samples" if test else ""))
+        res = nmnist.run(train, out, seeds=seeds, quick=args.quick, test=test, **common)
+        s = res["summary"]
+        for name, v in s.items():
+            print(f"{name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    elif args.name == "zeroshot-av":
+        from ..experiments import zeroshot_av
+        from . import _experiment_data as data
+
+        images, audio = data.av_samples(root, args.cache, quick=args.quick, log=_log)
+        res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, **common)
+        for name, v in res["summary"].items():
+            print(f"{name:40s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    else:
+        raise DataError(args.name, "this experiment is not implemented in this version")
+    print(f"report: {out / 'report.md'}")
+    return 0

@@ -1,0 +1,130 @@
+"""Trained-end-to-end baselines: GRU and spiking RNN (surrogate gradient, BPTT) sequence classifiers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..readout.train import TrainConfig, fit_epochs, stratified_split
+
+__all__ = ["SeqConfig", "GRUClassifier", "SRNNClassifier", "train_sequence", "spike_fn"]
+
+
+@dataclass(frozen=True)
+class SeqConfig:
+    hidden: int = 128
+    decay: float = 0.9       # SRNN membrane decay per bin
+    threshold: float = 1.0   # SRNN threshold
+    slope: float = 5.0       # fast-sigmoid surrogate slope
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside forward, fast-sigmoid derivative backward (Zenke & Ganguli's SuperSpike)."""
+
+    @staticmethod
+    def forward(ctx, v, slope):
+        ctx.save_for_backward(v)
+        ctx.slope = slope
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (v,) = ctx.saved_tensors
+        return grad / (ctx.slope * v.abs() + 1.0) ** 2, None
+
+
+def spike_fn(v: torch.Tensor, slope: float = 5.0) -> torch.Tensor:
+    return _Spike.apply(v, slope)
+
+
+class GRUClassifier(nn.Module):
+    def __init__(self, n_in: int, n_classes: int, cfg: SeqConfig) -> None:
+        super().__init__()
+        self.gru = nn.GRU(n_in, cfg.hidden, batch_first=True)
+        self.out = nn.Linear(cfg.hidden, n_classes)
+        self.n_in, self.h = n_in, cfg.hidden
+
+    def forward(self, x):
+        _, h = self.gru(x)
+        return self.out(h[-1])
+
+    def macs(self, t: int) -> int:
+        return t * 3 * (self.n_in * self.h + self.h * self.h) + self.h * self.out.out_features
+
+
+class SRNNClassifier(nn.Module):
+    """Recurrent LIF layer (the paper's neuron: hard reset, no refractory period), readout on the
+    mean spike count plus the final membrane (the "SRNN-ANN" variant: non-spiking readout)."""
+
+    def __init__(self, n_in: int, n_classes: int, cfg: SeqConfig) -> None:
+        super().__init__()
+        self.w_in = nn.Linear(n_in, cfg.hidden)
+        self.w_rec = nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.out = nn.Linear(cfg.hidden, n_classes)
+        self.cfg, self.n_in = cfg, n_in
+        nn.init.orthogonal_(self.w_rec.weight, gain=0.5)
+
+    def forward(self, x):
+        b, t, _ = x.shape
+        v = x.new_zeros(b, self.cfg.hidden)
+        s = x.new_zeros(b, self.cfg.hidden)
+        drive = self.w_in(x)
+        count = x.new_zeros(b, self.cfg.hidden)
+        for k in range(t):
+            v = self.cfg.decay * v * (1 - s) + drive[:, k] + self.w_rec(s)
+            s = spike_fn(v - self.cfg.threshold, self.cfg.slope)
+            count = count + s
+        return self.out(count / t)
+
+    def macs(self, t: int) -> int:
+        h = self.cfg.hidden
+        return t * (self.n_in * h + h * h) + h * self.out.out_features
+
+
+def train_sequence(kind: str, x: np.ndarray, labels, x_test: np.ndarray, classes, *,
+                   config: TrainConfig, seq: SeqConfig = SeqConfig()) -> dict:
+    """Train a GRU or SRNN on (n, T, C) inputs with a stratified validation split and early stopping;
+    returns test predictions, the selected epoch, seconds and MACs to the selected epoch."""
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.asarray([index[str(v)] for v in labels], np.int64)
+    tr, va = stratified_split(y, config.val_fraction, config.seed)
+    torch.manual_seed(config.seed)
+    cls = GRUClassifier if kind == "gru" else SRNNClassifier
+    model = cls(x.shape[2], len(classes), seq)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    xt = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+    yt = torch.from_numpy(y)
+
+    def step(rng):
+        model.train()
+        order = rng.permutation(tr)
+        total = 0.0
+        for s in range(0, len(order), config.batch_size):
+            b = torch.from_numpy(order[s:s + config.batch_size])
+            loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            total += float(loss.detach()) * len(b)
+        return total / len(order)
+
+    def predict(xx):
+        model.train(False)
+        with torch.no_grad():
+            return torch.cat([model(xx[i:i + 256]).argmax(1) for i in range(0, len(xx), 256)]).numpy()
+
+    def validate():
+        return float((predict(xt[va]) == y[va]).mean())
+
+    fit = fit_epochs(step, validate, lambda: {k: v.clone() for k, v in model.state_dict().items()},
+                     config, kind)
+    model.load_state_dict(fit.pop("state"))
+    pred = np.asarray(classes)[predict(torch.from_numpy(np.ascontiguousarray(x_test, np.float32)))]
+    macs = 3 * model.macs(x.shape[1]) * len(tr) * (fit["best_epoch"] + 1)
+    return {"pred": pred, "val": fit["best_val"], "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"],
+            "seconds": fit["seconds"], "train_macs_to_best": macs,
+            "seconds_to_best": fit["seconds"] * (fit["best_epoch"] + 1) / max(1, fit["epochs_run"])}
