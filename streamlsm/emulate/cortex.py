@@ -41,6 +41,7 @@ class CortexConfig:
     lag_us: int = 120_000  # neural activity leads the pen
     drift_sigma: float = 0.04  # per-trial log change of each baseline (random walk)
     max_rate_hz: float = 200.0
+    refractory_us: int = 1000  # a unit's crossings closer than this are merged into one
     dt_us: int = 1000  # resolution of the rate function
 
     def validate(self) -> None:
@@ -117,10 +118,11 @@ class Array:
         """SPIKES_DTYPE spikes (t us from the trial start, x = unit) of one trial, time-sorted."""
         cfg = self.cfg
         rate = self.rates(char, rng)
-        return _poisson(rate, cfg.dt_us, rng)
+        return _poisson(rate, cfg.dt_us, rng, cfg.refractory_us)
 
 
-def _poisson(rate: np.ndarray, dt_us: int, rng: np.random.Generator) -> np.ndarray:
+def _poisson(rate: np.ndarray, dt_us: int, rng: np.random.Generator, refractory_us: int = 0
+             ) -> np.ndarray:
     """Inhomogeneous Poisson spikes by thinning a homogeneous process at each unit's peak rate."""
     n_steps, n_units = rate.shape
     dur_s = n_steps * dt_us * 1e-6
@@ -132,6 +134,12 @@ def _poisson(rate: np.ndarray, dt_us: int, rng: np.random.Generator) -> np.ndarr
     with np.errstate(divide="ignore", invalid="ignore"):
         keep = rng.uniform(0, 1, len(unit)) * peak[unit] < rate[step, unit]
     ti, ui = np.floor(t[keep]).astype(np.int64), unit[keep]
+    if refractory_us > 0 and len(ti) > 1:  # candidates are grouped by unit: sort times per unit
+        order = np.lexsort((ti, ui))
+        ti, ui = ti[order], ui[order]
+        ok = np.ones(len(ti), dtype=bool)
+        ok[1:] = (ui[1:] != ui[:-1]) | (np.diff(ti) >= refractory_us)
+        ti, ui = ti[ok], ui[ok]
     order = np.lexsort((ui, ti))
     ev = np.empty(len(ti), dtype=SPIKES_DTYPE)
     ev["t"], ev["x"] = ti[order], ui[order]
