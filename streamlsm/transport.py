@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
@@ -37,7 +38,8 @@ class _Endpoint:
     _kinds: dict[str, int] = {}
 
     def __init__(self, endpoint: str, kind: str, bind: bool, hwm: int,
-                 context: zmq.asyncio.Context | None) -> None:
+                 context: zmq.asyncio.Context | None,
+                 setup: Callable[[zmq.Socket], None] | None = None) -> None:
         if kind not in self._kinds:
             raise ConfigError("kind", f"must be one of {sorted(self._kinds)}, got {kind!r}")
         self.endpoint = _check_endpoint(endpoint)
@@ -46,6 +48,7 @@ class _Endpoint:
         self.hwm = _check_hwm(hwm)
         self.linger_ms = 0
         self._ctx = context
+        self._user_setup = setup  # e.g. CURVE options (security.secure_server), before bind/connect
         self._sock: zmq.asyncio.Socket | None = None
         self._sync: zmq.Socket | None = None
 
@@ -61,6 +64,8 @@ class _Endpoint:
         try:
             sock.setsockopt(zmq.LINGER, 0)
             self._setup(sock)
+            if self._user_setup is not None:
+                self._user_setup(sock)
             if self.bind:
                 sock.bind(self.endpoint)
                 self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT) or self.endpoint
@@ -70,6 +75,9 @@ class _Endpoint:
             sock.close(linger=0)
             verb = "bind" if self.bind else "connect"
             raise TransportError(f"cannot {verb} {self.kind} socket to {self.endpoint}: {exc}") from None
+        except BaseException:
+            sock.close(linger=0)
+            raise
         self._sock = sock
         self._sync = zmq.Socket.shadow(sock.underlying)
 
@@ -110,8 +118,9 @@ class Sender(_Endpoint):
 
     def __init__(self, endpoint: str, kind: str = "push", *, bind: bool = True, hwm: int = 1000,
                  linger_ms: int | None = None, stamp: bool = True,
-                 context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(endpoint, kind, bind, hwm, context)
+                 context: zmq.asyncio.Context | None = None,
+                 setup: Callable[[zmq.Socket], None] | None = None) -> None:
+        super().__init__(endpoint, kind, bind, hwm, context, setup)
         if linger_ms is None:
             linger_ms = 1000 if kind == "push" else 0
         self.linger_ms = int(linger_ms)
@@ -174,8 +183,9 @@ class Receiver(_Endpoint):
     def __init__(self, endpoint: str, kind: str = "pull", *, bind: bool = False, hwm: int = 1000,
                  topics: tuple[bytes | str, ...] = (b"",), batch: int = 256,
                  limits: wire.WireLimits = wire.DEFAULT_LIMITS,
-                 context: zmq.asyncio.Context | None = None) -> None:
-        super().__init__(endpoint, kind, bind, hwm, context)
+                 context: zmq.asyncio.Context | None = None,
+                 setup: Callable[[zmq.Socket], None] | None = None) -> None:
+        super().__init__(endpoint, kind, bind, hwm, context, setup)
         self.topics = tuple(t.encode("ascii") if isinstance(t, str) else bytes(t) for t in topics)
         if kind == "pull" and self.topics != (b"",):
             raise ConfigError("topics", "topics apply to SUB sockets only")

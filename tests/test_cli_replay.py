@@ -122,3 +122,28 @@ def test_replay_real_nmnist_to_subscriber_loses_nothing(real_data, capsys):
     for s in summary["streams"].values():
         assert s["first_seq"] == 0 and s["last_seq"] == s["packets"] - 1 and s["samples"] == 30
     assert summary["wire_errors"] == 0
+
+
+@pytest.mark.realdata
+def test_binding_off_loopback_needs_keys(real_data, capsys):
+    rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=1",
+               "--endpoint", "tcp://0.0.0.0:5599", "--speed", "max"])
+    assert rc == 1 and "requires CURVE" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_replay_with_curve_keys(real_data, tmp_path, capsys):
+    from streamlsm.security import make_keys
+
+    make_keys(tmp_path / "keys")
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    proc = start_subscriber(endpoint, "--quiet", "--timeout", "3", "--keys", str(tmp_path / "keys"))
+    try:
+        rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=3",
+                   "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "50000",
+                   "--keys", str(tmp_path / "keys")])
+    finally:
+        _, summary = finish(proc)
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["events"] == report["events"] > 0 and summary["gaps"] == 0

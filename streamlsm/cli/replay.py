@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._net import add_key_options, socket_setup
+
 __all__ = ["add_parser", "run", "parse_options"]
 
 
@@ -35,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="seconds to wait after opening the socket (lets PUB subscribers join)")
     p.add_argument("--linger-ms", type=int, default=10_000,
                    help="how long queued messages may still leave at the end")
+    add_key_options(p)
     p.set_defaults(func=run)
 
 
@@ -100,10 +103,11 @@ async def _replay(items, cfg, args) -> dict:
 
     ctx = zmq.asyncio.Context()
     stats = PaceStats()
-    t0 = time.perf_counter()
+    auth = None
     try:
+        setup, auth = socket_setup(args, args.endpoint, not args.connect, ctx)
         async with Sender(args.endpoint, args.socket, bind=not args.connect, hwm=args.hwm,
-                          linger_ms=args.linger_ms, context=ctx) as sender:
+                          linger_ms=args.linger_ms, context=ctx, setup=setup) as sender:
             print(f"replay: {args.socket} {'connected to' if args.connect else 'bound to'} "
                   f"{sender.endpoint}", file=sys.stderr, flush=True)
             if args.start_delay > 0:
@@ -113,6 +117,8 @@ async def _replay(items, cfg, args) -> dict:
                 await sender.send(pkt)
             elapsed = time.perf_counter() - t0
     finally:
+        if auth is not None:
+            auth.stop()
         ctx.term()  # waits up to linger_ms for queued messages
     out = {"replay": True, "endpoint": sender.endpoint, **sender.stats,
            "elapsed_s": round(elapsed, 6),

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._net import add_key_options, socket_setup
+
 __all__ = ["add_parser", "run", "StreamTally"]
 
 
@@ -22,6 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop after S seconds without a message (default: wait forever)")
     p.add_argument("--hwm", type=int, default=100_000, help="receive high-water mark")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_key_options(p)
     p.set_defaults(func=run)
 
 
@@ -94,8 +97,12 @@ async def _subscribe(args: argparse.Namespace) -> None:
     ctx = zmq.asyncio.Context()
     n = 0
     t_first = t_last = None
-    rx = Receiver(args.endpoint, args.kind, bind=args.bind, hwm=args.hwm, topics=topics, context=ctx)
+    auth = None
+    rx = None
     try:
+        setup, auth = socket_setup(args, args.endpoint, args.bind, ctx)
+        rx = Receiver(args.endpoint, args.kind, bind=args.bind, hwm=args.hwm, topics=topics,
+                      context=ctx, setup=setup)
         async with rx:
             print(f"subscribe: {args.kind} {'bound to' if args.bind else 'connected to'} "
                   f"{rx.endpoint}", file=sys.stderr, flush=True)
@@ -125,10 +132,13 @@ async def _subscribe(args: argparse.Namespace) -> None:
                     if args.count is not None and n >= args.count:
                         break
     finally:  # the summary is printed also when interrupted
+        if auth is not None:
+            auth.stop()
         ctx.destroy(linger=0)
-        summary = tally.summary()
-        summary.update({"messages": n, "wire_errors": rx.stats["wire_errors"],
-                        "last_wire_error": str(rx.last_error) if rx.last_error else None,
-                        "receive_s": round(t_last - t_first, 6) if t_first else 0.0})
-        out.write(json.dumps(summary) + "\n")
-        out.flush()
+        if rx is not None:
+            summary = tally.summary()
+            summary.update({"messages": n, "wire_errors": rx.stats["wire_errors"],
+                            "last_wire_error": str(rx.last_error) if rx.last_error else None,
+                            "receive_s": round(t_last - t_first, 6) if t_first else 0.0})
+            out.write(json.dumps(summary) + "\n")
+            out.flush()
