@@ -5,30 +5,36 @@ Data: $STREAMLSM_DATA or ../shared/data. Last line: one JSON object with noise_o
 noise_on_events_per_s (one core; each kernel call carries one 1 ms packet of each of --streams
 streams, columnar, prebuilt before timing), feed_packets_events_per_s (the same through
 Reservoir.feed with EventPacket objects), call_us_single_packet, batch_samples_per_s (encode, all
-cores), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop, one sample at a time),
-brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, one sample at a time), and the
-checks that all of them gave identical spike counts with noise off.
+cores, wall clock), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop, one sample at
+a time), brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, the samples back to back in
+one run, compilation not timed), and the checks that all gave identical spike counts with noise
+off. Single-threaded rates are events per CPU second of this process (= per core, and robust on a
+shared machine); the *_wall keys give the same per wall-clock second.
 Brian2 venv: python3 -m venv /work/brian2-venv && /work/brian2-venv/bin/pip install brian2 "numpy<2.4"
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import json
 import os
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # the numpy loop runs on one core too
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from streamlsm.config import data_root
-from streamlsm.events import EventPacket
-from streamlsm.reservoir import Reservoir, preset
-from streamlsm.reservoir.reference import input_frames, reference_run
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from streamlsm.config import data_root  # noqa: E402
+from streamlsm.events import EventPacket  # noqa: E402
+from streamlsm.reservoir import Reservoir, preset  # noqa: E402
+from streamlsm.reservoir.reference import input_frames, reference_run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -73,8 +79,22 @@ def stream_batches(samples, durs, n_streams, packet_us=1000):
     return calls, per_stream
 
 
+class Clock:
+    """Wall and CPU time of this process. Single-threaded rates are given per CPU second (= per
+    core, robust on a shared machine) and per wall second."""
+
+    def __enter__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.w
+        self.cpu = time.process_time() - self.c
+
+
 def stream_rate(cfg, calls, n_streams, repeat=3):
-    best = 0.0
+    """(events per CPU second, events per wall second, features by sample index); best of repeat."""
+    best_cpu = best_wall = 0.0
     events = sum(len(c[6]) for c in calls)
     feats = {}
     for _ in range(repeat):
@@ -86,14 +106,14 @@ def stream_rate(cfg, calls, n_streams, repeat=3):
         for s in range(n_streams):
             res.slot(f"s{s}")
         feats = {}
-        t = time.perf_counter()
-        for c in calls:
-            rows, pk, _ = res.feed_columns(*c)
-            for r in range(len(rows)):
-                feats[int(c[4][pk[r]])] = rows[r].copy()
-        dt = time.perf_counter() - t
-        best = max(best, events / dt)
-    return best, feats
+        with Clock() as clk:
+            for c in calls:
+                rows, pk, _ = res.feed_columns(*c)
+                for r in range(len(rows)):
+                    feats[int(c[4][pk[r]])] = rows[r].copy()
+        best_cpu = max(best_cpu, events / clk.cpu)
+        best_wall = max(best_wall, events / clk.wall)
+    return best_cpu, best_wall, feats
 
 
 def single_packet_call_us(cfg, samples):
@@ -106,14 +126,14 @@ def single_packet_call_us(cfg, samples):
             np.ascontiguousarray(ev["x"]), np.ascontiguousarray(ev["y"]), np.ascontiguousarray(ev["p"]))
     res.slot("one")
     n = 20000
-    t = time.perf_counter()
-    for i in range(n):
-        res.feed_columns(*cols)
-    columns_us = (time.perf_counter() - t) / n * 1e6
-    t = time.perf_counter()
-    for i in range(n // 4):
-        res.feed(pk)
-    packet_us = (time.perf_counter() - t) / (n // 4) * 1e6
+    with Clock() as clk:
+        for _ in range(n):
+            res.feed_columns(*cols)
+    columns_us = clk.cpu / n * 1e6
+    with Clock() as clk:
+        for _ in range(n // 4):
+            res.feed(pk)
+    packet_us = clk.cpu / (n // 4) * 1e6
     return columns_us, packet_us
 
 
@@ -127,10 +147,10 @@ def feed_packets_rate(cfg, per_stream, n_streams, limit_calls):
     res.feed(calls[0])
     res = Reservoir(cfg, capacity=n_streams)
     events = sum(len(p) for c in calls for p in c)
-    t = time.perf_counter()
-    for c in calls:
-        res.feed(c)
-    return events / (time.perf_counter() - t)
+    with Clock() as clk:
+        for c in calls:
+            res.feed(c)
+    return events / clk.cpu
 
 
 def brian2_run(python, w_in, w_rec, cfg, frames, timeout):
@@ -165,17 +185,18 @@ def main(argv=None) -> int:
                  "bin_us": cfg.bin_us, "eta": args.eta, "cpus": os.cpu_count()}
     calls, per_stream = stream_batches(samples, durs, S)
     out["events_streamed"] = int(sum(len(c[6]) for c in calls))
-    out["noise_off_events_per_s"], off_feats = stream_rate(cfg, calls, S)
+    out["noise_off_events_per_s"], out["noise_off_events_per_s_wall"], off_feats = stream_rate(cfg, calls, S)
     noisy = dataclasses.replace(cfg, read_noise=args.eta)
-    out["noise_on_events_per_s"], on_feats = stream_rate(noisy, calls, S)
+    out["noise_on_events_per_s"], out["noise_on_events_per_s_wall"], on_feats = stream_rate(noisy, calls, S)
     out["feed_packets_events_per_s"] = feed_packets_rate(cfg, per_stream, S, 100 if args.quick else 300)
     out["call_us_single_packet"], out["call_us_single_packet_feed"] = single_packet_call_us(cfg, samples)
     # batch encode, all cores; equal to streaming (noise off and on)
     res = Reservoir(cfg)
     res.encode(samples[:4], durs[:4])
-    t = time.perf_counter()
-    enc = res.encode(samples, durs)
-    out["batch_samples_per_s"] = len(samples) / (time.perf_counter() - t)
+    with Clock() as clk:
+        enc = res.encode(samples, durs)
+    out["batch_samples_per_s"] = len(samples) / clk.wall
+    out["batch_threads"] = res.threads
     done = sorted(off_feats)
     out["stream_equals_batch"] = bool(all(np.array_equal(off_feats[k], enc[k]) for k in done))
     enc_noisy = Reservoir(noisy).encode(samples, durs)
@@ -183,24 +204,23 @@ def main(argv=None) -> int:
     # numpy dense per-bin loop, one sample at a time
     k_np = 10 if args.quick else 40
     frames = [input_frames(samples[i], durs[i], res.map, cfg.bin_us, cfg.clip) for i in range(k_np)]
-    t = time.perf_counter()
-    ref = [reference_run(input_frames(samples[i], durs[i], res.map, cfg.bin_us, cfg.clip), res.w_in, res.w_rec,
-                         cfg.decay, cfg.threshold)[0] for i in range(k_np)]
-    np_rate = sum(len(samples[i]) for i in range(k_np)) / (time.perf_counter() - t)
+    with Clock() as clk:
+        ref = [reference_run(input_frames(samples[i], durs[i], res.map, cfg.bin_us, cfg.clip), res.w_in,
+                             res.w_rec, cfg.decay, cfg.threshold)[0] for i in range(k_np)]
+    np_rate = sum(len(samples[i]) for i in range(k_np)) / clk.cpu
     out["numpy_events_per_s"] = np_rate
     out["numpy_equal"] = bool(all(np.array_equal(ref[i], enc[i]) for i in range(k_np)))
     out["speedup_vs_numpy"] = out["noise_off_events_per_s"] / np_rate
-    # Brian2, same weights, one sample at a time (first sample excluded: code generation)
-    k_b2 = 4 if args.quick else 12
-    b2, why = brian2_run(args.brian2_python, res.w_in, res.w_rec, cfg, frames[:k_b2 + 1], 600)
+    # Brian2, same weights, the samples back to back in one run (compilation not timed)
+    k_b2 = 6 if args.quick else 20
+    b2, why = brian2_run(args.brian2_python, res.w_in, res.w_rec, cfg, frames[:k_b2], 600)
     if b2 is None:
         out.update(brian2_events_per_s=None, speedup_vs_brian2=None, brian2_note=why)
     else:
-        secs = b2["seconds"][1:]
-        rate = sum(len(samples[i]) for i in range(1, k_b2 + 1)) / sum(secs)
+        rate = sum(len(samples[i]) for i in range(k_b2)) / b2["seconds"]
         out.update(brian2_events_per_s=rate, speedup_vs_brian2=out["noise_off_events_per_s"] / rate,
                    brian2_equal=bool(all(np.array_equal(np.asarray(b2["counts"][i], np.float32), enc[i])
-                                         for i in range(k_b2 + 1))),
+                                         for i in range(k_b2))),
                    brian2_target=b2["target"], brian2_version=b2["brian2"])
     out = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}
     print(json.dumps(out))

@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "I_CUR", "I_T0", "I_NSP", "I_NF", "I_ACTIVE", "I_EVENTS", "I_DROPPED", "I_LATE", "NIST",
-    "MIX_GOLD", "mix64", "normals", "reset_slot", "feed_batch", "encode_batch", "jit_options",
+    "MIX_GOLD", "mix64", "normals", "reset_slot", "feed_batch", "encode_batch", "jit_options", "threads",
 ]
 
 # per-slot integer state columns
@@ -36,6 +36,13 @@ NIST = 8
 # fastmath without contraction (no fused multiply-add) and without reassociation: every entry point
 # performs the same float32 operations in the same order.
 _FASTMATH = {"nnan", "ninf", "nsz", "arcp"}
+
+
+def threads(n: int | None = None) -> int:
+    """The number of threads of the parallel batch entry point (set it with n)."""
+    if n is not None:
+        numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+    return numba.get_num_threads()
 
 
 def jit_options(parallel: bool = False) -> dict:

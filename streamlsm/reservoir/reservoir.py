@@ -142,6 +142,16 @@ class Reservoir:
         return s
 
     @property
+    def threads(self) -> int:
+        """Threads used by ``encode`` (numba's setting; change it with ``set_threads``)."""
+        return _k.threads()
+
+    @staticmethod
+    def set_threads(n: int) -> int:
+        """Set the threads of ``encode`` (all reservoirs of the process); returns the new value."""
+        return _k.threads(n)
+
+    @property
     def streams(self) -> list[str]:
         """Stream ids that hold a slot."""
         return list(self._slots)
