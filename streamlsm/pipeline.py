@@ -65,6 +65,8 @@ class PipelineStats:
     skipped_packets: int = 0      # packets outside any sample (joined mid-sample, or broken)
     evicted_streams: int = 0
     reservoir_errors: int = 0
+    rejected_packets: int = 0     # streams the model cannot embed (no modality / no head for it)
+    duplicate_packets: int = 0    # seq already seen: dropped, the sample goes on
     updates: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -211,7 +213,14 @@ class Pipeline:
             self.stats.packets += 1
             self.stats.events += len(pkt.events)
             self.stats.stream_us += pkt.t_end - pkt.t_start
-            st = self._stream(pkt)
+            try:
+                st = self._stream(pkt)
+            except ModelError:  # a stream the model cannot embed: counted, never fatal
+                self.stats.rejected_packets += 1
+                continue
+            if 0 < pkt.seq < st.next_seq:  # a duplicate (seq 0 = the source restarted)
+                self.stats.duplicate_packets += 1
+                continue
             if st.next_seq >= 0 and pkt.seq != st.next_seq:
                 self.stats.seq_gaps += max(1, pkt.seq - st.next_seq)
                 if st.in_sample or st.windows:
