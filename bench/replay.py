@@ -152,11 +152,12 @@ def nmnist_items(limit: int, packet_us: int = 1000) -> list | None:
 # ------------------------------------------------------------------ codec and pacing
 
 
-def bench_codec(sizes: list[int], repeats: int) -> dict:
-    """Best-of-7 time of wire encode+decode and of raw tobytes+frombuffer per packet size.
+def bench_codec(sizes: list[int], rounds: int) -> dict:
+    """Best time of wire encode+decode and of raw tobytes+frombuffer per packet size.
 
-    The per-event (payload) costs are the slopes of a least-squares line through time vs size,
-    which separates them from the fixed per-message header cost (its intercept).
+    The two are timed in alternating short blocks (so both see the same machine load) and the
+    best block counts. The per-event (payload) costs are the slopes of a least-squares line
+    through time against size, which separates them from the fixed per-message header cost.
     """
     per_size: dict[int, dict] = {}
     for size in sizes:
@@ -166,18 +167,16 @@ def bench_codec(sizes: list[int], repeats: int) -> dict:
                "raw": lambda ev=ev: np.frombuffer(ev.tobytes(), dtype=DVS_DTYPE)}
         if not np.array_equal(fns["codec"]().events, fns["raw"]()):
             raise RuntimeError("codec round trip changed the events")
-        reps = max(20, repeats * 1024 // size)
-        times = {}
-        for name, fn in fns.items():
-            best = float("inf")
-            for _ in range(7):
+        reps = max(5, 50_000 // size)
+        best = {"codec": float("inf"), "raw": float("inf")}
+        for _ in range(rounds):
+            for name, fn in fns.items():
                 t0 = time.perf_counter()
                 for _ in range(reps):
                     fn()
-                best = min(best, (time.perf_counter() - t0) / reps)
-            times[name] = best
-        per_size[size] = {"codec_us": times["codec"] * 1e6, "raw_us": times["raw"] * 1e6,
-                          "codec_vs_raw": times["raw"] / times["codec"]}
+                best[name] = min(best[name], (time.perf_counter() - t0) / reps)
+        per_size[size] = {"codec_us": best["codec"] * 1e6, "raw_us": best["raw"] * 1e6,
+                          "codec_vs_raw": best["raw"] / best["codec"]}
     x = np.asarray(sizes, dtype=float)
     fit = {name: np.polyfit(x, [per_size[s][f"{name}_us"] for s in sizes], 1)
            for name in ("codec", "raw")}
@@ -232,7 +231,7 @@ def main() -> None:
         print(f"N-MNIST 1 ms packets: {nm['events_per_s'] / 1e6:.2f} Mev/s "
               f"{nm['packets_per_s']:.0f} packets/s", flush=True)
 
-    codec = bench_codec([1024, 4096, 16384, 65536], 200 if quick else 1000)
+    codec = bench_codec([1024, 4096, 16384, 65536, 262144], 60 if quick else 200)
     for size, c in codec["per_size"].items():
         print(f"codec {size:6d} events: {c['codec_us']:8.1f} us (raw {c['raw_us']:7.1f} us) "
               f"ratio {c['codec_vs_raw']:.2f}", flush=True)
