@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamlsm.config import from_dict
 from streamlsm.errors import ConfigError, DataError
@@ -202,3 +204,25 @@ def test_real_nmnist_split_exactly(real_data):
         by_sample = check_stream(ds, items, cfg)
         assert len(by_sample) == 20
         assert sum(len(p.events) for _, p in items) == sum(len(ds.events(i)) for i in range(20))
+
+
+_times = st.lists(st.integers(0, 5_000), max_size=200).map(sorted)
+
+
+@settings(max_examples=150, deadline=None)
+@given(samples=st.lists(st.tuples(_times, st.integers(1, 6_000)), min_size=1, max_size=4),
+       packet_us=st.integers(1, 3_000), packet_events=st.one_of(st.none(), st.integers(1, 50)),
+       gap_us=st.integers(0, 500))
+def test_any_split_is_exact(samples, packet_us, packet_events, gap_us):
+    ds = FakeDataset([(t, d, str(i)) for i, (t, d) in enumerate(samples)])
+    # a duration shorter than the events is stretched by schedule(); mirror that for the checks
+    ds.samples = [(t, max(d, (t[-1] + 1) if t else 1), lab) for t, d, lab in ds.samples]
+    cfg = ReplayConfig(packet_us=packet_us, packet_events=packet_events, gap_us=gap_us)
+    items = list(schedule(ds, "p", cfg))
+    check_stream(ds, items, cfg)
+    ends = np.cumsum([d + gap_us for _, d, _ in ds.samples]) - gap_us
+    last_due = [due for due, p in items if p.sample_end]
+    assert last_due == ends.tolist()
+    if packet_events is not None:
+        for _, p in items:
+            assert len(p.events) <= packet_events or p.events["t"][0] == p.events["t"][-1]
