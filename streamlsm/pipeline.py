@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ConfigError, ModelError, ReservoirError
-from .events import EventPacket, LabelEvent, slice_time
+from .events import LAYOUTS, EventPacket, LabelEvent, slice_time
 from .readout.matcher import PrototypeMatcher
 
 __all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "default_reservoir_factory", "offline_labels"]
@@ -137,6 +137,7 @@ class Pipeline:
         self.make_reservoir = reservoir_factory or default_reservoir_factory(bundle)
         self._reservoirs: dict[str, Any] = {}
         self._seeds: dict[str, int] = {}
+        self._dtypes: dict[str, Any] = {}
 
     def swap_bundle(self, bundle, reservoir_factory: ReservoirFactory | None = None) -> None:
         """Use another bundle from the next packet on.
@@ -163,6 +164,13 @@ class Pipeline:
         if res is None:
             res = self._reservoirs[modality] = self.make_reservoir(modality)
         return res
+
+    def _dtype(self, modality: str):
+        """The events dtype the modality's reservoir takes (None when it does not say)."""
+        if modality not in self._dtypes:
+            layout = getattr(getattr(self.reservoir(modality), "config", None), "layout", None)
+            self._dtypes[modality] = LAYOUTS.get(layout) if layout else None
+        return self._dtypes[modality]
 
     def seed_of(self, modality: str) -> int:
         if modality not in self._seeds:
@@ -229,6 +237,13 @@ class Pipeline:
                 st.windows.clear()
                 st.origin = None
             st.next_seq = pkt.seq + 1
+            want = self._dtype(st.modality)
+            if want is not None and pkt.events.dtype != want:
+                self.stats.rejected_packets += 1
+                if st.in_sample or st.windows:
+                    self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
+                st.in_sample, st.windows, st.origin = False, [], None
+                continue
             out = feed.setdefault(st.modality, [])
             if window:
                 for piece in self._windows(st, pkt):

@@ -132,4 +132,4 @@ def test_serve_ctl_sigterm_drain_and_restart_keep_classes(tmp_path):
         assert _ctl_cli(third.control, "snapshot").returncode == 0
         assert _ctl_cli(third.control, "reload").returncode == 0
     finally:
-        assert third.stop() == 0
+        assert third.stop(signal.SIGINT) == 0

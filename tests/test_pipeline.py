@@ -222,3 +222,19 @@ def test_real_reservoir_sliding_windows_equal_offline_windows():
     assert feats.sum() > 0  # the windows do drive the reservoir
     ref = matcher.match_many(bundle.embed("vision", feats))
     np.testing.assert_allclose([lab.score for lab in labels], [m.score for m in ref], rtol=0, atol=1e-6)
+
+
+def test_packets_of_the_wrong_layout_are_rejected_without_harming_other_streams():
+    res = pytest.importorskip("streamlsm.reservoir")
+    from streamlsm.config import to_dict
+
+    cfg = res.preset("nmnist", crop=(0, 0, 34, 34))
+    bundle = make_bundle(res.Reservoir(cfg).n_features, D, reservoirs={"vision": to_dict(cfg)})
+    matcher = PrototypeMatcher(D)
+    matcher.add("a", np.ones(D))
+    pipe = Pipeline(bundle, matcher)
+    good = packets_from_samples(random_samples(2, DVS_DTYPE, duration_us=20_000), "cam")
+    bad = packets_from_samples(random_samples(2, COCHLEA_DTYPE, duration_us=20_000), "liar")
+    labels = pipe([p for pair in zip(good, bad, strict=True) for p in pair])
+    assert [(lab.stream_id, lab.sample_id) for lab in labels] == [("cam", 0), ("cam", 1)]
+    assert pipe.stats.rejected_packets == len(bad)
