@@ -12,7 +12,8 @@ batch path give bit-identical spikes. Read noise is drawn from a counter-based h
 
 State lives in caller-owned arrays with one slot (row) per stream:
     v f32[S,N] membrane, sprev u8[S,N] spikes of the last closed bin, sidx i32[S,N] their indices,
-    acc f32[S,C] input of the open bin, fidx i32[S,C] channels that fired in it,
+    acc f32[S,C+1] input of the open bin (column C: scratch for dropped events), fidx i32[S,C+1]
+    channels that fired in it,
     ist i64[S,NIST] integers (see I_* below), key u64[S] noise key, cnt i32[S,N] spike counts,
     hist u8[S,H,N] spikes per bin (H = 0 when not needed).
 """
@@ -143,6 +144,7 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
     One function body on purpose: calls between jitted functions with many array arguments cost
     microseconds (reference counting), so the per-event and per-bin paths have none."""
     N = v.shape[1]
+    C = W_in.shape[0]  # acc has C + 1 columns: column C takes dropped events
     H = hist.shape[1]
     noisy = eta > 0.0
     n_out = 0
@@ -162,47 +164,58 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
             end_target = (t_end - t0) // bin_us
         e = pk_e[i]
         e1 = pk_e[i + 1]
-        c = 0
-        n_ev = 0
         n_drop = 0
         n_late = 0
-        # events before t_next fall into the open bin (no division on the common path)
         cur_b = ist[s, I_CUR]
-        t_next = t0 + (cur_b + 1) * bin_us
+        t_lo = t0 + cur_b * bin_us
+        t_lim = min(t_lo + bin_us, t_end)
+        nf = ist[s, I_NF]
         while True:
-            is_ev = e < e1
-            if is_ev:
-                n_ev += 1
+            # fast path: events of the open bin, mapped without branches (dropped ones land in
+            # the spare column C of acc, which is never read)
+            acc_s = acc[s]
+            fidx_s = fidx[s]
+            while e < e1:
+                te = ev_t[e]
+                if te >= t_lim or te < t_lo:
+                    break
                 x = np.int64(ev_x[e])
                 y = np.int64(ev_y[e])
                 p = np.int64(ev_p[e])
-                te = ev_t[e]
+                ok = (x >= 0) & (x < xm) & (y >= 0) & (y < ym) & (p >= 0) & (p < pm)
+                c = np.int64(lut[((y * xm + x) * pm + p) if ok else 0])
+                c = c if ok else -1
+                bad = c < 0
+                n_drop += bad
+                c = C if bad else c
+                a = acc_s[c]
+                fidx_s[nf] = c
+                nf += (a == 0.0) & (not bad)
+                acc_s[c] = min(a + 1.0, input_max)
                 e += 1
-                if x < 0 or x >= xm or y < 0 or y >= ym or p < 0 or p >= pm:
+            if e < e1:
+                # slow path: an event outside the open bin
+                te = ev_t[e]
+                x = np.int64(ev_x[e])
+                y = np.int64(ev_y[e])
+                p = np.int64(ev_p[e])
+                if x < 0 or x >= xm or y < 0 or y >= ym or p < 0 or p >= pm or lut[(y * xm + x) * pm + p] < 0:
                     n_drop += 1
+                    e += 1
                     continue
-                c = lut[(y * xm + x) * pm + p]
-                if c < 0:
-                    n_drop += 1
-                    continue
-                if te < t_next and te >= t0 + cur_b * bin_us and te < t_end:
-                    a = acc[s, c]
-                    if a == 0.0:
-                        fidx[s, ist[s, I_NF]] = c
-                        ist[s, I_NF] += 1
-                    if a < input_max:
-                        acc[s, c] = a + 1.0
-                    continue
-                if te >= t_end or te < t0:
+                if te >= t_end or te < t_lo:
                     n_late += 1
+                    e += 1
                     continue
                 target = (te - t0) // bin_us
-                if target < cur_b:
-                    n_late += 1
-                    continue
             else:
                 target = end_target
+            ist[s, I_NF] = nf
             # close bins until `target` is the open bin
+            v_s = v[s]
+            sprev_s = sprev[s]
+            sidx_s = sidx[s]
+            cnt_s = cnt[s]
             while ist[s, I_CUR] < target:
                 b = ist[s, I_CUR]
                 nf = ist[s, I_NF]
@@ -211,8 +224,8 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                     # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads
                     nz = False
                     for n in range(N):
-                        vv = decay * v[s, n]
-                        v[s, n] = vv
+                        vv = decay * v_s[n]
+                        v_s[n] = vv
                         nz = nz or vv != 0.0
                     ist[s, I_CUR] = b + 1 if nz else target
                     continue
@@ -222,58 +235,57 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                     for n in range(N):
                         q[n] = 0.0
                 for k in range(nf):
-                    r = fidx[s, k]
-                    xin = acc[s, r]
-                    acc[s, r] = 0.0
+                    r = fidx_s[k]
+                    xin = acc_s[r]
+                    acc_s[r] = 0.0
+                    w = W_in[r]
                     if xin == 1.0:
                         for n in range(N):
-                            cur[n] += W_in[r, n]
+                            cur[n] += w[n]
                     else:
                         for n in range(N):
-                            cur[n] += xin * W_in[r, n]
+                            cur[n] += xin * w[n]
                     if noisy:
                         x2 = xin * xin
+                        w2 = W2_in[r]
                         for n in range(N):
-                            q[n] += x2 * W2_in[r, n]
+                            q[n] += x2 * w2[n]
                 for k in range(nsp):
-                    j = sidx[s, k]
+                    j = sidx_s[k]
+                    w = W_rec[j]
                     for n in range(N):
-                        cur[n] += W_rec[j, n]
+                        cur[n] += w[n]
                     if noisy:
+                        w2 = W2_rec[j]
                         for n in range(N):
-                            q[n] += W2_rec[j, n]
+                            q[n] += w2[n]
                 ist[s, I_NF] = 0
                 if noisy:
                     normals(seed, key[s], b, N, ntab, z)
                     for n in range(N):
                         cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
+                for n in range(N):  # vectorised: leak or reset, add the current, threshold
+                    vn = (np.float32(0.0) if sprev_s[n] else decay * v_s[n]) + cur[n]
+                    v_s[n] = vn
+                    sprev_s[n] = vn > thr
                 k = 0
                 for n in range(N):
-                    vn = np.float32(0.0) if sprev[s, n] else decay * v[s, n]
-                    vn = vn + cur[n]
-                    v[s, n] = vn
-                    if vn > thr:
-                        sprev[s, n] = 1
-                        sidx[s, k] = n
+                    if sprev_s[n]:
+                        sidx_s[k] = n
                         k += 1
-                        cnt[s, n] += 1
-                        if b < H:
-                            hist[s, b, n] = 1
-                    else:
-                        sprev[s, n] = 0
+                        cnt_s[n] += 1
+                if b < H:
+                    for k2 in range(k):
+                        hist[s, b, sidx_s[k2]] = 1
                 ist[s, I_NSP] = k
                 ist[s, I_CUR] = b + 1
             cur_b = ist[s, I_CUR]
-            t_next = t0 + (cur_b + 1) * bin_us
-            if not is_ev:
+            t_lo = t0 + cur_b * bin_us
+            t_lim = min(t_lo + bin_us, t_end)
+            nf = ist[s, I_NF]
+            if e >= e1:
                 break
-            a = acc[s, c]
-            if a == 0.0:
-                fidx[s, ist[s, I_NF]] = c
-                ist[s, I_NF] += 1
-            if a < input_max:
-                acc[s, c] = a + 1.0
-        ist[s, I_EVENTS] += n_ev
+        ist[s, I_EVENTS] += pk_e[i + 1] - pk_e[i]
         ist[s, I_DROPPED] += n_drop
         ist[s, I_LATE] += n_late
         if flags & 2:
@@ -312,8 +324,8 @@ def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, 
         v = np.zeros((1, N), np.float32)
         sprev = np.zeros((1, N), np.uint8)
         sidx = np.zeros((1, N), np.int32)
-        acc = np.zeros((1, C), np.float32)
-        fidx = np.zeros((1, C), np.int32)
+        acc = np.zeros((1, C + 1), np.float32)
+        fidx = np.zeros((1, C + 1), np.int32)
         ist = np.zeros((1, NIST), np.int64)
         key = np.zeros(1, np.uint64)
         cnt = np.zeros((1, N), np.int32)
