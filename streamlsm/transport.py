@@ -11,7 +11,7 @@ import zmq.asyncio
 
 from . import wire
 from .errors import ConfigError, TransportError, WireError
-from .events import EventPacket, LabelEvent
+from .events import LAYOUTS, EventPacket, LabelEvent
 
 __all__ = ["Sender", "Receiver", "SEND_KINDS", "RECV_KINDS"]
 
@@ -30,6 +30,35 @@ def _check_hwm(hwm: int) -> int:
     if type(hwm) is not int or hwm < 0:
         raise ConfigError("hwm", f"must be an integer >= 0 (0 = no limit), got {hwm!r}")
     return hwm
+
+
+_NB_MORE = zmq.NOBLOCK | zmq.SNDMORE
+_MAX_FRAMES = 8  # a wire message has 3; extra parts of a malformed message are read and dropped
+
+
+def _send_frames(sock: zmq.Socket, frames: list) -> None:
+    """Send [topic, header, payload] without blocking: zmq.Again if the queue is full.
+
+    Small frames are copied; the payload goes without a copy (ZeroMQ still copies frames below
+    pyzmq's copy_threshold, which is cheaper for them). Once the first part is accepted ZeroMQ
+    accepts the rest of the message, so Again can only come from the first part.
+    """
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        if i < last:
+            sock.send(frame, _NB_MORE)
+        else:
+            sock.send(frame, zmq.NOBLOCK, copy=False)
+
+
+def _recv_frames(sock: zmq.Socket) -> list:
+    """The parts of one queued message (zmq.Again if none); the payload part is not copied."""
+    frames = [sock.recv(zmq.NOBLOCK)]
+    while sock.getsockopt(zmq.RCVMORE):
+        part = sock.recv(zmq.NOBLOCK, copy=len(frames) < 2)
+        if len(frames) < _MAX_FRAMES:
+            frames.append(part)
+    return frames
 
 
 class _Endpoint:
@@ -142,7 +171,7 @@ class Sender(_Endpoint):
         try:
             if self._pending == 0:
                 try:  # fast path: no future when the queue has room
-                    self._sync.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                    _send_frames(self._sync, frames)
                 except zmq.Again:
                     if self.kind == "pub":
                         self.stats["dropped"] += 1
@@ -197,6 +226,10 @@ class Receiver(_Endpoint):
 
     def _setup(self, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.RCVHWM, self.hwm)
+        # a peer sending a frame larger than any valid one is disconnected (tcp/ipc), so a bad
+        # sender cannot make this process buffer huge frames before decode refuses them
+        biggest = self.limits.max_events * max(dt.itemsize for dt in LAYOUTS.values())
+        sock.setsockopt(zmq.MAXMSGSIZE, max(biggest, self.limits.max_header_bytes) + 1024)
         if self.kind == "sub":
             for topic in self.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic)
@@ -228,7 +261,7 @@ class Receiver(_Endpoint):
             while True:
                 while len(out) < self.batch:
                     try:
-                        frames = sync.recv_multipart(zmq.NOBLOCK, copy=False)
+                        frames = _recv_frames(sync)
                     except zmq.Again:
                         break
                     msg = self._decode(frames)

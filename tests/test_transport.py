@@ -247,3 +247,25 @@ def test_1000_real_nmnist_samples_push_pull_max_speed_lose_nothing(real_data):
     assert counts.tolist() == file_events
     assert seqs == list(range(len(seqs)))
     assert txs["events"] == rxs["events"] == sum(file_events) and rxs["wire_errors"] == 0
+
+
+def test_oversized_frames_disconnect_the_peer_and_later_messages_still_arrive():
+    from streamlsm.wire import WireLimits
+
+    async def main():
+        limits = WireLimits(max_events=100)
+        async with Receiver(TCP, "pull", bind=True, limits=limits) as rx:
+            ctx = zmq.asyncio.Context.instance()
+            raw = ctx.socket(zmq.PUSH)
+            raw.setsockopt(zmq.LINGER, 0)
+            raw.connect(rx.endpoint)
+            await raw.send_multipart([b"ev/s0", b"\x80", b"x" * 1_000_000])
+            big = await rx.recv(timeout=0.3)
+            raw.close()
+            async with Sender(rx.endpoint, "push", bind=False) as tx:
+                await tx.send(packet(1, n=100))
+                ok = await rx.recv(timeout=5)
+            return big, ok
+
+    big, ok = run(main())
+    assert big is None and ok.seq == 1 and len(ok.events) == 100

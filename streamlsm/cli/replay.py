@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--packet-events", type=int, default=None, help="cut packets by event count")
     p.add_argument("--streams", type=int, default=1, help="concurrent streams (seed + i each)")
     p.add_argument("--stream-id", default=None, help="stream id (prefix; default: dataset name)")
-    p.add_argument("--limit", type=int, default=None, help="samples per repeat")
+    p.add_argument("--limit", type=int, default=None,
+                   help="samples per repeat: the first N of the order (-o limit=N asks the dataset "
+                        "for a class-balanced subset instead)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--order", choices=("file", "shuffle"), default="file")
     p.add_argument("--repeat", type=int, default=1)
