@@ -24,6 +24,7 @@ from .pipeline import Pipeline, PipelineConfig
 from .plugins import SINK_GROUP, SOURCE_GROUP, load
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
+from .security import SecurityConfig, ServerSecurity
 from .transport import Receiver, Sender
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
@@ -104,6 +105,7 @@ class DaemonConfig:
     control: ControlConfig = field(default_factory=ControlConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
@@ -277,12 +279,24 @@ class Daemon:
             if lim.gil_switch_ms > 0:  # the loop thread gets the GIL back from the worker sooner
                 stack.callback(sys.setswitchinterval, sys.getswitchinterval())
                 sys.setswitchinterval(lim.gil_switch_ms / 1000)
+            # the bind rule: beyond loopback/ipc/inproc only with CURVE keys (security.keys_dir)
+            sec = ServerSecurity(self.config.security)
+            binds = [("outputs.labels", self.config.outputs.labels),
+                     ("control.endpoint", self.config.control.endpoint)]
+            binds += [(f"inputs[{k}].endpoint", i.endpoint) for k, i in enumerate(self.config.inputs) if i.bind]
+            for key, ep in binds:
+                if ep:
+                    sec.check(ep, key)
+            sec.start(zmq.asyncio.Context.instance(), [ep for _k, ep in binds if ep])
+            stack.callback(sec.close)
             pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
-                                                         hwm=self.config.outputs.hwm, stamp=False))
+                                                         hwm=self.config.outputs.hwm, stamp=False,
+                                                         setup=sec.setup(self.config.outputs.labels)))
             self.label_endpoint, self._pub = pub.endpoint, pub
             self._receivers = [await stack.enter_async_context(
                 Receiver(i.endpoint, i.kind, bind=i.bind, hwm=i.hwm, limits=limits,
-                         topics=tuple(i.topics) if i.kind == "sub" else (b"",)))
+                         topics=tuple(i.topics) if i.kind == "sub" else (b"",),
+                         setup=sec.setup(i.endpoint) if i.bind else None))
                 for i in self.config.inputs]
             self.input_endpoints = [r.endpoint for r in self._receivers]
             ctl = None
@@ -290,6 +304,8 @@ class Daemon:
                 ctl = zmq.asyncio.Context.instance().socket(zmq.REP)
                 ctl.setsockopt(zmq.LINGER, 0)
                 stack.callback(ctl.close, 0)
+                if (curve := sec.setup(self.config.control.endpoint)) is not None:
+                    curve(ctl)  # remote control clients need an authorised CURVE key
                 try:
                     ctl.bind(self.config.control.endpoint)
                 except zmq.ZMQError as exc:

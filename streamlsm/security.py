@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,8 @@ __all__ = [
     "secure_client",
     "start_authenticator",
     "confine",
+    "SecurityConfig",
+    "ServerSecurity",
 ]
 
 SERVER_NAME = "server"
@@ -179,3 +182,50 @@ def confine(path: str | os.PathLike, allowed_dirs: list | tuple) -> Path:
         if resolved == root or resolved.is_relative_to(root):
             return resolved
     raise ControlError(f"path {raw!r} is outside the allowed directories {[str(r) for r in roots]}")
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """``keys_dir``: made by ``streamlsm keys make DIR`` (server pair + authorized/ client keys).
+
+    Without it every socket must bind to loopback, ipc or inproc; with it, sockets bound beyond
+    loopback are CURVE servers that let in only the authorised client keys.
+    """
+
+    keys_dir: str | None = None
+
+
+class ServerSecurity:
+    """The bind rule and CURVE for the sockets a process binds (one ZAP authenticator, on demand).
+
+    ``check(endpoint, key)`` raises ConfigError (naming ``key``) for a non-local bind without keys;
+    ``setup(endpoint)`` returns the socket-options hook to run before bind (None where local).
+    Call ``start(context)`` inside the running loop for asyncio contexts, ``close()`` at the end.
+    """
+
+    def __init__(self, config: SecurityConfig | None = None) -> None:
+        self.config = config or SecurityConfig()
+        self.keys = load_keys(self.config.keys_dir) if self.config.keys_dir else None
+        self._auth = None
+
+    def check(self, endpoint: str, key: str) -> None:
+        check_bind(endpoint, self.keys, key)
+
+    def needs_curve(self, endpoint: str) -> bool:
+        return self.keys is not None and not is_local_endpoint(endpoint)
+
+    def setup(self, endpoint: str) -> Callable[[zmq.Socket], None] | None:
+        if not self.needs_curve(endpoint):
+            return None
+        keys = self.keys
+        return lambda sock: secure_server(sock, keys)
+
+    def start(self, context: zmq.Context, endpoints: list | tuple = ()) -> None:
+        """Start the authenticator when any of ``endpoints`` needs CURVE (idempotent)."""
+        if self._auth is None and any(self.needs_curve(e) for e in endpoints):
+            self._auth = start_authenticator(context, Path(self.config.keys_dir) / AUTHORIZED_DIR)
+
+    def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None

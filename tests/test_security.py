@@ -244,3 +244,70 @@ def test_no_default_binds_beyond_loopback():
 def test_secret_key_files_not_in_repo():
     tracked = [p for p in ROOT.rglob("*.key_secret") if ".venv" not in p.parts]
     assert not tracked, tracked
+
+
+# ------------------------------------------------------------------ the daemon applies the rule
+
+
+def _daemon_config(tmp_path, keys_dir=None, control="tcp://0.0.0.0:*"):
+    from streamlsm.config import from_dict
+    from streamlsm.runtime import DaemonConfig
+    from streamlsm.testing import make_bundle
+
+    make_bundle(32, 16).save(tmp_path / "bundle")
+    raw = {"model": {"bundle": str(tmp_path / "bundle"), "prototypes": str(tmp_path / "p.json")},
+           "outputs": {"labels": "tcp://127.0.0.1:*"}, "control": {"endpoint": control}}
+    if keys_dir:
+        raw["security"] = {"keys_dir": str(keys_dir)}
+    return from_dict(DaemonConfig, raw)
+
+
+def test_daemon_refuses_remote_bind_without_keys(tmp_path):
+    from streamlsm.runtime import Daemon
+
+    daemon = Daemon(_daemon_config(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(daemon.run())
+    assert info.value.key == "control.endpoint"
+
+
+def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
+    from streamlsm import wire
+    from streamlsm.runtime import Daemon
+    from streamlsm.testing import FakeReservoir
+
+    keys = make_keys(tmp_path / "keys", ("ctl",))
+    stranger = make_keys(tmp_path / "other", ("x",))["x"]
+
+    async def go():
+        daemon = Daemon(_daemon_config(tmp_path, tmp_path / "keys"),
+                        reservoir_factory=lambda m: FakeReservoir(32, m))
+        task = asyncio.create_task(daemon.run())
+        await daemon.ready.wait()
+        port = daemon.control_endpoint.rsplit(":", 1)[1]
+        ctx = zmq.asyncio.Context.instance()
+
+        async def ask(setup):
+            req = ctx.socket(zmq.REQ)
+            req.setsockopt(zmq.LINGER, 0)
+            setup(req)
+            req.connect(f"tcp://127.0.0.1:{port}")
+            try:
+                await req.send(wire.pack_control({"cmd": "status"}))
+                if not await req.poll(1500):
+                    return None
+                return wire.unpack_control(await req.recv())
+            finally:
+                req.close(0)
+
+        try:
+            good = await ask(lambda s: secure_client(s, keys["ctl"], keys["server"].public))
+            bad = await ask(lambda s: secure_client(s, stranger, keys["server"].public))
+            plain = await ask(lambda s: None)
+        finally:
+            daemon.request_stop()
+            await task
+        return good, bad, plain
+
+    good, bad, plain = asyncio.run(go())
+    assert good["ok"] is True and bad is None and plain is None
