@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +17,7 @@ from .config import ReservoirConfig
 from .device import make_weights
 from .mapping import build_map
 
-__all__ = ["Features", "Reservoir", "normal_table"]
+__all__ = ["Features", "Reservoir", "normal_table", "window_key"]
 
 _U64 = (1 << 64) - 1
 
@@ -52,6 +53,11 @@ def normal_table(size: int = 4096) -> np.ndarray:
 
 def _u64(i: int) -> int:
     return int(i) & _U64
+
+
+def window_key(stream_id: str, k: int) -> int:
+    """Read-noise key of window k of a stream in window mode (pass it as encode's sample_id)."""
+    return ((zlib.crc32(stream_id.encode()) & 0x7FFFFFFF) << 32) | (int(k) & 0xFFFFFFFF)
 
 
 class Reservoir:
@@ -98,6 +104,8 @@ class Reservoir:
         self._dtype = LAYOUTS[cfg.layout]
         self._slots: dict[str, int] = {}
         self._free: list[int] = []
+        self._wstart: dict[str, int] = {}  # window mode: T0 per stream
+        self._wcur: dict[str, int] = {}  # window mode: window index held by each window slot
         self._alloc_state(max(1, capacity))
         self._scratch = [np.zeros(N, np.float32) for _ in range(3)]
         self._alloc_stage(64, 4096)
@@ -154,16 +162,20 @@ class Reservoir:
     @property
     def streams(self) -> list[str]:
         """Stream ids that hold a slot."""
-        return list(self._slots)
+        return list(dict.fromkeys(name.split("\x00", 1)[0] for name in self._slots))
 
     def release(self, stream_id: str) -> None:
-        """Forget a stream (its open sample is discarded) and free its slot."""
-        s = self._slots.pop(stream_id, None)
-        if s is not None:
-            st = self._state
-            _k.reset_slot(s, st["v"], st["sprev"], st["acc"], st["fidx"], st["ist"], st["cnt"], st["hist"])
-            st["ist"][s] = 0
-            self._free.append(s)
+        """Forget a stream (its open sample or windows are discarded) and free its slots."""
+        self._wstart.pop(stream_id, None)
+        names = [stream_id] + [n for n in self._slots if n.startswith(stream_id + "\x00")]
+        for name in names:
+            self._wcur.pop(name, None)
+            s = self._slots.pop(name, None)
+            if s is not None:
+                st = self._state
+                _k.reset_slot(s, st["v"], st["sprev"], st["acc"], st["fidx"], st["ist"], st["cnt"], st["hist"])
+                st["ist"][s] = 0
+                self._free.append(s)
 
     def stats(self, stream_id: str) -> dict[str, int]:
         """Events seen, dropped (outside the mapping) and late (before the open bin) of a stream."""
@@ -186,6 +198,8 @@ class Reservoir:
         """Advance the streams of these packets (in order); features of every sample that ended."""
         if isinstance(packets, EventPacket):
             packets = (packets,)
+        if self.config.segment == "window" and not (packets and "\x00" in packets[0].stream_id):
+            return self._feed_windows(packets, received_ns)
         P = len(packets)
         if P == 0:
             return []
@@ -231,6 +245,41 @@ class Reservoir:
                                 self._out[r].copy(), pk.label, pk.modality or self.config.modality,
                                 pk.seq, pk.sent_ns, received_ns))
         return out
+
+    def _feed_windows(self, packets: Sequence[EventPacket], received_ns: int) -> list[Features]:
+        """Sliding windows: window k of a stream covers [T0 + k hop, T0 + k hop + window) (T0 = its
+        first packet's t_start) and is its own reservoir run from rest, in one of
+        ceil(window / hop) slots of the stream; its features come when a packet reaches its end.
+        Sample markers are ignored. Noise key: window_key(stream_id, k)."""
+        cfg = self.config
+        W, hop = cfg.window_us, cfg.hop_us
+        M = -(-W // hop)
+        subs = []
+        for pk in packets:
+            if pk.events.dtype != self._dtype:
+                raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {pk.events.dtype}, "
+                                     f"this reservoir takes layout {cfg.layout!r}")
+            T0 = self._wstart.setdefault(pk.stream_id, pk.t_start)
+            a, b = max(pk.t_start, T0), pk.t_end
+            if b <= a:
+                continue
+            t = pk.events["t"]
+            for k in range(max(0, (a - T0 - W) // hop + 1), (b - 1 - T0) // hop + 1):
+                ws = T0 + k * hop
+                sa, sb = max(a, ws), min(b, ws + W)
+                if sa >= sb:
+                    continue
+                name = f"{pk.stream_id}\x00{k % M}"
+                begin = self._wcur.get(name) != k
+                self._wcur[name] = k
+                i0, i1 = np.searchsorted(t, (sa, sb))
+                subs.append(EventPacket(name, pk.seq, ws if begin else sa, sb, pk.events[i0:i1], pk.modality,
+                                        window_key(pk.stream_id, k), pk.label, begin, sb == ws + W, pk.sent_ns))
+        feats = self.feed(subs, received_ns) if subs else []
+        for f in feats:
+            f.stream_id = f.stream_id.split("\x00", 1)[0]
+            f.sample_id = int(f.sample_id) & 0xFFFFFFFF
+        return feats
 
     def _run(self, P: int) -> int:
         pks, ev = self._pk, self._ev
