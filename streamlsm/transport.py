@@ -52,10 +52,15 @@ def _send_frames(sock: zmq.Socket, frames: list) -> None:
 
 
 def _recv_frames(sock: zmq.Socket) -> list:
-    """The parts of one queued message (zmq.Again if none); the payload part is not copied."""
-    frames = [sock.recv(zmq.NOBLOCK)]
-    while sock.getsockopt(zmq.RCVMORE):
-        part = sock.recv(zmq.NOBLOCK, copy=len(frames) < 2)
+    """The parts of one queued message as zmq.Frames, not copied (zmq.Again if none is queued).
+
+    ``Frame.more`` says whether another part follows (cheaper than getsockopt(RCVMORE)); parts of
+    a malformed message beyond _MAX_FRAMES are read and dropped, so the next message stays aligned.
+    """
+    part = sock.recv(zmq.NOBLOCK, copy=False)
+    frames = [part]
+    while part.more:
+        part = sock.recv(zmq.NOBLOCK, copy=False)
         if len(frames) < _MAX_FRAMES:
             frames.append(part)
     return frames
