@@ -214,6 +214,7 @@ def main() -> None:
     quick = args.quick
     sizes = [1024, 4096, 16384, 65536] if quick else [256, 1024, 4096, 16384, 65536]
     t_all = time.perf_counter()
+    load_start = os.getloadavg()[0]
     throughput = bench_sizes(sizes, 10_000_000 if quick else 60_000_000)
     best = max(throughput, key=lambda s: throughput[s]["events_per_s"] if s >= 1024 else 0)
 
@@ -254,6 +255,7 @@ def main() -> None:
         "quick": quick,
         "seconds": time.perf_counter() - t_all,
         "cpus": os.cpu_count(),
+        "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
         "details": {"throughput": throughput, "nmnist_1ms": nm, "codec": codec, "pacing": pacing},
     }
     print(json.dumps(result))
