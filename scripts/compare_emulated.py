@@ -89,7 +89,9 @@ def _coch_stats(evs, durs_s):
             "active channels": _pct([len(np.unique(e["x"])) for e in evs]),
             "channels >=1% events": _pct([(np.bincount(e["x"]) >= 0.01 * len(e)).sum() for e in evs]),
             "IEI median us": _pct([np.median(np.diff(e["t"])) for e in evs]),
-            "IEI mean us": _pct([np.mean(np.diff(e["t"])) for e in evs])}
+            "IEI mean us": _pct([np.mean(np.diff(e["t"])) for e in evs]),
+            "channel ISI median us": _pct([np.median(np.concatenate(
+                [np.diff(e["t"][e["x"] == c]) for c in np.unique(e["x"])])) for e in evs])}
 
 
 def cochlea(data: Path, n: int, out: Path, plt) -> dict:
