@@ -16,6 +16,7 @@ from streamlsm.cli.replay import parse_options
 from streamlsm.cli.subscribe import StreamTally
 from streamlsm.errors import ConfigError
 from streamlsm.events import DVS_DTYPE, EventPacket, LabelEvent
+from streamlsm.replay import ReplayConfig, schedule
 from streamlsm.transport import Sender
 
 
@@ -40,6 +41,10 @@ def finish(proc):
     assert proc.returncode == 0, err
     lines = [json.loads(x) for x in out.splitlines() if x.strip()]
     return lines[:-1], lines[-1]
+
+
+def n_scheduled(ds, cfg) -> int:
+    return sum(1 for _ in schedule(ds, "x", cfg))
 
 
 def test_commands_are_registered():
@@ -105,8 +110,10 @@ def test_replay_real_nmnist_to_subscriber_loses_nothing(real_data, capsys):
 
     ds = NMNISTDataset(real_data / "nmnist", limit=30)
     total = sum(len(ds.events(i)) for i in range(len(ds)))
+    n_packets = sum(n_scheduled(ds, ReplayConfig(packet_us=5000, order="shuffle", seed=seed,
+                                                 gap_us=100)) for seed in (4, 5))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_subscriber(endpoint, "--quiet", "--timeout", "3")
+    proc = start_subscriber(endpoint, "--quiet", "--count", str(n_packets))
     try:
         rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=30",
                    "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "5000",
@@ -118,6 +125,7 @@ def test_replay_real_nmnist_to_subscriber_loses_nothing(real_data, capsys):
     assert report["events"] == 2 * total and report["dropped"] == 0
     assert lines == []  # --quiet
     assert summary["events"] == 2 * total and summary["gaps"] == 0 and summary["duplicates"] == 0
+    assert summary["packets"] == report["sent"] == n_packets
     assert set(summary["streams"]) == {"nmnist.0", "nmnist.1"}
     for s in summary["streams"].values():
         assert s["first_seq"] == 0 and s["last_seq"] == s["packets"] - 1 and s["samples"] == 30
@@ -133,11 +141,16 @@ def test_binding_off_loopback_needs_keys(real_data, capsys):
 
 @pytest.mark.realdata
 def test_replay_with_curve_keys(real_data, tmp_path, capsys):
+    from streamlsm_sources.nmnist import NMNISTDataset
+
     from streamlsm.security import make_keys
 
     make_keys(tmp_path / "keys")
+    ds = NMNISTDataset(real_data / "nmnist", limit=3)
+    n_packets = n_scheduled(ds, ReplayConfig(packet_us=50_000))
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_subscriber(endpoint, "--quiet", "--timeout", "3", "--keys", str(tmp_path / "keys"))
+    proc = start_subscriber(endpoint, "--quiet", "--count", str(n_packets),
+                            "--keys", str(tmp_path / "keys"))
     try:
         rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=3",
                    "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "50000",
@@ -147,3 +160,4 @@ def test_replay_with_curve_keys(real_data, tmp_path, capsys):
     assert rc == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["events"] == report["events"] > 0 and summary["gaps"] == 0
+    assert summary["packets"] == report["sent"] == n_packets
