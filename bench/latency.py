@@ -122,6 +122,7 @@ def main() -> int:
     ap.add_argument("--bundle", default=None, help="a trained bundle (default: random projection)")
     ap.add_argument("--compute", choices=("thread", "inline"), default="thread",
                     help="daemon pipeline in a worker thread (default) or in the event loop")
+    ap.add_argument("--coalesce-us", type=int, default=0, help="daemon limits.coalesce_us")
     ap.add_argument("--max-verify", type=int, default=256, help="most streams verified at real time")
     args = ap.parse_args()
     root = data_root() / "nmnist"
@@ -142,7 +143,8 @@ def main() -> int:
               "inputs": [{"endpoint": "tcp://127.0.0.1:*", "kind": "pull", "hwm": 100_000}],
               "outputs": {"labels": "tcp://127.0.0.1:*", "hwm": 100_000},
               "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(root.resolve())]},
-              "limits": {"overflow": "drop_oldest", "queue": 20_000, "batch": 1024, "compute": args.compute}}
+              "limits": {"overflow": "drop_oldest", "queue": 20_000, "batch": 1024, "compute": args.compute,
+                         "coalesce_us": args.coalesce_us}}
     daemon = DaemonProcess(config, work)
     daemon.start()
     os.sched_setaffinity(daemon.proc.pid, {cpu})  # the daemon (all its threads) on one core

@@ -84,6 +84,7 @@ class LimitsConfig:
     max_events: int = 1 << 20
     stats_every_s: float = 1.0
     compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
+    coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
     gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
 
     def validate(self) -> None:
@@ -91,6 +92,8 @@ class LimitsConfig:
             raise ConfigError("queue", f"must be >= 1, got {self.queue}")
         if self.batch < 1:
             raise ConfigError("batch", f"must be >= 1, got {self.batch}")
+        if not 0 <= self.coalesce_us <= 1_000_000:
+            raise ConfigError("coalesce_us", f"must lie in [0, 1000000], got {self.coalesce_us}")
         if self.max_events < 1:
             raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
         if not 0 <= self.gil_switch_ms <= 100:
@@ -355,10 +358,15 @@ class Daemon:
             await self._stop.wait()
 
     async def _worker(self) -> None:
+        batch, wait = self.config.limits.batch, self.config.limits.coalesce_us / 1e6
         while True:
-            items = await self._queue.take(self.config.limits.batch)
+            items = await self._queue.take(batch)
             if not items:
                 return
+            if wait and len(items) < batch and not self._queue.closed:
+                await asyncio.sleep(wait)
+                if self._queue.items:
+                    items += await self._queue.take(batch - len(items))
             await self._process(items)
 
     async def _process(self, items: list) -> None:
