@@ -5,8 +5,9 @@ Data: $STREAMLSM_DATA or ../shared/data. Last line: one JSON object with noise_o
 noise_on_events_per_s (one core; each kernel call carries one 1 ms packet of each of --streams
 streams, columnar, prebuilt before timing), feed_packets_events_per_s (the same through
 Reservoir.feed with EventPacket objects), call_us_single_packet, batch_samples_per_s (encode, all
-cores, wall clock), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop, one sample at
-a time), brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, the samples back to back in
+cores, wall clock), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop over a whole
+sample's input frames, one sample at a time: numpy's best case), numpy_stream_events_per_s /
+speedup_vs_numpy_stream (the same fed 1 ms packets, as a numpy stream would run), brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, the samples back to back in
 one run, compilation not timed), and the checks that all gave identical spike counts with noise
 off. Single-threaded rates are events per CPU second of this process (= per core, and robust on a
 shared machine); the *_wall keys give the same per wall-clock second.
@@ -153,6 +154,44 @@ def feed_packets_rate(cfg, per_stream, n_streams, limit_calls):
     return events / clk.cpu
 
 
+def numpy_stream(samples, durs, res, cfg, packet_us=1000):
+    """The network as plain numpy fed 1 ms packets one sample at a time: events mapped per packet
+    (vectorised), counts added to the open bin's dense input, one dense update per finished bin."""
+    m, W_in, W_rec = res.map, res.w_in, res.w_rec
+    decay, thr, bu, N = np.float32(cfg.decay), np.float32(cfg.threshold), cfg.bin_us, cfg.n_neurons
+    feats = []
+    for ev, dur in zip(samples, durs, strict=True):
+        v = np.zeros(N, np.float32)
+        s = np.zeros(N, bool)
+        cnt = np.zeros(N, np.float32)
+        x_bin = np.zeros(m.n_inputs, np.float32)
+        cur_bin = 0
+        edges = np.r_[np.arange(0, dur, packet_us), dur]
+        cut = np.searchsorted(ev["t"], edges)
+        for j in range(len(edges) - 1):
+            part = ev[cut[j]:cut[j + 1]]
+            t_end = int(edges[j + 1])
+            last = j == len(edges) - 2
+            x = part["x"].astype(np.int64)
+            ok = (x >= 0) & (x < m.xm)
+            ch = np.full(len(part), -1, np.int64)
+            ch[ok] = m.lut[((part["y"].astype(np.int64) * m.xm + x) * m.pm + part["p"])[ok]]
+            b = part["t"] // bu
+            done = -(-t_end // bu) if last else t_end // bu
+            for bb in range(cur_bin, max(done, int(b.max()) + 1 if len(b) else 0)):
+                sel = (b == bb) & (ch >= 0)
+                np.add.at(x_bin, ch[sel], 1.0)
+                if bb < done:
+                    current = x_bin @ W_in + s.astype(np.float32) @ W_rec
+                    v = np.where(s, np.float32(0), decay * v).astype(np.float32) + current
+                    s = v > thr
+                    cnt += s
+                    x_bin[:] = 0
+            cur_bin = done
+        feats.append(cnt)
+    return feats
+
+
 def brian2_run(python, w_in, w_rec, cfg, frames, timeout):
     if not python or not Path(python).exists():
         return None, f"no Brian2 interpreter at {python!r}"
@@ -211,6 +250,11 @@ def main(argv=None) -> int:
     out["numpy_events_per_s"] = np_rate
     out["numpy_equal"] = bool(all(np.array_equal(ref[i], enc[i]) for i in range(k_np)))
     out["speedup_vs_numpy"] = out["noise_off_events_per_s"] / np_rate
+    with Clock() as clk:
+        ref_s = numpy_stream(samples[:k_np], durs[:k_np], res, cfg)
+    out["numpy_stream_events_per_s"] = sum(len(samples[i]) for i in range(k_np)) / clk.cpu
+    out["numpy_stream_equal"] = bool(all(np.array_equal(ref_s[i], enc[i]) for i in range(k_np)))
+    out["speedup_vs_numpy_stream"] = out["noise_off_events_per_s"] / out["numpy_stream_events_per_s"]
     # Brian2, same weights, the samples back to back in one run (compilation not timed)
     k_b2 = 6 if args.quick else 20
     b2, why = brian2_run(args.brian2_python, res.w_in, res.w_rec, cfg, frames[:k_b2], 600)
