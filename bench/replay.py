@@ -129,10 +129,13 @@ def bench_sizes(sizes: list[int], events_per_size: int) -> dict:
         r = run_stream(synthetic_packets(size), n)
         out[size] = {"events_per_s": r["received"]["events_per_s"],
                      "rx_cpu_us_per_packet": r["received"]["cpu_us_per_packet"],
+                     # the rate the subscriber could take with one core of its own
+                     "events_per_rx_cpu_s": size / max(r["received"]["cpu_us_per_packet"], 1e-9) * 1e6,
                      "packets_per_s": r["received"]["packets_per_s"], "packets": n,
                      "sender_events_per_s": r["sent"]["events"] / r["sent"]["send_s"]}
         print(f"packet {size:6d} events: {out[size]['events_per_s'] / 1e6:7.2f} Mev/s "
-              f"{out[size]['packets_per_s']:9.0f} packets/s", flush=True)
+              f"{out[size]['packets_per_s']:9.0f} packets/s (subscriber CPU: "
+              f"{out[size]['events_per_rx_cpu_s'] / 1e6:.1f} Mev per CPU s)", flush=True)
     return out
 
 
