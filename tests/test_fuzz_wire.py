@@ -141,14 +141,14 @@ def _frames(msg) -> list[bytes]:
 # ------------------------------------------------------------------ hypothesis properties
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=200)
 @given(st.one_of(packets(), labels()))
 def test_valid_messages_round_trip(msg):
     out = check("valid", _frames(msg))
     assert out is not None and out.stream_id == msg.stream_id and out.seq == msg.seq
 
 
-@settings(FUZZ, max_examples=1500)
+@settings(FUZZ, max_examples=600)
 @given(st.one_of(packets(), labels()), st.sampled_from(HEADER_KEYS), values,
        st.booleans())
 def test_header_field_mutations(msg, key, value, delete):
@@ -161,7 +161,7 @@ def test_header_field_mutations(msg, key, value, delete):
     check("header_field", [topic, msgpack.packb(h), payload])
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=400)
 @given(packets(), st.data())
 def test_byte_level_mutations(pkt, data):
     frames = _frames(pkt)
@@ -189,7 +189,7 @@ def test_random_frames(frames):
     check("random_frames", frames)
 
 
-@settings(FUZZ, max_examples=800)
+@settings(FUZZ, max_examples=400)
 @given(st.binary(max_size=400) | values.map(lambda v: msgpack.packb(v)))
 def test_unpack_control_random(raw):
     try:
