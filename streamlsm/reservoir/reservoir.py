@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 
 import numpy as np
 
@@ -139,6 +140,7 @@ class Reservoir:
         self._out = np.zeros((P, self.n_features), np.float32)
         self._ev = {"t": np.zeros(E, np.int64), "x": np.zeros(E, np.int16),
                     "y": np.zeros(E, np.int16), "p": np.zeros(E, np.int8)}
+        self._evbuf = np.zeros(E, self._dtype)
 
     def _slot(self, stream_id: str) -> int:
         s = self._slots.get(stream_id)
@@ -203,38 +205,36 @@ class Reservoir:
         P = len(packets)
         if P == 0:
             return []
-        E = 0
-        for pk in packets:
-            E += len(pk.events)
+        dt = self._dtype
+        evs = [pk.events for pk in packets]
+        for i, e in enumerate(evs):
+            if e.dtype != dt:
+                raise ReservoirError(f"stream {packets[i].stream_id!r}: events of dtype {e.dtype}, this "
+                                     f"reservoir takes layout {self.config.layout!r}")
+        lens = [len(e) for e in evs]
+        E = sum(lens)
         if P > self._pk["slot"].shape[0] or E > self._ev["t"].shape[0]:
             self._alloc_stage(max(P, 2 * self._pk["slot"].shape[0]), max(E, 2 * self._ev["t"].shape[0]))
         pks, ev = self._pk, self._ev
-        slot, t0, t1, flags, key, eoff = pks["slot"], pks["t0"], pks["t1"], pks["flags"], pks["key"], pks["e"]
-        et, ex, ey, ep = ev["t"], ev["x"], ev["y"], ev["p"]
-        has_y = "y" in self._dtype.names
-        has_p = "p" in self._dtype.names
-        o = 0
-        for i, pk in enumerate(packets):
-            evs = pk.events
-            if evs.dtype != self._dtype:
-                raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {evs.dtype}, this "
-                                     f"reservoir takes layout {self.config.layout!r}")
-            slot[i] = self._slot(pk.stream_id)
-            t0[i] = pk.t_start
-            t1[i] = pk.t_end
-            flags[i] = (1 if pk.sample_begin else 0) | (2 if pk.sample_end else 0)
-            key[i] = _u64(pk.sample_id)
-            eoff[i] = o
-            n = len(evs)
-            if n:
-                et[o:o + n] = evs["t"]
-                ex[o:o + n] = evs["x"]
-                if has_y:
-                    ey[o:o + n] = evs["y"]
-                if has_p:
-                    ep[o:o + n] = evs["p"]
-                o += n
-        eoff[P] = o
+        slots = self._slots
+        pks["slot"][:P] = [slots[sid] if sid in slots else self._slot(sid)
+                           for sid in [pk.stream_id for pk in packets]]
+        pks["t0"][:P] = [pk.t_start for pk in packets]
+        pks["t1"][:P] = [pk.t_end for pk in packets]
+        pks["flags"][:P] = [pk.sample_begin | (pk.sample_end << 1) for pk in packets]
+        pks["key"][:P] = [pk.sample_id & _U64 for pk in packets]
+        eoff = pks["e"]
+        eoff[0] = 0
+        eoff[1:P + 1] = list(accumulate(lens))
+        if E:
+            buf = self._evbuf[:E]
+            np.concatenate(evs, out=buf)
+            ev["t"][:E] = buf["t"]
+            ev["x"][:E] = buf["x"]
+            if "y" in dt.names:
+                ev["y"][:E] = buf["y"]
+            if "p" in dt.names:
+                ev["p"][:E] = buf["p"]
         n_out = self._run(P)
         if n_out == 0:
             return []
