@@ -98,10 +98,33 @@ def read_manifest(path: str | Path) -> dict | None:
 
 
 # -- camera -------------------------------------------------------------------------------------
+def _sklearn_digit(char: str, i: int, rng: np.random.Generator) -> np.ndarray:
+    """A real handwritten digit from scikit-learn's bundled 8x8 set (no download), upsampled to
+    an MNIST-like 28x28 image with a small random rotation and shift."""
+    from scipy import ndimage
+    from sklearn.datasets import load_digits
+
+    data = _SKLEARN.setdefault("digits", load_digits())
+    pool = np.flatnonzero(data.target == int(char))
+    img = data.images[pool[i % len(pool)]] / 16.0
+    big = np.clip(ndimage.zoom(img, 20 / 8, order=3), 0.0, 1.0)
+    big = np.clip(ndimage.rotate(big, rng.normal(0, 6), reshape=False, order=1), 0.0, 1.0)
+    canvas = np.zeros((28, 28), dtype=np.float32)
+    dy, dx = rng.integers(-1, 2, 2)
+    canvas[4 + dy:24 + dy, 4 + dx:24 + dx] = big
+    return canvas
+
+
+_SKLEARN: dict = {}
+
+
 def _make_camera(kind: str, out: Path, classes: tuple[str, ...], n_per_class: int, seed: int,
-                 progress: Progress, batch: int = 100) -> Path:
+                 progress: Progress, batch: int = 100, images: str = "fonts") -> Path:
     from streamlsm.emulate.camera import record
     from streamlsm.emulate.glyphs import render
+
+    if images not in ("fonts", "sklearn") or (images == "sklearn" and kind != "camera-digits"):
+        raise ConfigError("images", f"must be 'fonts' (or 'sklearn' for digits), got {images!r}")
 
     t0 = _clock()
     n_train, n_test = _split_counts(n_per_class)
@@ -112,31 +135,39 @@ def _make_camera(kind: str, out: Path, classes: tuple[str, ...], n_per_class: in
         for b in range(0, len(jobs), batch):
             part = jobs[b:b + batch]
             rngs = [_rng(seed, code, ci, i) for ci, _, i in part]
-            images = np.stack([render(c, r) for (_, c, _), r in zip(part, rngs, strict=True)])
-            for (_, c, i), ev in zip(part, record(images, rngs), strict=True):
+            if images == "sklearn":
+                pics = np.stack([_sklearn_digit(c, i, r) for (_, c, i), r in zip(part, rngs, strict=True)])
+            else:
+                pics = np.stack([render(c, r) for (_, c, _), r in zip(part, rngs, strict=True)])
+            for (_, c, i), ev in zip(part, record(pics, rngs), strict=True):
                 folder = out / NMNIST_SPLITS[split] / c
                 folder.mkdir(parents=True, exist_ok=True)
                 write_bin(folder / f"{i:05d}.bin", ev)
             if progress:
                 progress(len(part))
         counts[split] = len(jobs)
-    _manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes),
+    _manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes), images=images,
               format="nmnist", reader="nmnist" if kind == "camera-digits" else "emulated-camera")
     return out
 
 
-def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None) -> Path:
-    """N-MNIST-like digits 0-9 (see module doc); returns ``out``."""
+def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
+                       images: str = "fonts") -> Path:
+    """N-MNIST-like digits 0-9 (see module doc); ``images`` "fonts" (rendered, distorted glyphs)
+    or "sklearn" (scikit-learn's real 8x8 handwritten digits, upsampled); returns ``out``."""
     from streamlsm.emulate.glyphs import DIGITS
 
-    return _make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress)
+    return _make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress,
+                        images=images)
 
 
-def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None) -> Path:
-    """N-MNIST-like lowercase letters a-z; returns ``out``."""
+def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
+                        images: str = "fonts") -> Path:
+    """N-MNIST-like lowercase letters a-z (font glyphs only); returns ``out``."""
     from streamlsm.emulate.glyphs import LETTERS
 
-    return _make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress)
+    return _make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress,
+                        images=images)
 
 
 class CameraTreeDataset(NMNISTDataset):
@@ -369,7 +400,11 @@ def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 1
     jobs = min(2, os.cpu_count() or 1) if jobs is None else max(1, int(jobs))
     if jobs == 1 or len(todo) <= 1:
         for k in todo:
-            make(k, folders[k], n_per_class, seed, progress(k) if progress else None)
+            try:
+                make(k, folders[k], n_per_class, seed, progress(k) if progress else None)
+            except (OSError, ConfigError):
+                if not _matches(folders[k], k, n_per_class, seed):
+                    raise  # else another process made the same (deterministic) set first
     else:
         queue, running = list(todo), []
         while queue or running:
@@ -378,7 +413,7 @@ def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 1
                 running.append((k, _make_in_child(k, folders[k], n_per_class, seed)))
             k, proc = running.pop(0)
             _, err = proc.communicate()
-            if proc.returncode != 0 or not _matches(folders[k], k, n_per_class, seed):
+            if not _matches(folders[k], k, n_per_class, seed):  # made here or by another process
                 for _, other in running:
                     other.kill()
                 tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]

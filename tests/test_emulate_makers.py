@@ -148,3 +148,15 @@ def test_ensure_default_data_in_worker_processes(tmp_path):
     assert set(got) == set(kinds)
     assert emulated.read_manifest(got["camera-digits"])["samples"] == {"train": 10, "test": 0}
     assert (got["cortex-letters"] / "train.npz").is_file()
+
+
+def test_camera_digits_from_sklearn_handwriting(tmp_path):
+    pytest.importorskip("sklearn")
+    from streamlsm_sources.nmnist import NMNISTDataset
+
+    out = emulated.make("camera-digits", tmp_path / "s", n_per_class=1, seed=0, images="sklearn")
+    ds = NMNISTDataset(out, "train")
+    assert len(ds) == 10 and emulated.read_manifest(out)["images"] == "sklearn"
+    assert len(ds.events(0)) > 500
+    with pytest.raises(ConfigError):
+        emulated.make("camera-letters", tmp_path / "t", n_per_class=1, images="sklearn")

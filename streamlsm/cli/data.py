@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
     m.add_argument("--n-per-class", type=int, default=100, help="samples per class (train + test)")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--counts", action="store_true", help="cortex: also write 10 ms binned counts")
+    m.add_argument("--images", choices=("fonts", "sklearn"), default="fonts",
+                   help="camera-digits: font glyphs, or scikit-learn's real 8x8 handwritten digits")
     m.set_defaults(func=cmd_make)
 
     c = dsub.add_parser("cochlea", help="WAV recordings -> silicon-cochlea events (n-tidigits.hdf5)")
@@ -65,6 +67,8 @@ def cmd_make(args: argparse.Namespace) -> int:
     make = _emulated().make
     total = _TOTAL[args.kind] * args.n_per_class
     options = {"counts": True} if args.counts and args.kind == "cortex-letters" else {}
+    if args.images != "fonts":
+        options["images"] = args.images
     with _bar(total, args.kind) as bar:
         out = make(args.kind, args.out, args.n_per_class, args.seed, bar.update, **options)
     print(out)
