@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--order", choices=("file", "shuffle"), default="file")
     p.add_argument("--repeat", type=int, default=1)
-    p.add_argument("--gap-us", type=int, default=0, help="stream time between samples")
+    p.add_argument("--gap-us", type=int, default=0,
+                   help="stream time between samples; the next sample's file is read during the "
+                        "gap, so a gap longer than its read time keeps real-time pacing exact")
     p.add_argument("--start-delay", type=float, default=0.0,
                    help="seconds to wait after opening the socket (lets PUB subscribers join)")
     p.add_argument("--linger-ms", type=int, default=10_000,
