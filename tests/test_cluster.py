@@ -127,6 +127,13 @@ def cluster():
     c.close()
 
 
+def _wait_labels(router, n, timeout=30.0):
+    """Wait until the router has seen ``n`` labels (the run is under way)."""
+    deadline = time.monotonic() + timeout
+    while router.status()["counters"].get("labels", 0) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _labels(result) -> dict:
     return {(sid, s): lab for sid, rows in result["got"].items() for s, lab, _t in rows}
 
@@ -148,7 +155,7 @@ def test_join_at_run_time_moves_streams_at_sample_boundaries_without_loss(cluste
     result = {}
     t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
     t.start()
-    time.sleep(0.4)
+    _wait_labels(cluster.router, 8)
     cluster.add("w2")
     t.join()
     got = _labels(result)
@@ -164,7 +171,7 @@ def test_graceful_leave_loses_nothing(cluster):
     result = {}
     t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
     t.start()
-    time.sleep(0.4)
+    _wait_labels(cluster.router, 8)
     w2.stop()
     t.join()
     st = cluster.router.status()
@@ -179,7 +186,7 @@ def test_dead_worker_streams_resume_and_losses_are_counted(cluster):
     result = {}
     t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=10, speed=1.0)))
     t.start()
-    time.sleep(0.45)
+    _wait_labels(cluster.router, 8)
     owners_before = dict(cluster.router.status()["owners"])
     w2.kill()
     t.join()
