@@ -149,15 +149,17 @@ def dvs_from_frames(frames: np.ndarray, times_us: np.ndarray, cfg: CameraConfig 
     return _finish(rng, cfg, flat, t, p, float(times_us[-1]) + 1)
 
 
-def saccade_path(rng: np.random.Generator, cfg: CameraConfig, times_us: np.ndarray) -> np.ndarray:
-    """(T, 2) image displacement (dx, dy) in pixels at ``times_us``: three minimum-jerk saccades.
+def saccade_path(rng: np.random.Generator, cfg: CameraConfig, times_us: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+    """((T, 2) image displacement (dx, dy) in pixels at ``times_us``, end of the last saccade us):
+    three minimum-jerk saccades.
 
     The corners of the triangle, the saccade durations and a slow tremor vary per sample.
     """
     a = cfg.amplitude_px * rng.uniform(0.85, 1.15)
     corners = np.array([[0.0, 0.0], [a / 2, a], [a, 0.0], [0.0, 0.0]])
     corners[1:3] += rng.normal(0, 0.15, (2, 2))
-    durs = cfg.saccade_us * rng.uniform(0.95, 1.08, 3)
+    durs = cfg.saccade_us * rng.uniform(0.97, 1.09, 3)
     edges = np.concatenate([[0.0], np.cumsum(durs)])
     k = np.clip(np.searchsorted(edges, times_us, side="right") - 1, 0, 2)
     tau = np.clip((times_us - edges[k]) / durs[k], 0.0, 1.0)
@@ -167,7 +169,7 @@ def saccade_path(rng: np.random.Generator, cfg: CameraConfig, times_us: np.ndarr
         walk = np.cumsum(rng.normal(0, 1, (len(times_us), 2)), axis=0)
         walk = ndimage.gaussian_filter1d(walk, 5, axis=0)
         pos += cfg.tremor_px * (walk - walk.mean(0))
-    return pos
+    return pos, float(edges[-1])
 
 
 def record(images: np.ndarray, rngs: list[np.random.Generator],
@@ -186,9 +188,11 @@ def record(images: np.ndarray, rngs: list[np.random.Generator],
     canvas[:, pad:pad + h, pad:pad + w] = images
     if cfg.blur_px > 0:
         canvas = ndimage.gaussian_filter(canvas, (0, cfg.blur_px, cfg.blur_px))
-    span = 3 * cfg.saccade_us * 1.08
+    span = 3 * cfg.saccade_us * 1.09
     times = np.arange(0.0, span + cfg.step_us, cfg.step_us)
-    paths = np.stack([saccade_path(r, cfg, times) for r in rngs])  # (B, T, 2)
+    moves = [saccade_path(r, cfg, times) for r in rngs]
+    paths = np.stack([m[0] for m in moves])  # (B, T, 2)
+    ends = [m[1] for m in moves]  # each recording stops when its last saccade ends
     # base offset so the displaced image stays centred on the sensor
     base = np.array([(W - w) / 2, (H - h) / 2]) - cfg.amplitude_px / 2
     thr = [_thresholds(r, cfg, (H, W)) for r in rngs]
@@ -223,5 +227,6 @@ def record(images: np.ndarray, rngs: list[np.random.Generator],
     out = []
     for b in range(bsz):
         sel = order[bounds[b]:bounds[b + 1]]
-        out.append(_finish(rngs[b], cfg, flat[sel] % (H * W), t[sel], p[sel], span))
+        sel = sel[t[sel] < ends[b]]  # tremor after the last saccade is not recorded
+        out.append(_finish(rngs[b], cfg, flat[sel] % (H * W), t[sel], p[sel], ends[b]))
     return out
