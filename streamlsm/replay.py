@@ -151,9 +151,13 @@ def schedule(dataset: Any, stream_id: str, cfg: ReplayConfig) -> Iterator[tuple[
                             f"events dtype {events.dtype} is not the {layout!r} layout")
         duration = int(dataset.duration_us(i))
         if len(events):
-            duration = max(duration, int(events["t"][-1]) + 1)
-            if int(events["t"][0]) < 0:
-                raise DataError(f"{getattr(dataset, 'name', 'dataset')}[{i}]", "negative event time")
+            t = events["t"]
+            where = f"{getattr(dataset, 'name', 'dataset')}[{i}]"
+            if int(t[0]) < 0:
+                raise DataError(where, "negative event time")
+            if len(t) > 1 and np.count_nonzero(t[1:] < t[:-1]):
+                raise DataError(where, "events are not sorted by time")
+            duration = max(duration, int(t[-1]) + 1)
         duration = max(duration, 1)
         label = dataset.label(i)
         parts = list(split_sample(events, duration, cfg))

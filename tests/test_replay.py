@@ -192,6 +192,10 @@ def test_wrong_layout_is_a_data_error():
 
     with pytest.raises(DataError):
         list(schedule(Cochlea([([1], 10, "a")]), "s", ReplayConfig()))
+    with pytest.raises(DataError, match="not sorted"):
+        list(schedule(FakeDataset([([5, 3], 10, "a")]), "s", ReplayConfig()))
+    with pytest.raises(DataError, match="negative"):
+        list(schedule(FakeDataset([([-1, 3], 10, "a")]), "s", ReplayConfig()))
 
 
 @pytest.mark.realdata
