@@ -9,7 +9,7 @@ import pytest
 
 from streamlsm.errors import ConfigError, ReservoirError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, SPIKES_DTYPE, EventPacket
-from streamlsm.reservoir import Features, Reservoir, ReservoirConfig, preset
+from streamlsm.reservoir import DeviceConfig, Features, Reservoir, ReservoirConfig, preset
 from streamlsm.reservoir.reference import input_frames, reference_run
 
 
@@ -297,3 +297,29 @@ def test_sliding_windows_chunked_equal_and_match_encode(small_cfg):
         slices.append(part)
     enc = Reservoir(offline_cfg).encode(slices, [60_000] * 13, sample_ids=[window_key("w", k) for k in range(13)])
     np.testing.assert_array_equal(enc, np.stack([f.counts for f in runs[0]]))
+
+
+def test_config_round_trips_through_dicts():
+    from streamlsm.config import from_dict, to_dict
+
+    for name in ("nmnist", "ntidigits", "cochlea", "neural", "letters"):
+        assert from_dict(ReservoirConfig, to_dict(preset(name))) == preset(name)
+    cfg = from_dict(ReservoirConfig, {"crop": [9, 9, 16, 16], "device": {"mode": "rram", "breakdown": 0.4}})
+    assert cfg.crop == (9, 9, 16, 16) and cfg.device.breakdown == 0.4
+    with pytest.raises(ConfigError) as exc:
+        from_dict(ReservoirConfig, {"device": {"breakdown": 3.0}})
+    assert exc.value.key == "device.breakdown"
+
+
+def test_rram_device_reservoir_on_real_nmnist(real_data):
+    """The calibrated scale applies to normalised conductances: an RRAM crossbar (differential
+    pairs, half the cells broken down, read noise on) fires at a similar useful rate."""
+    from streamlsm_sources.nmnist import NMNISTDataset
+
+    ds = NMNISTDataset(real_data / "nmnist", split="train")
+    idx = [3, 300, 600, 900]
+    cfg = preset("nmnist", read_noise=0.05, device=DeviceConfig(mode="rram", breakdown=0.5, d2d=0.05))
+    durs = [ds.duration_us(i) for i in idx]
+    feats = Reservoir(cfg).encode([ds.events(i) for i in idx], durs)
+    rate = feats.sum() / (cfg.n_neurons * sum(-(-d // cfg.bin_us) for d in durs))
+    assert 0.02 < rate < 0.2
