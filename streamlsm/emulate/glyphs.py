@@ -14,6 +14,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from ..errors import ConfigError
+
 __all__ = [
     "DIGITS",
     "LETTERS",
@@ -50,9 +52,13 @@ def glyph_polygons(char: str, font: int = 0) -> tuple[np.ndarray, ...]:
     Coordinates: x to the right, y downwards (image convention), the glyph's bounding box scaled so
     its larger side is 1 and centred on (0, 0). Returned arrays are read-only.
     """
-    from matplotlib.font_manager import FontProperties
-    from matplotlib.path import Path
-    from matplotlib.textpath import TextPath
+    try:
+        from matplotlib.font_manager import FontProperties
+        from matplotlib.path import Path
+        from matplotlib.textpath import TextPath
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ConfigError("glyphs", "the camera emulator draws glyphs from matplotlib's fonts: "
+                          "pip install 'streamlsm[train]' (or matplotlib)") from exc
 
     family, weight, style = FONTS[font % len(FONTS)]
     path = TextPath((0, 0), char, size=1.0,
