@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import statistics
-import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from functools import lru_cache
 from itertools import accumulate
 
 import numpy as np
@@ -16,49 +12,10 @@ from ..events import LAYOUTS, EventPacket
 from . import _kernel as _k
 from .config import ReservoirConfig
 from .device import make_weights
+from .features import _U64, Features, normal_table, window_key
 from .mapping import build_map
 
 __all__ = ["Features", "Reservoir", "normal_table", "window_key"]
-
-_U64 = (1 << 64) - 1
-
-
-@dataclass(slots=True)
-class Features:
-    """Spike-count features of one sample (or window) of one stream."""
-
-    stream_id: str
-    sample_id: int
-    t_start: int
-    t_end: int
-    counts: np.ndarray  # float32 (n_features,)
-    label: str | None = None
-    modality: str = ""
-    seq: int = -1  # seq of the packet that closed the sample
-    sent_ns: int = 0  # that packet's sent_ns
-    received_ns: int = 0  # when it was fed (as given to feed), 0 if not given
-
-
-@lru_cache(maxsize=1)
-def normal_table(size: int = 4096) -> np.ndarray:
-    """Inverse normal CDF at i/size (ends at 0.25/size), rescaled so that linear interpolation
-    between entries (as the kernel draws) has exactly unit variance. float32, len size + 1."""
-    nd = statistics.NormalDist()
-    u = np.arange(size + 1) / size
-    u[0], u[-1] = 0.25 / size, 1 - 0.25 / size
-    tab = np.array([nd.inv_cdf(float(x)) for x in u])
-    a, b = tab[:-1], tab[1:]
-    var = float(np.mean((a * a + a * b + b * b) / 3.0))
-    return (tab / np.sqrt(var)).astype(np.float32)
-
-
-def _u64(i: int) -> int:
-    return int(i) & _U64
-
-
-def window_key(stream_id: str, k: int) -> int:
-    """Read-noise key of window k of a stream in window mode (pass it as encode's sample_id)."""
-    return ((zlib.crc32(stream_id.encode()) & 0x7FFFFFFF) << 32) | (int(k) & 0xFFFFFFFF)
 
 
 class Reservoir:
@@ -68,7 +25,10 @@ class Reservoir:
     with one slot per stream id; a slot is taken at the stream's first packet and kept until
     ``release``. Any split of a stream into packets gives bit-identical features, equal to
     ``encode`` of the whole samples. The read-noise key of a sample is its ``sample_id`` (so a
-    sample streamed live and encoded offline draws the same noise).
+    sample streamed live and encoded offline draws the same noise). ``encode`` takes each sample's
+    duration (default: last event + 1 us); pass the source's ``duration_us`` to match a replay.
+    Not thread-safe: one caller at a time (staging buffers and state are shared); ``encode`` may
+    run while no ``feed`` does. The kernel releases the GIL.
     """
 
     def __init__(self, config: ReservoirConfig,
