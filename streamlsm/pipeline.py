@@ -14,7 +14,8 @@ from .errors import ConfigError, ModelError, ReservoirError
 from .events import LAYOUTS, EventPacket, LabelEvent, slice_time
 from .readout.matcher import PrototypeMatcher
 
-__all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "default_reservoir_factory", "offline_labels"]
+__all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "default_reservoir_factory", "offline_labels",
+           "embed", "feature_transform"]
 
 ReservoirFactory = Callable[[str], Any]
 
@@ -71,6 +72,31 @@ class PipelineStats:
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+_TRANSFORMS = {"none": None, "log1p": np.log1p}
+
+
+def feature_transform(bundle, modality: str) -> str:
+    """How the bundle's head for ``modality`` wants reservoir counts: "none" or "log1p".
+
+    Read from the head's ``meta["feature_transform"]``, else ``bundle.extra["feature_transform"]``
+    (a name, or a {modality: name} table); default "none".
+    """
+    name = bundle.head(modality).meta.get("feature_transform")
+    if name is None:
+        spec = bundle.extra.get("feature_transform", "none")
+        name = spec.get(modality, "none") if isinstance(spec, dict) else spec
+    if name not in _TRANSFORMS:
+        raise ModelError(f"unknown feature_transform {name!r} for {modality!r}; known: {sorted(_TRANSFORMS)}")
+    return name
+
+
+def embed(bundle, modality: str, counts: np.ndarray) -> np.ndarray:
+    """Reservoir counts (n, F) -> embeddings: the bundle's feature transform, then its head."""
+    x = np.asarray(counts, dtype=np.float32)
+    fn = _TRANSFORMS[feature_transform(bundle, modality)]
+    return bundle.embed(modality, x if fn is None else fn(x))
 
 
 def default_reservoir_factory(bundle) -> ReservoirFactory:
@@ -320,7 +346,7 @@ class Pipeline:
         bhash, k = self.bundle.hash, self.config.topk
         for modality, rows in by_mod.items():
             x = np.stack([np.asarray(done[j][1].counts, dtype=np.float32) for j in rows])
-            emb = self.bundle.embed(modality, x)
+            emb = embed(self.bundle, modality, x)
             matches = self.matcher.match_many(emb, k)
             seed = self.seed_of(modality)
             for j, e, m in zip(rows, emb, matches, strict=True):
@@ -352,7 +378,7 @@ class Pipeline:
         if not len(samples):
             raise ModelError("no support samples given")
         feats = self.reservoir(modality).encode(list(samples), durations_us)
-        return self.bundle.embed(modality, np.asarray(feats, dtype=np.float32))
+        return embed(self.bundle, modality, feats)
 
 
 def offline_labels(bundle, matcher: PrototypeMatcher, modality: str, samples: Sequence[np.ndarray],
@@ -370,5 +396,5 @@ def offline_labels(bundle, matcher: PrototypeMatcher, modality: str, samples: Se
         feats = res.encode(samples, durations_us, sample_ids=sample_ids)
     else:
         feats = res.encode(samples, durations_us)
-    emb = bundle.embed(modality, np.asarray(feats, dtype=np.float32))
+    emb = embed(bundle, modality, feats)
     return [m.label for m in matcher.match_many(emb, k)]

@@ -20,7 +20,7 @@ from aiostream import stream
 from . import wire
 from .errors import ConfigError, ControlError, ModelError
 from .events import EventPacket
-from .pipeline import Pipeline, PipelineConfig
+from .pipeline import Pipeline, PipelineConfig, embed
 from .plugins import SINK_GROUP, SOURCE_GROUP, load
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
@@ -494,6 +494,6 @@ class Daemon:
         if kind == "embeddings":
             return data
         if kind == "features":
-            return self.bundle.embed(modality, data)
+            return embed(self.bundle, modality, data)
         samples, durations = data
         return self.pipeline.embed_support(modality, samples, durations)

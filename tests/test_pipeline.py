@@ -238,3 +238,22 @@ def test_packets_of_the_wrong_layout_are_rejected_without_harming_other_streams(
     labels = pipe([p for pair in zip(good, bad, strict=True) for p in pair])
     assert [(lab.stream_id, lab.sample_id) for lab in labels] == [("cam", 0), ("cam", 1)]
     assert pipe.stats.rejected_packets == len(bad)
+
+
+def test_feature_transform_recorded_in_the_bundle_is_applied_to_counts():
+    from streamlsm.pipeline import feature_transform
+
+    bundle, matcher, pipe, factory = _setup()
+    bundle.extra["feature_transform"] = {"vision": "log1p"}
+    assert feature_transform(bundle, "vision") == "log1p"
+    samples = random_samples(6, DVS_DTYPE, seed=13)
+    _register(pipe, matcher, samples[:3])
+    labels = pipe(packets_from_samples(samples, "s"))
+    counts = FakeReservoir(F).encode([ev for ev, _ in samples])
+    ref = matcher.match_many(bundle.embed("vision", np.log1p(counts)))
+    np.testing.assert_allclose([lab.score for lab in labels], [m.score for m in ref], atol=1e-6)
+    raw = matcher.match_many(bundle.embed("vision", counts))
+    assert not np.allclose([m.score for m in raw], [m.score for m in ref])
+    bundle.extra["feature_transform"] = "sqrt"
+    with pytest.raises(ModelError):
+        feature_transform(bundle, "vision")

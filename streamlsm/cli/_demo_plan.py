@@ -78,7 +78,12 @@ def default_plan(limit: int, seed: int) -> Plan:
     say("making or finding the default data (emulated event camera + silicon cochlea) ...")
     paths = ensure_default_data()
     say("training or loading the image-audio bundle ...")
-    bundle = Bundle.load(default_bundle())
+    bundle = Bundle.load(default_bundle(log=say))
+    notes_extra = []
+    if "feature_transform" not in bundle.extra and \
+            bundle.extra.get("trained_by") == "streamlsm.experiments.default_bundle":
+        bundle.extra["feature_transform"] = "log1p"  # it trains on log1p(counts) (hash unchanged)
+        notes_extra.append("feature transform: log1p(counts), as default_bundle trains (not recorded in it)")
     vision = load(SOURCE_GROUP, "nmnist")(paths["camera-digits"], split="test")
     audio = load(SOURCE_GROUP, "ntidigits")(paths["cochlea-digits"], split="train")
     rng = np.random.default_rng(seed)
@@ -93,7 +98,7 @@ def default_plan(limit: int, seed: int) -> Plan:
     notes = [f"data: emulated camera digits (test split, {len(ids)} samples) from {paths['camera-digits']}",
              f"model: default bundle {bundle.hash[:19]}, trained on classes {bundle.seen_classes}",
              f"prototypes: all classes from 10 emulated spoken-digit samples each (audio -> shared space); "
-             f"unseen classes {unseen} were never in training: zero-shot"]
+             f"unseen classes {unseen} were never in training: zero-shot", *notes_extra]
     return Plan(bundle, Subset(vision, ids), support, unseen, notes)
 
 
@@ -114,7 +119,7 @@ def nmnist_plan(root: Path, limit: int, seed: int, retrain: bool = False, why: s
         test.append(idx[half:])
     test_ids = _interleave(test, rng)[:limit]
     cfg = preset("nmnist")
-    key = hashlib.sha256(repr((str(Path(root).resolve()), len(ds), seed, to_dict(cfg), 2)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(repr((str(Path(root).resolve()), len(ds), seed, to_dict(cfg), 3)).encode()).hexdigest()[:12]
     cache = default_cache_dir() / "demo" / f"nmnist-{key}"
     if (cache / "manifest.json").is_file() and not retrain:
         bundle = Bundle.load(cache)
@@ -142,7 +147,8 @@ def _train_nmnist(ds, train: list[int], cfg, seed: int, Reservoir) -> Bundle:
     t0 = time.monotonic()
     say(f"encoding {len(train)} N-MNIST training samples with the reservoir ...")
     res = Reservoir(cfg)
-    x = res.encode([ds.events(i) for i in train], [int(ds.duration_us(i)) for i in train], sample_ids=train)
+    x = np.log1p(res.encode([ds.events(i) for i in train], [int(ds.duration_us(i)) for i in train],
+                            sample_ids=train))
     y = [str(ds.label(i)) for i in train]
     say(f"training the projection head (SupCon, classes {SEEN}) ...")
     b = train_projections(x, x, y, labels_b=y, modalities=("vision", "vision_pair"), dim=64,
@@ -152,7 +158,7 @@ def _train_nmnist(ds, train: list[int], cfg, seed: int, Reservoir) -> Bundle:
     say(f"trained in {time.monotonic() - t0:.1f} s (validation top-1 {b.metrics.get('val_top1', 0):.3f})")
     return Bundle(heads={"vision": b.heads["vision"]}, classes=SEEN + UNSEEN, seen_classes=SEEN,
                   reservoirs={"vision": to_dict(cfg)}, seed=seed, metrics=b.metrics,
-                  extra={"trained_by": "streamlsm demo (N-MNIST fallback)"})
+                  extra={"trained_by": "streamlsm demo (N-MNIST fallback)", "feature_transform": "log1p"})
 
 
 def make_plan(data: str | None, limit: int, seed: int, retrain: bool = False) -> Plan:
