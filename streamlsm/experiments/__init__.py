@@ -1,3 +1,5 @@
 """The paper's experiments: feature caching, training, baselines, zero-shot evaluation."""
 
-__all__: list[str] = []
+from .bundle_default import default_bundle
+
+__all__ = ["default_bundle"]

@@ -75,7 +75,7 @@ def evaluate_zero_shot(bundle: Bundle, xq: np.ndarray, lq: np.ndarray, xg: np.nd
 def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int, *, cache_dir=None,
                   log: Callable[[str], None] = print, keep_bundle: str | None = None) -> dict:
     """Every variant x seed: train on seen classes of the training split, evaluate on the test split."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)
     runs: dict[str, list[dict]] = {}
     bundles = {}
     mq, mg = setup.modalities

@@ -1,0 +1,64 @@
+"""default_bundle: trains on what the loader gives, caches by content key, loads without torch code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE  # noqa: E402
+from streamlsm.experiments import default_bundle  # noqa: E402
+from streamlsm.experiments.features import Samples  # noqa: E402
+from streamlsm.readout import Bundle  # noqa: E402
+
+
+def _vision(rng, n_per):
+    ev, lab = [], []
+    for d in range(10):
+        for _ in range(n_per):
+            k = 150
+            e = np.zeros(k, DVS_DTYPE)
+            e["t"] = np.sort(rng.integers(0, 300_000, k))
+            e["x"] = 9 + d + rng.integers(0, 6, k)
+            e["y"] = 9 + rng.integers(0, 16, k)
+            e["p"] = rng.integers(0, 2, k)
+            ev.append(e)
+            lab.append(str(d))
+    return Samples(ev, np.full(len(ev), 300_000), np.asarray(lab))
+
+
+def _audio(rng, n_per):
+    ev, lab = [], []
+    for d in ["z", *map(str, range(1, 10)), "o"]:
+        c = {"z": 0, "o": 10}.get(d, int(d) if d.isdigit() else 0)
+        for _ in range(n_per):
+            k = 120
+            e = np.zeros(k, COCHLEA_DTYPE)
+            e["t"] = np.sort(rng.integers(0, 400_000, k))
+            e["x"] = (5 * c + rng.integers(0, 8, k)) % 64
+            ev.append(e)
+            lab.append(d)
+    return Samples(ev, np.full(len(ev), 400_000), np.asarray(lab))
+
+
+def test_default_bundle_trains_caches_and_loads(tmp_path):
+    rng = np.random.default_rng(0)
+    data = {"vision": {"train": _vision(rng, 6), "test": _vision(rng, 3)},
+            "audio": {"train": _audio(rng, 6), "test": _audio(rng, 3)}}
+    calls = []
+
+    def loader(cache):
+        calls.append(cache)
+        return data
+
+    path = default_bundle(tmp_path, loader=loader)
+    b = Bundle.load(path)
+    assert b.classes == [str(d) for d in range(10)] and b.seen_classes == [str(d) for d in range(8)]
+    assert b.modalities == ["audio", "vision"]
+    assert b.reservoir_config("audio")["layout"] == "cochlea"
+    assert "test_unseen_top1" in b.metrics and b.hash.startswith("sha256:")
+    mtime = (path / "weights.npz").stat().st_mtime_ns
+    assert default_bundle(tmp_path, loader=loader) == path  # found again, not retrained
+    assert (path / "weights.npz").stat().st_mtime_ns == mtime
+    assert len(calls) == 2
