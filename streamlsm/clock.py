@@ -132,11 +132,18 @@ async def pace(items: Iterable[tuple[int, Any]] | AsyncIterable[tuple[int, Any]]
     """
     if speed == "max":
         i = 0
-        async for _due, item in _aiter(items):
-            yield item
-            i += 1
-            if i % yield_every == 0:
-                await asyncio.sleep(0)
+        if isinstance(items, AsyncIterable):
+            async for _due, item in items:
+                yield item
+                i += 1
+                if i % yield_every == 0:
+                    await asyncio.sleep(0)
+        else:  # the common case, without a second generator layer per item
+            for _due, item in items:
+                yield item
+                i += 1
+                if i % yield_every == 0:
+                    await asyncio.sleep(0)
         return
     if isinstance(speed, bool) or not isinstance(speed, (int, float)) or not 0 < speed < float("inf"):
         raise ConfigError("speed", f"must be a positive number or 'max', got {speed!r}")
