@@ -161,3 +161,27 @@ def test_replay_with_curve_keys(real_data, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["events"] == report["events"] > 0 and summary["gaps"] == 0
     assert summary["packets"] == report["sent"] == n_packets
+
+
+@pytest.mark.realdata
+def test_replay_over_pub_sub(real_data, capsys):
+    from streamlsm_sources.nmnist import NMNISTDataset
+
+    ds = NMNISTDataset(real_data / "nmnist", limit=3)
+    n_packets = n_scheduled(ds, ReplayConfig(packet_us=2000))
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-c", "import sys; from streamlsm.cli import main; sys.exit(main())",
+           "subscribe", endpoint, "--kind", "sub", "--topic", "ev/", "--count", str(n_packets),
+           "--timeout", "20", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "connected to" in proc.stderr.readline()
+    try:
+        rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=3",
+                   "--endpoint", endpoint, "--socket", "pub", "--hwm", "100000",
+                   "--start-delay", "2.0", "--speed", "max", "--packet-us", "2000"])
+    finally:
+        _, summary = finish(proc)
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["dropped"] == 0 and report["sent"] == n_packets
+    assert summary["packets"] == n_packets and summary["gaps"] == 0
