@@ -336,3 +336,40 @@ def test_netns_hosts(tmp_path):
         assert c["worker_deaths"] == 1
         assert res["labels"] + c["lost_samples"] == 120
         assert set(status["owners"][f"k{i}"] for i in range(6)) == {"w0"}
+
+
+def test_a_failing_worker_dies_loudly_and_its_streams_move(cluster):
+    cluster.add("w1")
+    ep = cluster.router.endpoints
+
+    class Broken:
+        stats = None
+
+        def __init__(self):
+            self.calls = 0
+
+        def __call__(self, packets, received_ns=None):
+            self.calls += 1
+            if self.calls > 3:
+                raise RuntimeError("pipeline broke")
+            return []
+
+    errors = []
+    bad = Worker(WorkerConfig(router=ep["workers"], labels_in=ep["labels_in"], name="w0",
+                              heartbeat_s=0.05, queue=4), Broken(), cluster.ctx)
+
+    def run():
+        try:
+            bad.run()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    _wait_workers(cluster.router.status, 2, ())
+    res = cluster.drive(streams=8, samples=6, speed=2.0)
+    t.join(10)
+    st = cluster.router.status()
+    assert errors and "pipeline broke" in str(errors[0])
+    assert st["counters"]["worker_deaths"] == 1 and set(st["owners"].values()) == {"w1"}
+    assert res["labels"] + st["counters"]["lost_samples"] == 48

@@ -175,7 +175,12 @@ class Worker:
                         self._queue.get_nowait()
                 except queue.Empty:
                     pass
-            self._queue.put(None)
+            while not self._done.is_set():  # the end marker (unless the compute thread died)
+                try:
+                    self._queue.put(None, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
             compute.join()
         if self._error is not None:
             raise self._error
