@@ -7,6 +7,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -77,7 +78,8 @@ def test_subscribe_prints_packets_labels_and_summary():
                 ev = np.zeros(4, dtype=DVS_DTYPE)
                 ev["t"] = [0, 1, 2, 3]
                 await tx.send(EventPacket("cam", seq, 0, 10, ev, "vision", 1, "7", seq == 0, seq == 3))
-            await tx.send(LabelEvent("cam", 0, 0, 10, "7", 0.8, [("7", 0.8)], truth="7"))
+            await tx.send(LabelEvent("cam", 0, 0, 10, "7", 0.8, [("7", 0.8)], truth="7",
+                                     source_ns=time.time_ns()))
             await asyncio.sleep(0.5)
 
     asyncio.run(send())
@@ -87,7 +89,8 @@ def test_subscribe_prints_packets_labels_and_summary():
     assert lines[0]["latency_ms"] is not None
     assert [x["type"] for x in lines] == ["packet"] * 4 + ["label"]
     assert lines[4]["label"] == "7" and lines[4]["truth"] == "7" and lines[4]["score"] == 0.8
-    assert summary["type"] == "summary"
+    assert summary["type"] == "summary" and lines[4]["latency_ms"] >= 0
+    assert summary["label_latency_ms"]["n"] == 1
     assert summary["summary"] and summary["messages"] == 5 and summary["labels"] == 1
     assert summary["streams"]["cam"]["gaps"] == 1 and summary["duplicates"] == 1
     assert summary["events"] == 16 and summary["latency_ms"]["n"] == 4

@@ -34,6 +34,7 @@ class StreamTally:
     def __init__(self) -> None:
         self.streams: dict[str, dict] = {}
         self.latency_ms: list[float] = []
+        self.label_latency_ms: list[float] = []
         self.labels = 0
         self.packets = 0
         self.events = 0
@@ -61,19 +62,32 @@ class StreamTally:
             return lat
         return None
 
+    def label(self, lab, now_ns: int) -> float | None:
+        """Count a LabelEvent; its end-to-end latency (last packet sent -> label here) if stamped."""
+        self.labels += 1
+        if lab.source_ns:
+            lat = (now_ns - lab.source_ns) / 1e6
+            self.label_latency_ms.append(lat)
+            return lat
+        return None
+
     def summary(self) -> dict:
         import numpy as np
 
         streams = {sid: {k: v for k, v in s.items() if k != "next"} for sid, s in self.streams.items()}
-        lat = np.asarray(self.latency_ms)
-        latency = ({"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                    "max": float(lat.max()), "n": int(lat.size)} if lat.size else
-                   {"p50": None, "p99": None, "max": None, "n": 0})
+        def dist(values: list[float]) -> dict:
+            lat = np.asarray(values)
+            if not lat.size:
+                return {"p50": None, "p99": None, "max": None, "n": 0}
+            return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                    "max": float(lat.max()), "n": int(lat.size)}
+
         return {"type": "summary", "summary": True, "packets": self.packets, "labels": self.labels,
                 "events": self.events, "streams": streams,
                 "gaps": sum(s["gaps"] for s in streams.values()),
                 "duplicates": sum(s["duplicates"] for s in streams.values()),
-                "latency_ms": latency}
+                "latency_ms": dist(self.latency_ms),
+                "label_latency_ms": dist(self.label_latency_ms)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,9 +140,11 @@ async def _subscribe(args: argparse.Namespace) -> None:
                                 "modality": msg.modality,
                                 "latency_ms": None if lat is None else round(lat, 4)}) + "\n")
                     else:
-                        tally.labels += 1
+                        lat = tally.label(msg, now)
                         if not args.quiet:
-                            out.write(json.dumps({"type": "label", **msg.to_dict()}) + "\n")
+                            out.write(json.dumps({
+                                "type": "label", **msg.to_dict(),
+                                "latency_ms": None if lat is None else round(lat, 4)}) + "\n")
                     if args.count is not None and n >= args.count:
                         break
     finally:  # the summary is printed also when interrupted
