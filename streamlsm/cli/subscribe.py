@@ -75,6 +75,7 @@ class StreamTally:
         import numpy as np
 
         streams = {sid: {k: v for k, v in s.items() if k != "next"} for sid, s in self.streams.items()}
+
         def dist(values: list[float]) -> dict:
             lat = np.asarray(values)
             if not lat.size:
