@@ -12,7 +12,7 @@ batch path give bit-identical spikes. Read noise is drawn from a counter-based h
 
 State lives in caller-owned arrays with one slot (row) per stream:
     v f32[S,N] membrane, sprev u8[S,N] spikes of the last closed bin, sidx i32[S,N] their indices,
-    acc f32[S,C+1] input of the open bin (column C: scratch for dropped events), fidx i32[S,C+1]
+    acc f32[S,C+2] input of the open bin (columns C, C+1: for dropped events), fidx i32[S,C+1]
     channels that fired in it,
     ist i64[S,NIST] integers (see I_* below), key u64[S] noise key, cnt i32[S,N] spike counts,
     hist u8[S,H,N] spikes per bin (H = 0 when not needed).
@@ -144,7 +144,7 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
     One function body on purpose: calls between jitted functions with many array arguments cost
     microseconds (reference counting), so the per-event and per-bin paths have none."""
     N = v.shape[1]
-    C = W_in.shape[0]  # acc has C + 1 columns: column C takes dropped events
+    C = W_in.shape[0]  # acc has C + 2 columns: C (zero) and C + 1 (scratch) serve dropped events
     H = hist.shape[1]
     noisy = eta > 0.0
     n_out = 0
@@ -175,6 +175,7 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
             # the spare column C of acc, which is never read)
             acc_s = acc[s]
             fidx_s = fidx[s]
+            one = np.float32(1.0)
             while e < e1:
                 te = ev_t[e]
                 if te >= t_lim or te < t_lo:
@@ -187,11 +188,14 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 c = c if ok else -1
                 bad = c < 0
                 n_drop += bad
-                c = C if bad else c
-                a = acc_s[c]
+                # a dropped event reads column C (always 0) and writes column C + 1 (never read):
+                # no chain of loads waiting on stores through one dummy cell
+                cr = C if bad else c
+                cw = C + 1 if bad else c
+                a = acc_s[cr]
                 fidx_s[nf] = c
                 nf += (a == 0.0) & (not bad)
-                acc_s[c] = min(a + 1.0, input_max)
+                acc_s[cw] = min(a + one, input_max)
                 e += 1
             if e < e1:
                 # slow path: an event outside the open bin
@@ -264,16 +268,16 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                     normals(seed, key[s], b, N, ntab, z)
                     for n in range(N):
                         cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
-                for n in range(N):  # vectorised: leak or reset, add the current, threshold
+                for n in range(N):  # vectorised: leak or reset, add the current, threshold, count
                     vn = (np.float32(0.0) if sprev_s[n] else decay * v_s[n]) + cur[n]
                     v_s[n] = vn
-                    sprev_s[n] = vn > thr
+                    sp = vn > thr
+                    sprev_s[n] = sp
+                    cnt_s[n] += sp
                 k = 0
-                for n in range(N):
-                    if sprev_s[n]:
-                        sidx_s[k] = n
-                        k += 1
-                        cnt_s[n] += 1
+                for n in range(N):  # branch-free compaction of the spike list
+                    sidx_s[k] = n
+                    k += sprev_s[n]
                 if b < H:
                     for k2 in range(k):
                         hist[s, b, sidx_s[k2]] = 1
@@ -324,7 +328,7 @@ def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, 
         v = np.zeros((1, N), np.float32)
         sprev = np.zeros((1, N), np.uint8)
         sidx = np.zeros((1, N), np.int32)
-        acc = np.zeros((1, C + 1), np.float32)
+        acc = np.zeros((1, C + 2), np.float32)
         fidx = np.zeros((1, C + 1), np.int32)
         ist = np.zeros((1, NIST), np.int64)
         key = np.zeros(1, np.uint64)

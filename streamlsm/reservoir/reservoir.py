@@ -77,7 +77,7 @@ class Reservoir:
         old = getattr(self, "_state", None)
         new = {
             "v": np.zeros((S, N), np.float32), "sprev": np.zeros((S, N), np.uint8),
-            "sidx": np.zeros((S, N), np.int32), "acc": np.zeros((S, C + 1), np.float32),
+            "sidx": np.zeros((S, N), np.int32), "acc": np.zeros((S, C + 2), np.float32),
             "fidx": np.zeros((S, C + 1), np.int32), "ist": np.zeros((S, _k.NIST), np.int64),
             "key": np.zeros(S, np.uint64), "cnt": np.zeros((S, N), np.int32),
             "hist": np.zeros((S, self._H, N), np.uint8),
