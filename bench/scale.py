@@ -6,7 +6,10 @@ driver pushes synthetic 100 ms DVS samples from many streams as fast as the clus
 (block mode, nothing dropped); stream-seconds labelled per wall second = real-time streams sustained.
 Failover: with 2 hosts and streams at real time, one host is killed (SIGKILL); failover_ms is the
 longest time from the kill until each of its streams is labelled again on the other host (streams
-resume at their next sample boundary). Last line: one JSON object.
+resume at their next sample boundary). Where the hosts share too few cores to show it, the CPU
+seconds the workers spent give ``per_worker_core_streams``: real-time streams one worker core
+carries (the capacity of n hosts with a core each is about n times that while the router keeps up).
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -64,10 +67,18 @@ def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int) -> d
         warm = hosts.drive(streams=8 * n, samples=1, prefix="warm", settle_s=60)
         if warm["labels"] < warm["expected_labels"]:  # the kernels must be loaded everywhere
             raise SystemExit(f"warm-up got {warm['labels']}/{warm['expected_labels']} labels")
+        time.sleep(0.6)  # a fresh status line (heartbeat info: each worker's busy seconds)
+        busy0 = {w: i.get("cpu_s", 0.0) for w, i in hosts.router_status()["workers"].items()}
         res = hosts.drive(streams=streams, samples=samples, speed=0, settle_s=10)
+        time.sleep(0.6)
         st = hosts.router_status()
     res.pop("got")
     res["owners"] = sorted({o for o in st["owners"].values() if o})
+    busy = {w: i.get("cpu_s", 0.0) - busy0.get(w, 0.0) for w, i in st["workers"].items()}
+    res["worker_cpu_s"] = {w: round(b, 2) for w, b in busy.items()}
+    # what one worker core can carry: stream seconds labelled per CPU second of pipeline work
+    total_busy = sum(b for b in busy.values() if b > 0)
+    res["per_worker_capacity"] = res["stream_s"] / total_busy if total_busy else None
     return res
 
 
@@ -129,6 +140,9 @@ def main() -> None:
             out[key] = int(r["realtime_factor"])
             out[f"realtime_factor_{n}"] = round(r["realtime_factor"], 2)
             out[f"labels_{n}"] = f"{r['labels']}/{r['expected_labels']}"
+            out[f"worker_cpu_s_{n}"] = r["worker_cpu_s"]
+            if n == 1 and r["per_worker_capacity"]:
+                out["per_worker_core_streams"] = int(r["per_worker_capacity"])
             print(f"{n} host(s): {r['realtime_factor']:.1f} x real time over {r['streams']} streams, "
                   f"labels {r['labels']}/{r['expected_labels']}, workers used {r['owners']}",
                   flush=True)

@@ -63,7 +63,8 @@ class Worker:
         self._done = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
-        self.busy_s = 0.0
+        self.busy_s = 0.0   # wall seconds inside the pipeline
+        self.cpu_s = 0.0    # CPU seconds of the compute thread
         self._killed = False
 
     def stop(self) -> None:
@@ -102,12 +103,13 @@ class Worker:
                 end = items[-1] is None
                 items = [it for it in items if it is not None]
                 if items:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.thread_time()
                     labels = self.pipeline([p for p, _r in items], [r for _p, r in items])
                     for lab in labels:
                         lab.published_ns = time.time_ns()
                         pub.send_multipart(wire.encode(lab))
                     self.busy_s += time.perf_counter() - t0
+                    self.cpu_s += time.thread_time() - c0
                     self.counters["packets"] += len(items)
                     self.counters["labels"] += len(labels)
                 if end:
@@ -122,7 +124,7 @@ class Worker:
     # ------------------------------------------------------------ I/O thread
     def _heartbeat(self, dealer: zmq.Socket, kind: bytes) -> None:
         info = {"queue": self._queue.qsize(), "packets": self.counters["packets"],
-                "labels": self.counters["labels"], "busy_s": round(self.busy_s, 3)}
+                "labels": self.counters["labels"], "busy_s": round(self.busy_s, 3), "cpu_s": round(self.cpu_s, 3)}
         dealer.send_multipart([kind, wire.pack_control(info)])
 
     def run(self) -> dict:
