@@ -17,13 +17,11 @@ index 0-4 = test) into the same ``n-tidigits.hdf5`` layout.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,8 +30,19 @@ import numpy as np
 from streamlsm.errors import ConfigError, DataError
 
 from ._common import natural_key
-from .nmnist import SPLITS as NMNIST_SPLITS
-from .nmnist import NMNISTDataset, write_bin
+from ._emulated_camera import CameraTreeDataset, make_camera
+from ._emulated_common import (
+    KIND_CODE,
+    KINDS,
+    TEST_FRACTION,
+    VERSION,
+    Progress,
+    clock,
+    read_manifest,
+    seeded,
+    split_counts,
+    write_manifest,
+)
 
 __all__ = [
     "KINDS",
@@ -50,105 +59,8 @@ __all__ = [
     "CameraTreeDataset",
 ]
 
-#: bump when an emulator changes its output, so cached default data is remade
-VERSION = 1
-KINDS = ("camera-digits", "camera-letters", "cochlea-digits", "cortex-letters")
+#: what ensure_default_data() makes: one set per kind (the demo uses camera-digits, cochlea-digits)
 DEFAULT_KINDS = KINDS
-MANIFEST = "manifest.json"
-TEST_FRACTION = 0.2
-_KIND_CODE = {k: i + 1 for i, k in enumerate(KINDS)}
-Progress = Callable[[int], None] | None
-
-
-def _split_counts(n: int) -> tuple[int, int]:
-    if n < 1:
-        raise ConfigError("n_per_class", f"must be >= 1, got {n}")
-    n_test = max(1, int(round(n * TEST_FRACTION))) if n > 1 else 0
-    return n - n_test, n_test
-
-
-def _rng(seed: int, *key: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *key])
-
-
-def _cpu() -> float:
-    """CPU seconds of this process and its waited-for children (the eSpeak worker)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def _clock() -> tuple[float, float]:
-    return time.perf_counter(), _cpu()
-
-
-def _manifest(out: Path, kind: str, n_per_class: int, seed: int, t0: tuple[float, float],
-              **extra) -> None:
-    info = {"kind": kind, "version": VERSION, "n_per_class": n_per_class, "seed": seed,
-            "seconds": round(time.perf_counter() - t0[0], 2),
-            "cpu_seconds": round(_cpu() - t0[1], 2), **extra}
-    (out / MANIFEST).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
-
-
-def read_manifest(path: str | Path) -> dict | None:
-    """The manifest of a made data set (folder), or None if absent or unreadable."""
-    try:
-        return json.loads((Path(path) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-# -- camera -------------------------------------------------------------------------------------
-def _sklearn_digit(char: str, i: int, rng: np.random.Generator) -> np.ndarray:
-    """A real handwritten digit from scikit-learn's bundled 8x8 set (no download), upsampled to
-    an MNIST-like 28x28 image with a small random rotation and shift."""
-    from scipy import ndimage
-    from sklearn.datasets import load_digits
-
-    data = _SKLEARN.setdefault("digits", load_digits())
-    pool = np.flatnonzero(data.target == int(char))
-    img = data.images[pool[i % len(pool)]] / 16.0
-    big = np.clip(ndimage.zoom(img, 20 / 8, order=3), 0.0, 1.0)
-    big = np.clip(ndimage.rotate(big, rng.normal(0, 6), reshape=False, order=1), 0.0, 1.0)
-    canvas = np.zeros((28, 28), dtype=np.float32)
-    dy, dx = rng.integers(-1, 2, 2)
-    canvas[4 + dy:24 + dy, 4 + dx:24 + dx] = big
-    return canvas
-
-
-_SKLEARN: dict = {}
-
-
-def _make_camera(kind: str, out: Path, classes: tuple[str, ...], n_per_class: int, seed: int,
-                 progress: Progress, batch: int = 100, images: str = "fonts") -> Path:
-    from streamlsm.emulate.camera import record
-    from streamlsm.emulate.glyphs import render
-
-    if images not in ("fonts", "sklearn") or (images == "sklearn" and kind != "camera-digits"):
-        raise ConfigError("images", f"must be 'fonts' (or 'sklearn' for digits), got {images!r}")
-
-    t0 = _clock()
-    n_train, n_test = _split_counts(n_per_class)
-    code = _KIND_CODE[kind]
-    counts = {}
-    for split, n_split, off in (("train", n_train, 0), ("test", n_test, n_train)):
-        jobs = [(ci, c, i) for ci, c in enumerate(classes) for i in range(off, off + n_split)]
-        for b in range(0, len(jobs), batch):
-            part = jobs[b:b + batch]
-            rngs = [_rng(seed, code, ci, i) for ci, _, i in part]
-            if images == "sklearn":
-                pics = np.stack([_sklearn_digit(c, i, r) for (_, c, i), r in zip(part, rngs, strict=True)])
-            else:
-                pics = np.stack([render(c, r) for (_, c, _), r in zip(part, rngs, strict=True)])
-            for (_, c, i), ev in zip(part, record(pics, rngs), strict=True):
-                folder = out / NMNIST_SPLITS[split] / c
-                folder.mkdir(parents=True, exist_ok=True)
-                write_bin(folder / f"{i:05d}.bin", ev)
-            if progress:
-                progress(len(part))
-        counts[split] = len(jobs)
-    _manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes), images=images,
-              format="nmnist", reader="nmnist" if kind == "camera-digits" else "emulated-camera")
-    return out
 
 
 def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
@@ -157,7 +69,7 @@ def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Pro
     or "sklearn" (scikit-learn's real 8x8 handwritten digits, upsampled); returns ``out``."""
     from streamlsm.emulate.glyphs import DIGITS
 
-    return _make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress,
+    return make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress,
                         images=images)
 
 
@@ -166,32 +78,8 @@ def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
     """N-MNIST-like lowercase letters a-z (font glyphs only); returns ``out``."""
     from streamlsm.emulate.glyphs import LETTERS
 
-    return _make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress,
+    return make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress,
                         images=images)
-
-
-class CameraTreeDataset(NMNISTDataset):
-    """An N-MNIST ``.bin`` tree whose classes are its folder names (e.g. emulated letters a-z)."""
-
-    name = "emulated-camera"
-
-    def __init__(self, root, split: str = "train", *, on_error: str = "raise",
-                 limit: int | None = None, sort: bool = False) -> None:
-        folder = Path(root) / NMNIST_SPLITS.get(split, "")
-        names = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key) \
-            if folder.is_dir() else []
-        self._class_names = tuple(names)
-        super().__init__(root, split, on_error=on_error, limit=limit, sort=sort)
-
-    def _finish(self) -> None:  # NMNISTDataset lists digit folders; take every class folder here
-        self.classes = self._class_names
-        self._keys, self._labels = [], []
-        folder = self.root / NMNIST_SPLITS[self.split]
-        for c in self.classes:
-            files = sorted((folder / c).glob("*.bin"), key=lambda q: natural_key(q.name))
-            self._keys += files
-            self._labels += [c] * len(files)
-        super()._finish()
 
 
 # -- cochlea ------------------------------------------------------------------------------------
@@ -210,33 +98,33 @@ def make_cochlea_digits(out, n_per_class: int = 100, seed: int = 0, progress: Pr
     from streamlsm.emulate import speech
     from streamlsm.emulate.cochlea import cochlea_events
 
-    t0 = _clock()
+    t0 = clock()
     out = Path(out)
     if not speech.available():
         raise ConfigError("cochlea-digits", "needs eSpeak NG: pip install espeakng-loader")
-    code = _KIND_CODE["cochlea-digits"]
+    code = KIND_CODE["cochlea-digits"]
     n_spk = -(-n_per_class // 2)
-    talkers = speech.speakers(n_spk, _rng(seed, code, 0))
+    talkers = speech.speakers(n_spk, seeded(seed, code, 0))
     n_test_spk = int(round(n_spk * TEST_FRACTION)) if n_spk > 1 else 0
     jobs, keys = [], []
     for si, spk in enumerate(talkers):
         for take in ("a", "b")[: min(2, n_per_class - 2 * si)]:
             for ci, digit in enumerate(speech.DIGIT_CLASSES):
                 split = "test" if si >= n_spk - n_test_spk else "train"
-                jobs.append((speech.WORDS[digit], spk, int(_rng(seed, code, 1, si, ci, ord(take))
+                jobs.append((speech.WORDS[digit], spk, int(seeded(seed, code, 1, si, ci, ord(take))
                                                             .integers(2**31 - 1))))
                 keys.append((split, f"{spk.gender}-{spk.code}-{take}-{digit}", si, ci, take))
     utterances: dict[str, dict[str, np.ndarray]] = {"train": {}, "test": {}}
     chunk, b = 110, 0
     for audio in speech.say_chunks(jobs, chunk):
         for (split, key, si, ci, take), (x, fs) in zip(keys[b:b + chunk], audio, strict=True):
-            utterances[split][key] = cochlea_events(x, fs, _rng(seed, code, 2, si, ci, ord(take)))
+            utterances[split][key] = cochlea_events(x, fs, seeded(seed, code, 2, si, ci, ord(take)))
         b += chunk
         if progress:
             progress(len(audio))
     out.mkdir(parents=True, exist_ok=True)
     _write_cochlea(out, {k: v for k, v in utterances.items() if v})
-    _manifest(out, "cochlea-digits", n_per_class, seed, t0, format="ntidigits-hdf5",
+    write_manifest(out, "cochlea-digits", n_per_class, seed, t0, format="ntidigits-hdf5",
               reader="ntidigits", samples={k: len(v) for k, v in utterances.items()},
               speakers=[s.__dict__ for s in talkers], classes=list(speech.DIGIT_CLASSES))
     return out
@@ -253,7 +141,7 @@ def cochlea_from_wavs(wav_dir, out, *, seed: int = 0, test_index_below: int = 5,
 
     from streamlsm.emulate.cochlea import cochlea_events, normalise
 
-    t0 = _clock()
+    t0 = clock()
     wav_dir, out = Path(wav_dir), Path(out)
     files = sorted((p for p in wav_dir.glob("*.wav") if _WAV.match(p.name)),
                    key=lambda p: natural_key(p.name)) if wav_dir.is_dir() else []
@@ -273,12 +161,12 @@ def cochlea_from_wavs(wav_dir, out, *, seed: int = 0, test_index_below: int = 5,
             x = x / 32768.0
         split = "test" if int(idx) < test_index_below else "train"
         label = f"man-{spk.lower()}-{idx}-{'z' if digit == '0' else digit}"
-        utterances[split][label] = cochlea_events(normalise(x), fs, _rng(seed, 9, n))
+        utterances[split][label] = cochlea_events(normalise(x), fs, seeded(seed, 9, n))
         if progress:
             progress(1)
     out.mkdir(parents=True, exist_ok=True)
     _write_cochlea(out, {k: v for k, v in utterances.items() if v})
-    _manifest(out, "cochlea-wavs", 0, seed, t0, source=str(wav_dir), format="ntidigits-hdf5",
+    write_manifest(out, "cochlea-wavs", 0, seed, t0, source=str(wav_dir), format="ntidigits-hdf5",
               reader="ntidigits", samples={k: len(v) for k, v in utterances.items()})
     return out
 
@@ -294,15 +182,15 @@ def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
 
     from .neural import write_spike_table
 
-    t0 = _clock()
+    t0 = clock()  # (wall, cpu)
     out = Path(out)
-    code = _KIND_CODE["cortex-letters"]
-    n_train, n_test = _split_counts(n_per_class)
+    code = KIND_CODE["cortex-letters"]
+    n_train, n_test = split_counts(n_per_class)
     array = Array(seed=seed)
-    session = _rng(seed, code, 0)
+    session = seeded(seed, code, 0)
     out.mkdir(parents=True, exist_ok=True)
     trial_us = array.cfg.trial_us
-    clock = 0
+    now_us = 0
     samples = {}
     for split, n_split in (("train", n_train), ("test", n_test)):
         if not n_split:
@@ -311,14 +199,14 @@ def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
         t_parts, u_parts, starts, labels, binned = [], [], [], [], []
         for k, ci in enumerate(order):
             array.advance(session)
-            ev = array.trial(LETTERS[ci], _rng(seed, code, 1, clock // trial_us))
-            t_parts.append(ev["t"] + clock)
+            ev = array.trial(LETTERS[ci], seeded(seed, code, 1, now_us // trial_us))
+            t_parts.append(ev["t"] + now_us)
             u_parts.append(ev["x"])
-            starts.append(clock)
+            starts.append(now_us)
             labels.append(LETTERS[ci])
             if counts:
                 binned.append(bin_counts(ev, array.cfg.n_units, trial_us).astype(np.uint8))
-            clock += trial_us
+            now_us += trial_us
             if progress and (k + 1) % 26 == 0:
                 progress(26)
         starts_a = np.asarray(starts, dtype=np.int64)
@@ -330,7 +218,7 @@ def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
                                     t0_us=np.int64(starts[0]), t_start_us=starts_a,
                                     t_end_us=starts_a + trial_us, label=np.asarray(labels))
         samples[split] = len(order)
-    _manifest(out, "cortex-letters", n_per_class, seed, t0, format="spike-table",
+    write_manifest(out, "cortex-letters", n_per_class, seed, t0, format="spike-table",
               reader="spike-table", samples=samples, n_units=array.cfg.n_units,
               trial_us=trial_us, classes=list(LETTERS))
     return out
