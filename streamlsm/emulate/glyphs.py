@@ -125,7 +125,9 @@ def _basis(s: int, knots: int = 4) -> np.ndarray:
 def _elastic(rng: np.random.Generator, size: int, alpha: float) -> np.ndarray:
     b = _basis(size * _SUPER)
     coarse = rng.normal(0.0, 1.0, size=(2, 4, 4))
-    field = np.einsum("ik,ckl,jl->ijc", b, coarse, b)
+    # b @ coarse[c] @ b.T by broadcasting (no BLAS: tiny matmuls thrash threads on a busy machine)
+    rows = (b[None, :, :, None] * coarse[:, None, :, :]).sum(2)  # (2, s, 4)
+    field = (rows[:, :, None, :] * b[None, None, :, :]).sum(3).transpose(1, 2, 0)  # (s, s, 2)
     return alpha * field / max(float(field.std()), 1e-9)
 
 
