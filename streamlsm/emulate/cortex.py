@@ -135,12 +135,12 @@ def _poisson(rate: np.ndarray, dt_us: int, rng: np.random.Generator, refractory_
         keep = rng.uniform(0, 1, len(unit)) * peak[unit] < rate[step, unit]
     ti, ui = np.floor(t[keep]).astype(np.int64), unit[keep]
     if refractory_us > 0 and len(ti) > 1:  # candidates are grouped by unit: sort times per unit
-        order = np.lexsort((ti, ui))
+        order = np.argsort(ui * (1 << 40) + ti)  # by unit, then time (one int64 key)
         ti, ui = ti[order], ui[order]
         ok = np.ones(len(ti), dtype=bool)
         ok[1:] = (ui[1:] != ui[:-1]) | (np.diff(ti) >= refractory_us)
         ti, ui = ti[ok], ui[ok]
-    order = np.lexsort((ui, ti))
+    order = np.argsort(ti * (1 << 16) + ui)  # by time, then unit
     ev = np.empty(len(ti), dtype=SPIKES_DTYPE)
     ev["t"], ev["x"] = ti[order], ui[order]
     return ev
