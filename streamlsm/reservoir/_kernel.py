@@ -316,41 +316,58 @@ def feed_batch(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, n_pk,
                 v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0, 0)
 
 
-@_pjit
-def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max,
-                 bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab, out, stats):
-    """Encode whole samples in parallel (sample i: events offsets[i]:offsets[i+1], times from its
-    start, duration t_end[i]) into out[i]; the same code as feed_batch (one packet per sample)."""
+@_jit
+def _encode_chunk(ch, n_chunks, offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max,
+                  bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab, out, stats):
+    """Samples ch, ch + n_chunks, ... one after another in one private state slot."""
     n = offsets.shape[0] - 1
     N = W_rec.shape[0]
     C = W_in.shape[0]
-    for i in numba.prange(n):
-        v = np.zeros((1, N), np.float32)
-        sprev = np.zeros((1, N), np.uint8)
-        sidx = np.zeros((1, N), np.int32)
-        acc = np.zeros((1, C + 2), np.float32)
-        fidx = np.zeros((1, C + 1), np.int32)
-        ist = np.zeros((1, NIST), np.int64)
-        key = np.zeros(1, np.uint64)
-        cnt = np.zeros((1, N), np.int32)
-        hist = np.zeros((1, H, N), np.uint8)
-        cur = np.zeros(N, np.float32)
-        q = np.zeros(N, np.float32)
-        z = np.zeros(N + 1, np.float32)
-        pk_slot = np.zeros(1, np.int32)
-        pk_t0 = np.zeros(1, np.int64)
-        pk_t1 = np.full(1, t_end[i], np.int64)
-        pk_flags = np.full(1, 3, np.int8)
-        pk_key = np.full(1, keys[i], np.uint64)
-        pk_e = np.empty(2, np.int64)
+    v = np.zeros((1, N), np.float32)
+    sprev = np.zeros((1, N), np.uint8)
+    sidx = np.zeros((1, N), np.int32)
+    acc = np.zeros((1, C + 2), np.float32)
+    fidx = np.zeros((1, C + 1), np.int32)
+    ist = np.zeros((1, NIST), np.int64)
+    key = np.zeros(1, np.uint64)
+    cnt = np.zeros((1, N), np.int32)
+    hist = np.zeros((1, H, N), np.uint8)
+    cur = np.zeros(N, np.float32)
+    q = np.zeros(N, np.float32)
+    z = np.zeros(N + 1, np.float32)
+    pk_slot = np.zeros(1, np.int32)
+    pk_t0 = np.zeros(1, np.int64)
+    pk_t1 = np.zeros(1, np.int64)
+    pk_flags = np.full(1, 3, np.int8)
+    pk_key = np.zeros(1, np.uint64)
+    pk_e = np.zeros(2, np.int64)
+    out_pk = np.zeros(1, np.int32)
+    out_t0 = np.zeros(1, np.int64)
+    for i in range(ch, n, n_chunks):
+        pk_t1[0] = t_end[i]
+        pk_key[0] = keys[i]
         pk_e[0] = offsets[i]
         pk_e[1] = offsets[i + 1]
-        out_pk = np.zeros(1, np.int32)
-        out_t0 = np.zeros(1, np.int64)
+        e0 = ist[0, I_EVENTS]
+        d0 = ist[0, I_DROPPED]
+        l0 = ist[0, I_LATE]
         _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, 0, 1,
              ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max, bin_us, K,
              W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
              v, sprev, sidx, acc, fidx, ist, key, cnt, hist, cur, q, z, out, out_pk, out_t0, i)
-        stats[i, 0] = ist[0, I_EVENTS]
-        stats[i, 1] = ist[0, I_DROPPED]
-        stats[i, 2] = ist[0, I_LATE]
+        stats[i, 0] = ist[0, I_EVENTS] - e0
+        stats[i, 1] = ist[0, I_DROPPED] - d0
+        stats[i, 2] = ist[0, I_LATE] - l0
+
+
+@_pjit
+def encode_batch(offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm, input_max,
+                 bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab, out, stats,
+                 n_chunks):
+    """Encode whole samples in parallel (sample i: events offsets[i]:offsets[i+1], times from its
+    start, duration t_end[i]) into out[i]; the same code as feed_batch (one packet per sample).
+    The parallel loop runs over n_chunks interleaved chunks of samples (light to compile)."""
+    for ch in numba.prange(n_chunks):
+        _encode_chunk(ch, n_chunks, offsets, t_end, keys, ev_t, ev_x, ev_y, ev_p, lut, xm, ym, pm,
+                      input_max, bin_us, K, H, W_in, W_rec, W2_in, W2_rec, decay, thr, eta, seed, ntab,
+                      out, stats)

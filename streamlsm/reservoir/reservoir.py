@@ -322,7 +322,7 @@ class Reservoir:
             _k.encode_batch(offsets, t_end, keys, et, ex, ey, ep, m.lut, m.xm, m.ym, m.pm, self._clip,
                             self.config.bin_us, self._K, H, self.w_in, self.w_rec, self._w2_in,
                             self._w2_rec, self._decay, self._thr, self._eta, self._seed, self._ntab,
-                            out, stats)
+                            out, stats, min(n, 4 * _k.threads()))
         self.last_encode_stats = {"events": int(stats[:, 0].sum()), "dropped": int(stats[:, 1].sum()),
                                   "late": int(stats[:, 2].sum())}
         return out
