@@ -86,11 +86,10 @@ def glyph_polygons(char: str, font: int = 0) -> tuple[np.ndarray, ...]:
     return tuple(result)
 
 
-def rasterise(polygons, size: int, offset: np.ndarray | None = None) -> np.ndarray:
+def rasterise(polygons, size: int) -> np.ndarray:
     """Even-odd coverage (0..1) of ``polygons`` (pixel coordinates) on a size x size grid.
 
-    A scan fill at ``_SUPER`` x supersampling; ``offset`` (S, S, 2) optionally displaces where
-    each supersample looks (an elastic distortion, applied by bilinear resampling).
+    A scan fill at ``_SUPER`` x supersampling, averaged down to pixels (anti-aliased edges).
     """
     s = size * _SUPER
     c = (np.arange(s) + 0.5) / _SUPER
@@ -106,29 +105,28 @@ def rasterise(polygons, size: int, offset: np.ndarray | None = None) -> np.ndarr
     for r in range(s):  # crossings left of each sample point (sorted -> searchsorted)
         count[r] = np.searchsorted(xs[r], c)
     inside = (count & 1).astype(np.float32)
-    if offset is not None:
-        g = np.arange(s, dtype=np.float64)
-        gy, gx = np.meshgrid(g, g, indexing="ij")
-        coords = np.stack([gy + offset[..., 1] * _SUPER, gx + offset[..., 0] * _SUPER])
-        inside = ndimage.map_coordinates(inside, coords, order=1, mode="constant", cval=0.0)
     return inside.reshape(size, _SUPER, size, _SUPER).mean(axis=(1, 3))
 
 
-@lru_cache(maxsize=8)
-def _basis(s: int, knots: int = 4) -> np.ndarray:
-    """(s, knots) smooth Gaussian bumps: a coarse random field times these is a smooth field."""
-    u = np.linspace(0, 1, s)[:, None] - np.linspace(0, 1, knots)[None, :]
-    b = np.exp(-0.5 * (u * (knots - 1)) ** 2)
+def _bumps(u: np.ndarray, knots: int = 4) -> np.ndarray:
+    """(n, knots) normalised Gaussian bumps at ``u`` in [0, 1]: smooth interpolation weights."""
+    b = np.exp(-0.5 * ((u[:, None] - np.linspace(0, 1, knots)[None, :]) * (knots - 1)) ** 2)
     return b / b.sum(1, keepdims=True)
 
 
-def _elastic(rng: np.random.Generator, size: int, alpha: float) -> np.ndarray:
-    b = _basis(size * _SUPER)
+def _elastic(rng: np.random.Generator, polygons, size: int, alpha: float) -> list[np.ndarray]:
+    """``polygons`` moved by a smooth random displacement field of RMS ``alpha`` pixels (a coarse
+    4x4 random grid interpolated by Gaussian bumps; applied to the outline's vertices)."""
     coarse = rng.normal(0.0, 1.0, size=(2, 4, 4))
-    # b @ coarse[c] @ b.T by broadcasting (no BLAS: tiny matmuls thrash threads on a busy machine)
-    rows = (b[None, :, :, None] * coarse[:, None, :, :]).sum(2)  # (2, s, 4)
-    field = (rows[:, :, None, :] * b[None, None, :, :]).sum(3).transpose(1, 2, 0)  # (s, s, 2)
-    return alpha * field / max(float(field.std()), 1e-9)
+    grid = np.linspace(0, 1, 12)
+    g = _bumps(grid)
+    scale = alpha / max(float(np.einsum("ik,ckl,jl->cij", g, coarse, g).std()), 1e-9)
+    out = []
+    for p in polygons:
+        bx, by = _bumps(np.clip(p[:, 0] / size, 0, 1)), _bumps(np.clip(p[:, 1] / size, 0, 1))
+        disp = ((by[:, None, :, None] * coarse[None]).sum(2) * bx[:, None, :]).sum(2)  # (n, 2)
+        out.append(p + scale * disp)
+    return out
 
 
 def render(char: str, rng: np.random.Generator, *, size: int = 28, height: float = 20.0,
@@ -152,8 +150,9 @@ def render(char: str, rng: np.random.Generator, *, size: int = 28, height: float
         shift = rng.normal(0, 0.8, size=2)
     centre = np.array([size / 2, size / 2]) + shift
     pix = [p @ m.T + centre for p in polys]
-    offset = _elastic(rng, size, rng.uniform(0.4, 1.1)) if distort else None
-    img = rasterise(pix, size, offset)
+    if distort:
+        pix = _elastic(rng, pix, size, rng.uniform(0.4, 1.1))
+    img = rasterise(pix, size)
     if distort:
         width = rng.uniform(-0.1, 1.5)  # pixels of thickening (negative thins)
         blurred = ndimage.gaussian_filter(img, 0.7 + 0.25 * abs(width))
