@@ -57,7 +57,7 @@ def netns_allowed() -> bool:
     return ok
 
 
-def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int) -> dict:
+def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int, events: int) -> dict:
     bundle, protos = folder / "bundle", folder / "protos.json"
     with Hosts(n, folder / f"keys{n}", netns=netns) as hosts:
         hosts.start_router()
@@ -69,7 +69,7 @@ def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int) -> d
             raise SystemExit(f"warm-up got {warm['labels']}/{warm['expected_labels']} labels")
         time.sleep(0.6)  # a fresh status line (heartbeat info: each worker's busy seconds)
         busy0 = {w: i.get("cpu_s", 0.0) for w, i in hosts.router_status()["workers"].items()}
-        res = hosts.drive(streams=streams, samples=samples, speed=0, settle_s=10)
+        res = hosts.drive(streams=streams, samples=samples, speed=0, settle_s=10, events=events)
         time.sleep(0.6)
         st = hosts.router_status()
     res.pop("got")
@@ -82,7 +82,7 @@ def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int) -> d
     return res
 
 
-def failover(folder: Path, netns: bool, streams: int, samples: int) -> dict:
+def failover(folder: Path, netns: bool, streams: int, samples: int, events: int) -> dict:
     protos = folder / "protos.json"
     with Hosts(2, folder / "keysf", netns=netns) as hosts:
         hosts.start_router()
@@ -92,7 +92,7 @@ def failover(folder: Path, netns: bool, streams: int, samples: int) -> dict:
         hosts.drive(streams=16, samples=1, prefix="warm", settle_s=60)
         time.sleep(0.5)
         base = hosts.router_status()["counters"].get("labels", 0)
-        proc = hosts.drive(background=True, streams=streams, samples=samples, speed=1.0,
+        proc = hosts.drive(background=True, streams=streams, samples=samples, speed=1.0, events=events,
                            prefix="f", settle_s=3)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # kill once every stream has had a label or two
@@ -124,18 +124,20 @@ def main() -> None:
     ap.add_argument("--hosts", choices=("auto", "netns", "loopback"), default="auto")
     ap.add_argument("--max-hosts", type=int, default=3)
     ap.add_argument("--streams", type=int, default=0, help="streams in the capacity runs")
+    ap.add_argument("--events", type=int, default=400,
+                    help="events per 100 ms sample (1300 = the N-MNIST event rate)")
     args = ap.parse_args()
     netns = {"auto": netns_allowed(), "netns": True, "loopback": False}[args.hosts]
     streams = args.streams or (24 if args.quick else 64)
     samples = 4 if args.quick else 20
     out: dict = {"mode": "netns" if netns else "loopback", "cpus": os.cpu_count(),
-                 "sample_ms": 100, "packet_ms": 10, "events_per_sample": 400}
+                 "sample_ms": 100, "packet_ms": 10, "events_per_sample": args.events}
     with tempfile.TemporaryDirectory(prefix="slsm-scale-") as tmp:
         folder = Path(tmp)
         os.chmod(folder, 0o755)
         model(folder)
         for n in range(1, args.max_hosts + 1):
-            r = capacity(n, folder, netns, streams, samples)
+            r = capacity(n, folder, netns, streams, samples, args.events)
             key = "streams_1_host" if n == 1 else f"streams_{n}_hosts"
             out[key] = int(r["realtime_factor"])
             out[f"realtime_factor_{n}"] = round(r["realtime_factor"], 2)
@@ -146,7 +148,7 @@ def main() -> None:
             print(f"{n} host(s): {r['realtime_factor']:.1f} x real time over {r['streams']} streams, "
                   f"labels {r['labels']}/{r['expected_labels']}, workers used {r['owners']}",
                   flush=True)
-        f = failover(folder, netns, 8 if args.quick else 16, 12 if args.quick else 40)
+        f = failover(folder, netns, 8 if args.quick else 16, 12 if args.quick else 40, args.events)
         print(f"failover: {f}", flush=True)
         out.update(f)
     print(json.dumps(out))
