@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nmnist_samples", "cochlea_samples", "av_samples", "source", "emulated"]
+__all__ = ["nmnist_samples", "cochlea_samples", "av_samples", "cortex_sessions", "source", "emulated"]
 
 
 def source(name: str):
@@ -80,3 +80,23 @@ def av_samples(root: Path, cache=None, quick: bool = False, log=print):
         audio = audio.subset(np.sort(rng.permutation(len(audio))[:600]))
     log(f"images: {len(images)}, audio: {len(audio)} ({audio.name})")
     return images, audio
+
+
+def cortex_sessions(root: Path, quick: bool = False) -> dict:
+    """{session: (train+val Samples, test Samples)} of the auditory-cortex recordings (authors' roles)."""
+    from ..experiments.features import Samples
+
+    cls = source("auditory-cortex")
+    folder = root / "neural" / "auditory_cortex"
+    out = {}
+    for csv in sorted(folder.glob("*.csv")):
+        parts = {r: Samples.from_dataset(cls(root, role=r, session=csv.stem), name=csv.stem)
+                 for r in ("train", "val", "test")}
+        tr = parts["train"]
+        va = parts["val"]
+        train = Samples(tr.events + va.events, np.concatenate([tr.durations, va.durations]),
+                        np.concatenate([tr.labels, va.labels]), name=csv.stem)
+        out[csv.stem] = (train, parts["test"])
+        if quick:
+            break
+    return out

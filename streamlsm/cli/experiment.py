@@ -55,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
         res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, **common)
         for name, v in res["summary"].items():
             print(f"{name:40s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    elif args.name == "neural":
+        from ..experiments import neural
+        from . import _experiment_data as data
+
+        sessions = data.cortex_sessions(root, quick=args.quick)
+        res = neural.run(sessions, out, seeds=seeds, quick=args.quick, **common)
+        for sess, r in res["sessions"].items():
+            for name, v in r["summary"].items():
+                print(f"{sess:8s} {name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
     else:
         raise DataError(args.name, "this experiment is not implemented in this version")
     print(f"report: {out / 'report.md'}")
