@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nmnist_samples", "cochlea_samples", "av_samples", "cortex_sessions", "source", "emulated"]
+__all__ = ["nmnist_samples", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "source", "emulated"]
 
 
 def source(name: str):
@@ -37,38 +37,48 @@ def _cache(cache) -> Path:
     return Path(cache) if cache is not None else default_cache_dir()
 
 
-def cochlea_samples(root: Path, cache=None, log=print):
-    """FSDD recordings through the cochlea emulator (made once, cached), train + test splits, speakers
-    as groups; synthesised eSpeak digits (cochlea-digits) where the recordings are absent."""
+def cochlea_parts(root: Path, cache=None, log=print) -> dict:
+    """{"train", "test"}: Samples of spoken digits through the cochlea, speakers as groups. Real
+    n-tidigits.hdf5 under root/ntidigits when present; else the FSDD recordings through the cochlea
+    emulator (made once, cached); else synthesised eSpeak digits (cochlea-digits)."""
     from ..experiments.features import Samples
 
     em = emulated()
-    cochlea_from_wavs, ensure_default_data, read_manifest = em.cochlea_from_wavs, em.ensure_default_data, em.read_manifest
     NTidigitsDataset = source("ntidigits")  # noqa: N806
-
     wavs = root / "fsdd" / "recordings"
-    if wavs.is_dir():
+    real = root / "ntidigits" / "n-tidigits.hdf5"
+    if real.is_file():
+        folder, name = real, "N-TIDIGITS (real)"
+    elif wavs.is_dir():
         folder = _cache(cache) / "data" / "fsdd-cochlea-s0"
-        man = read_manifest(folder)
-        if not man or man.get("samples", {}).get("train", 0) + man.get("samples", {}).get("test", 0) \
-                != len(list(wavs.glob("*.wav"))):
+        man = em.read_manifest(folder)
+        done = sum((man or {}).get("samples", {}).values()) if man else 0
+        if done != len(list(wavs.glob("*.wav"))):
             log(f"making cochlea events from {wavs} into {folder} (once) ...")
-            cochlea_from_wavs(wavs, folder)
+            em.cochlea_from_wavs(wavs, folder)
         name = "FSDD recordings -> emulated cochlea"
     else:
         log(f"{wavs} absent: using synthesised spoken digits (cochlea-digits)")
-        folder = ensure_default_data(cache, kinds=("cochlea-digits",))["cochlea-digits"]
+        folder = em.ensure_default_data(cache, kinds=("cochlea-digits",))["cochlea-digits"]
         name = "synthesised speech -> emulated cochlea"
-    parts = []
+    parts = {}
     for split in ("train", "test"):
         try:
             ds = NTidigitsDataset(folder, split=split)
         except Exception:  # noqa: BLE001 - a split may be absent
             continue
-        parts.append(Samples.from_dataset(ds, groups=ds.speaker, name=name))
+        parts[split] = Samples.from_dataset(ds, groups=ds.speaker, name=name)
+    return parts
+
+
+def cochlea_samples(root: Path, cache=None, log=print):
+    """All cochlea utterances (train + test) in one Samples, speakers as groups."""
+    from ..experiments.features import Samples
+
+    parts = list(cochlea_parts(root, cache, log).values())
     ev = [e for p in parts for e in p.events]
     return Samples(ev, np.concatenate([p.durations for p in parts]), np.concatenate([p.labels for p in parts]),
-                   np.concatenate([p.groups for p in parts]), name=name)
+                   np.concatenate([p.groups for p in parts]), name=parts[0].name)
 
 
 def av_samples(root: Path, cache=None, quick: bool = False, log=print):

@@ -55,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
         res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, **common)
         for name, v in res["summary"].items():
             print(f"{name:40s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    elif args.name == "cochlea":
+        from ..experiments import cochlea
+        from . import _experiment_data as data
+
+        parts = data.cochlea_parts(root, args.cache, log=_log)
+        res = cochlea.run(parts["train"], parts["test"], out, seeds=seeds, quick=args.quick, **common)
+        for name, v in res["summary"].items():
+            print(f"{name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
     elif args.name == "neural":
         from ..experiments import neural
         from . import _experiment_data as data
