@@ -4,8 +4,8 @@ Equations (PAPER.md, hard reset, no refractory period), per stream and per time 
     v[b] = decay * v[b-1] * (1 - s[b-1]) + W_in^T x[b] + W_rec^T s[b-1] (+ read noise)
     s[b] = v[b] > threshold
 Only the rows of input channels that fired in the bin and of neurons that spiked in the previous
-bin are added. The input current of a bin is summed first (weights on a 2^-12 grid make that sum
-exact in any order), then added once to the leaked membrane, then the noise is added: one rounding
+bin are added. The input current of a bin is summed first (weights on a 2^-k grid, see
+device.grid_step, make that sum exact in any order), then added once to the leaked membrane, then the noise is added: one rounding
 sequence, the same in every entry point, so any split of a stream into packets and the offline
 batch path give bit-identical spikes. Read noise is drawn from a counter-based hash keyed by
 (seed, stream key, bin, neuron), never from a sequential generator.
