@@ -236,6 +236,36 @@ class Pipeline:
             for k in range(self._n_windows):
                 release(f"{stream_id}#{k}")
 
+    def forget(self, stream_id: str) -> None:
+        """Drop a stream's state (its open sample or windows are discarded)."""
+        st = self._streams.pop(stream_id, None)
+        if st is not None:
+            self._release(stream_id, st)
+
+    def warm_up(self) -> list[str]:
+        """Build every modality's reservoir and run one tiny sample through the streaming path
+        (compiles the kernels now, not at the first real packet); returns the modalities warmed."""
+        done = []
+        for modality in self.bundle.modalities:
+            try:
+                dtype = self._dtype(modality)
+            except (ModelError, ConfigError):
+                continue  # a head without a reservoir config is not streamed
+            if dtype is None:
+                continue
+            sid = "_warm_up"
+            ev = np.zeros(1, dtype)
+            pkt = EventPacket(sid, 0, 0, 1_000, ev, modality, 0, None, True, True)
+            before = self.stats.as_dict()
+            try:
+                self([pkt], [0])
+            finally:
+                self.forget(sid)
+                for k, v in before.items():
+                    setattr(self.stats, k, v)
+            done.append(modality)
+        return done
+
     # ------------------------------------------------------------ the call
     def __call__(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
         """Feed packets (in arrival order); labels of every sample or window they complete."""

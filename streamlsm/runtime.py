@@ -85,6 +85,7 @@ class LimitsConfig:
     stats_every_s: float = 1.0
     compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
     coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
+    warm_up: bool = True         # run one tiny sample per modality before reading input
     gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
 
     def validate(self) -> None:
@@ -318,6 +319,8 @@ class Daemon:
             helpers = [asyncio.create_task(self._observer())]
             if ctl is not None:
                 helpers.append(asyncio.create_task(self._control(ctl)))
+            if lim.warm_up:  # compile the kernels before the first packet, not on it
+                await asyncio.to_thread(self.pipeline.warm_up)
             source = asyncio.create_task(self._source())
             stopper = asyncio.create_task(self._stop.wait())
             self.ready.set()

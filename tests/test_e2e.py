@@ -112,3 +112,4 @@ def test_demo_runs_end_to_end_and_reports_honestly(real_data, tmp_path):
     assert summary["seen_n"] + summary["unseen_n"] == 24 and summary["unseen_classes"] == ["8", "9"]
     assert "accuracy, unseen classes" in r.stdout and "few-shot" in r.stdout
     assert summary["seen_accuracy"] is not None and summary["latency_p99_ms"] > 0
+    assert summary["offline_agreement"] == 24

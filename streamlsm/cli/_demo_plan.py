@@ -68,6 +68,27 @@ def _interleave(groups: list[list[int]], rng: np.random.Generator) -> list[int]:
     return [int(i) for i in rng.permutation(ids)]
 
 
+DEMO_KINDS = ("camera-digits", "cochlea-digits")
+
+
+def _loader(ensure):
+    """default_bundle's data loader, asking the data maker for the demo's two sets only."""
+    from ..experiments.features import Samples
+
+    def load_sets(cache=None) -> dict:
+        paths = ensure(cache)
+        nmnist, ntidigits = load(SOURCE_GROUP, "nmnist"), load(SOURCE_GROUP, "ntidigits")
+        out: dict = {"vision": {}, "audio": {}}
+        for split in ("train", "test"):
+            out["vision"][split] = Samples.from_dataset(nmnist(paths["camera-digits"], split=split),
+                                                        name=f"camera-digits-{split}")
+            out["audio"][split] = Samples.from_dataset(ntidigits(paths["cochlea-digits"], split=split),
+                                                       name=f"cochlea-digits-{split}")
+        return out
+
+    return load_sets
+
+
 def default_plan(limit: int, seed: int) -> Plan:
     """Emulated camera digits streamed; prototypes of all ten classes from emulated spoken digits."""
     from ..experiments import default_bundle
@@ -75,10 +96,13 @@ def default_plan(limit: int, seed: int) -> Plan:
     maker = load(EMULATOR_GROUP, "camera-digits")  # the emulators' module, found by entry point
     ensure_default_data = sys.modules[maker.__module__].ensure_default_data
 
-    say("making or finding the default data (emulated event camera + silicon cochlea) ...")
-    paths = ensure_default_data()
+    def ensure(cache=None):  # only the two sets the demo uses (not letters / cortex)
+        return ensure_default_data(cache, kinds=DEMO_KINDS)
+
+    say(f"making or finding the default data {DEMO_KINDS} (emulated event camera + silicon cochlea) ...")
+    paths = ensure()
     say("training or loading the image-audio bundle ...")
-    bundle = Bundle.load(default_bundle(log=say))
+    bundle = Bundle.load(default_bundle(loader=_loader(ensure), log=say))
     notes_extra = []
     if "feature_transform" not in bundle.extra and \
             bundle.extra.get("trained_by") == "streamlsm.experiments.default_bundle":

@@ -88,7 +88,7 @@ async def _stream(plan, args, speed) -> dict:
             async for pkt in pace(items, speed):
                 await tx.send(pkt)
 
-    got = 0
+    got, streamed = 0, []
     async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",), hwm=100_000) as sub:
         await asyncio.sleep(0.3)  # the subscription reaches the daemon before the first label
         sender = asyncio.create_task(send())
@@ -98,6 +98,7 @@ async def _stream(plan, args, speed) -> dict:
                 say("no label for 30 s: stopping")
                 break
             console.write(lab, time.time_ns())
+            streamed.append((lab.stream_id, lab.sample_id, lab.label))
             got += 1
         await sender
     wall = time.monotonic() - t0
@@ -105,6 +106,9 @@ async def _stream(plan, args, speed) -> dict:
     daemon.request_stop()
     await task
     console.close()
+    agree = await asyncio.to_thread(_offline_agreement, plan, parts, streamed, daemon.matcher)
+    say(f"offline check: {agree} of {len(streamed)} streamed labels equal the offline evaluation "
+        "(Reservoir.encode + embed + the same prototypes)")
     s = console.tally.summary()
     return {"labels": got, "expected": expected, "streams": k, "speed": speed, "packet_us": args.packet_us,
             "seen_accuracy": s["seen_accuracy"], "seen_n": s["seen_n"], "unseen_accuracy": s["unseen_accuracy"],
@@ -112,7 +116,25 @@ async def _stream(plan, args, speed) -> dict:
             "latency_p50_ms": s["latency_p50_ms"], "latency_p99_ms": s["latency_p99_ms"],
             "events_per_s": status["pipeline"]["events"] / wall if wall > 0 else 0.0,
             "labels_per_s": got / wall if wall > 0 else 0.0, "stream_s": wall, "drops": status["dropped"],
-            "bundle_hash": plan.bundle.hash, "classes": daemon.matcher.labels}
+            "bundle_hash": plan.bundle.hash, "classes": daemon.matcher.labels, "offline_agreement": agree}
+
+
+def _offline_agreement(plan, parts, streamed, matcher) -> int:
+    """How many streamed labels equal the offline evaluation of the same samples."""
+    from ..pipeline import offline_labels
+
+    agree = 0
+    for i, part in enumerate(parts):
+        got = {sid: lab for stream, sid, lab in streamed if stream == f"cam{i}"}
+        ids = sorted(got)
+        if not ids:
+            continue
+        samples = [part.events(j) for j in ids]
+        durations = [max(part.duration_us(j), int(ev["t"][-1]) + 1 if len(ev) else 1)
+                     for j, ev in zip(ids, samples, strict=True)]
+        offline = offline_labels(plan.bundle, matcher, plan.test.modality, samples, durations, sample_ids=ids)
+        agree += sum(got[j] == lab for j, lab in zip(ids, offline, strict=True))
+    return agree
 
 
 def _pct(x) -> str:
@@ -129,6 +151,7 @@ def _table(s: dict, plan) -> None:
         ("latency p50 / p99", f"{s['latency_p50_ms']:.2f} / {s['latency_p99_ms']:.2f} ms "
                               "(sample's last packet at the daemon -> label at the subscriber)"),
         ("events/s", f"{s['events_per_s']:,.0f} (labels/s {s['labels_per_s']:.1f})"),
+        ("streamed == offline", f"{s['offline_agreement']} / {s['labels']} labels"),
         ("drops", str(s["drops"])),
         ("bundle", s["bundle_hash"][:23]),
         ("wall time", f"{s.get('wall_s', 0)} s"),
