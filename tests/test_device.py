@@ -100,3 +100,15 @@ def test_device_validation():
         DeviceConfig(breakdown=1.5).validate()
     with pytest.raises(ConfigError):
         DeviceConfig(stuck_off=0.7, stuck_on=0.7).validate()
+
+
+def test_programming_voltage_sets_breakdown_fraction():
+    from streamlsm.reservoir.device import breakdown_fraction
+
+    dev = DeviceConfig(mode="rram", program_v=3.2)
+    assert abs(breakdown_fraction(dev) - (1 - np.exp(-1))) < 1e-12
+    low, high = (breakdown_fraction(dataclasses.replace(dev, program_v=v)) for v in (2.5, 3.6))
+    assert low < 0.2 < 0.8 < high
+    g = conductances((300, 300), dataclasses.replace(dev, program_v=2.9), np.random.default_rng(0))
+    assert abs((g > 5).mean() - breakdown_fraction(dataclasses.replace(dev, program_v=2.9))) < 0.01
+    assert breakdown_fraction(DeviceConfig(breakdown=0.3)) == 0.3

@@ -2,7 +2,8 @@
 
 Pure numpy with an explicit ``np.random.Generator`` (seeded from the config). Priors (PAPER.md):
 broken-down cells ~ Normal(14.25, 2.46) uS, pristine cells ~0.1 uS; the fraction of broken-down
-cells (``breakdown``, the sparsity, set by the programming voltage) decides the weight density.
+cells (``breakdown``, the sparsity; or ``program_v`` through Weibull breakdown statistics) decides
+the weight density.
 Signed weights come from differential pairs (G+ - G-) or a reference column holding a mid-level
 conductance (the 201st column of a 456x201 crossbar). Options: device-to-device variation
 (log-normal, multiplicative), stuck-at-off/on faults, power-law conductance drift, an "ideal"
@@ -24,7 +25,7 @@ import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["DeviceConfig", "conductances", "signed_conductance", "nominal_sigma", "make_weights",
+__all__ = ["DeviceConfig", "breakdown_fraction", "conductances", "signed_conductance", "nominal_sigma", "make_weights",
            "grid_step", "export_npz", "read_noise_stats"]
 
 
@@ -34,6 +35,9 @@ class DeviceConfig:
 
     mode: Literal["ideal", "rram"] = "ideal"
     breakdown: float = 0.5
+    program_v: float = 0.0  # > 0: breakdown fraction from the programming voltage (Weibull)
+    weibull_v63: float = 3.2  # voltage at which 63% of the cells break down
+    weibull_beta: float = 8.0  # Weibull slope of the breakdown statistics
     g_on_us: float = 14.25
     g_on_std_us: float = 2.46
     g_off_us: float = 0.1
@@ -62,13 +66,23 @@ class DeviceConfig:
                 raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.grid_bits <= 24:
             raise ConfigError("grid_bits", f"must be in 0..24 (0 = automatic), got {self.grid_bits}")
+        if self.program_v < 0 or self.weibull_v63 <= 0 or self.weibull_beta <= 0:
+            raise ConfigError("program_v", "program_v must be >= 0, weibull_v63 and weibull_beta > 0")
         if self.crossbar_rows < 0 or self.row_offset < 0:
             raise ConfigError("crossbar_rows", "crossbar_rows and row_offset must be >= 0")
 
 
+def breakdown_fraction(dev: DeviceConfig) -> float:
+    """Fraction of broken-down cells: ``breakdown``, or from the programming voltage by Weibull
+    breakdown statistics F(V) = 1 - exp(-(V / V63)^beta) when ``program_v`` > 0."""
+    if dev.program_v > 0:
+        return 1.0 - math.exp(-((dev.program_v / dev.weibull_v63) ** dev.weibull_beta))
+    return dev.breakdown
+
+
 def conductances(shape: tuple[int, int], dev: DeviceConfig, rng: np.random.Generator) -> np.ndarray:
     """Conductances (uS) of a crossbar after breakdown, faults, variation and drift."""
-    broken = rng.random(shape) < dev.breakdown
+    broken = rng.random(shape) < breakdown_fraction(dev)
     g = np.where(broken, rng.normal(dev.g_on_us, dev.g_on_std_us, shape),
                  rng.normal(dev.g_off_us, dev.g_off_std_us, shape))
     if dev.d2d > 0:
@@ -84,7 +98,7 @@ def conductances(shape: tuple[int, int], dev: DeviceConfig, rng: np.random.Gener
 
 
 def _cell_moments(dev: DeviceConfig) -> tuple[float, float]:
-    f = dev.breakdown
+    f = breakdown_fraction(dev)
     mean = f * dev.g_on_us + (1 - f) * dev.g_off_us
     second = f * (dev.g_on_us ** 2 + dev.g_on_std_us ** 2) + (1 - f) * (dev.g_off_us ** 2 + dev.g_off_std_us ** 2)
     return mean, max(second - mean ** 2, 0.0)
@@ -169,7 +183,7 @@ def export_npz(path: str | Path, dev: DeviceConfig, rows: int, cols: int, seed: 
     stats = read_noise_stats(g, eta, 1000, rng) if eta > 0 else {"rel_mean": 0.0, "rel_std": 0.0}
     p = Path(path)
     np.savez(p, conductance_us=g.astype(np.float32), hist_counts=hist, hist_edges=edges,
-             mode=np.array(dev.mode), breakdown=dev.breakdown, eta=eta,
+             mode=np.array(dev.mode), breakdown=breakdown_fraction(dev), eta=eta,
              read_rel_mean=stats["rel_mean"], read_rel_std=stats["rel_std"],
              g_mean=float(g.mean()), g_std=float(g.std()))
     return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
