@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +13,10 @@ import numpy as np
 
 from streamlsm.errors import ConfigError
 
+from ._common import atomic_write
+
 __all__ = ["VERSION", "KINDS", "MANIFEST", "TEST_FRACTION", "KIND_CODE", "Progress", "split_counts",
-           "seeded", "clock", "write_manifest", "read_manifest"]
+           "seeded", "clock", "write_manifest", "write_npz", "read_manifest"]
 
 #: bump when an emulator changes its output, so cached default data is remade
 VERSION = 2
@@ -55,6 +58,20 @@ def write_manifest(out: Path, kind: str, n_per_class: int, seed: int, t0: tuple[
             "seconds": round(time.perf_counter() - t0[0], 2),
             "cpu_seconds": round(_cpu() - t0[1], 2), **extra}
     (out / MANIFEST).write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray], level: int = 1) -> None:
+    """An ``.npz`` (zip of ``.npy``; no pickled objects) deflated at a fast ``level``; atomic.
+
+    ``np.savez_compressed`` uses a slow default level; sorted spike times compress as well at 1.
+    """
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+            for key, value in arrays.items():
+                with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asarray(value), allow_pickle=False)
+
+    atomic_write(path, write)
 
 
 def read_manifest(path: str | Path) -> dict | None:

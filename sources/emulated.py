@@ -42,6 +42,7 @@ from ._emulated_common import (
     seeded,
     split_counts,
     write_manifest,
+    write_npz,
 )
 
 __all__ = [
@@ -180,7 +181,7 @@ def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
     from streamlsm.emulate.cortex import Array, bin_counts
     from streamlsm.emulate.glyphs import LETTERS
 
-    from .neural import write_spike_table
+    from .neural import TABLE_TRIALS
 
     t0 = clock()  # (wall, cpu)
     out = Path(out)
@@ -210,17 +211,20 @@ def make_cortex_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
             if progress and (k + 1) % 26 == 0:
                 progress(26)
         starts_a = np.asarray(starts, dtype=np.int64)
-        write_spike_table(out / f"{split}.npz", np.concatenate(t_parts), np.concatenate(u_parts),
-                          starts_a, starts_a + trial_us, labels)
+        small = np.uint8 if array.cfg.n_units <= 256 else np.uint16
+        table = {"t_us": np.concatenate(t_parts).astype(np.int64),
+                 "unit": np.concatenate(u_parts).astype(small),
+                 "trial": np.arange(len(starts_a)), "t_start_us": starts_a,
+                 "t_end_us": starts_a + trial_us, "label": np.asarray(labels, dtype=str)}
+        write_npz(out / f"{split}.npz", table)  # neural.write_spike_table's layout, compressed
         if counts:
-            with open(out / f"{split}_counts10ms.npz", "wb") as f:
-                np.savez_compressed(f, counts=np.concatenate(binned), bin_us=np.int64(10_000),
-                                    t0_us=np.int64(starts[0]), t_start_us=starts_a,
-                                    t_end_us=starts_a + trial_us, label=np.asarray(labels))
+            write_npz(out / f"{split}_counts10ms.npz", {
+                "counts": np.concatenate(binned), "bin_us": np.int64(10_000),
+                "t0_us": np.int64(starts[0]), **{k: table[k] for k in TABLE_TRIALS}})
         samples[split] = len(order)
     write_manifest(out, "cortex-letters", n_per_class, seed, t0, format="spike-table",
-              reader="spike-table", samples=samples, n_units=array.cfg.n_units,
-              trial_us=trial_us, classes=list(LETTERS))
+                   reader="spike-table", samples=samples, n_units=array.cfg.n_units,
+                   trial_us=trial_us, classes=list(LETTERS))
     return out
 
 

@@ -83,6 +83,9 @@ def test_cortex_letters_spike_tables(tmp_path):
         assert counts.shape == (26 * 200, 192) and int(z["bin_us"]) == 10_000
         # the 10 ms export holds the same spikes as the table
         assert counts[1000:1200].sum() == len(train.events(5))
+    # ... and reads back as a (binned) spike table with the same trials and spike counts
+    binned = SpikeTableDataset(a / "train_counts10ms.npz")
+    assert binned.labels == train.labels and len(binned.events(5)) == len(train.events(5))
 
 
 def test_cochlea_digits_and_wavs(tmp_path, real_data):
