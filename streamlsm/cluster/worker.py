@@ -87,6 +87,9 @@ class Worker:
         pub = self.ctx.socket(zmq.XPUB)  # an XPUB: it sees the proxy's subscription arrive
         pub.linger, pub.sndhwm = 2000, self.config.hwm
         try:
+            warm_up = getattr(self.pipeline, "warm_up", None)
+            if callable(warm_up):  # compile the kernels before joining, not on the first sample
+                warm_up()
             self._secure(pub)
             pub.connect(self.config.labels_in)
             if not pub.poll(30_000):
