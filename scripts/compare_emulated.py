@@ -33,7 +33,7 @@ def _pct(v) -> str:
 def _table(title: str, rows: list[tuple[str, dict]]) -> None:
     cols = list(rows[0][1])
     print(f"\n== {title}")
-    print(f"{'':34s}" + "".join(f"{c:>26s}" for c in cols))
+    print(f"{'':34s}" + "".join(f"{c:>28s}" for c in cols))
     for name, stats in rows:
         print(f"{name:34s}" + "".join(f"{stats.get(c, '-'):>26s}" for c in cols))
 
