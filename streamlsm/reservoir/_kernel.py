@@ -170,12 +170,16 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
         t_lo = t0 + cur_b * bin_us
         t_lim = min(t_lo + bin_us, t_end)
         nf = ist[s, I_NF]
+        acc_s = acc[s]  # row views, made once per packet
+        fidx_s = fidx[s]
+        v_s = v[s]
+        sprev_s = sprev[s]
+        sidx_s = sidx[s]
+        cnt_s = cnt[s]
+        one = np.float32(1.0)
         while True:
             # fast path: events of the open bin, mapped without branches (dropped ones land in
-            # the spare column C of acc, which is never read)
-            acc_s = acc[s]
-            fidx_s = fidx[s]
-            one = np.float32(1.0)
+            # the spare columns of acc)
             while e < e1:
                 te = ev_t[e]
                 if te >= t_lim or te < t_lo:
@@ -216,10 +220,6 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 target = end_target
             ist[s, I_NF] = nf
             # close bins until `target` is the open bin
-            v_s = v[s]
-            sprev_s = sprev[s]
-            sidx_s = sidx[s]
-            cnt_s = cnt[s]
             while ist[s, I_CUR] < target:
                 b = ist[s, I_CUR]
                 nf = ist[s, I_NF]
@@ -238,31 +238,28 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 if noisy:
                     for n in range(N):
                         q[n] = 0.0
+                # (2-D indexing, not row views: a view per row costs reference counting)
                 for k in range(nf):
                     r = fidx_s[k]
                     xin = acc_s[r]
                     acc_s[r] = 0.0
-                    w = W_in[r]
                     if xin == 1.0:
                         for n in range(N):
-                            cur[n] += w[n]
+                            cur[n] += W_in[r, n]
                     else:
                         for n in range(N):
-                            cur[n] += xin * w[n]
+                            cur[n] += xin * W_in[r, n]
                     if noisy:
                         x2 = xin * xin
-                        w2 = W2_in[r]
                         for n in range(N):
-                            q[n] += x2 * w2[n]
+                            q[n] += x2 * W2_in[r, n]
                 for k in range(nsp):
                     j = sidx_s[k]
-                    w = W_rec[j]
                     for n in range(N):
-                        cur[n] += w[n]
+                        cur[n] += W_rec[j, n]
                     if noisy:
-                        w2 = W2_rec[j]
                         for n in range(N):
-                            q[n] += w2[n]
+                            q[n] += W2_rec[j, n]
                 ist[s, I_NF] = 0
                 if noisy:
                     normals(seed, key[s], b, N, ntab, z)
