@@ -108,9 +108,9 @@ def test_serve_ctl_sigterm_drain_and_restart_keep_classes(tmp_path):
         sub.connect(daemon.labels)
         time.sleep(0.3)
         _send(daemon.inputs[0], packets_from_samples(test, "cam", packet_us=2_000, duration_us=20_000))
-        got = _labels(sub, len(test))
+        got = _labels(sub, len(test), timeout=150)
         sub.close(0)
-        assert [lab.sample_id for lab in got] == list(range(len(test)))
+        assert [lab.sample_id for lab in got] == list(range(len(test))), daemon.ctl({"cmd": "status"})
         status = daemon.ctl({"cmd": "status"})
         assert status["classes"] == ["0", "1", "2"] and status["labels"] == len(test)
     finally:
