@@ -35,7 +35,7 @@ def _table(title: str, rows: list[tuple[str, dict]]) -> None:
     print(f"\n== {title}")
     print(f"{'':34s}" + "".join(f"{c:>28s}" for c in cols))
     for name, stats in rows:
-        print(f"{name:34s}" + "".join(f"{stats.get(c, '-'):>26s}" for c in cols))
+        print(f"{name:34s}" + "".join(f"{stats.get(c, '-'):>28s}" for c in cols))
 
 
 def _frame(ev, h=34, w=34):
