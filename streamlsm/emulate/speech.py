@@ -54,6 +54,14 @@ class Speaker:
     snr_db: float  # room noise
 
 
+def _c_library():
+    """The C runtime (for srand), or None where it cannot be found."""
+    try:
+        return ctypes.CDLL(None) if sys.platform != "win32" else ctypes.cdll.msvcrt
+    except (OSError, TypeError, AttributeError):
+        return None
+
+
 class _Engine:
     """The eSpeak NG library, initialised once per process (its state is global)."""
 
@@ -70,7 +78,7 @@ class _Engine:
         lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
                                      ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        self._libc = ctypes.CDLL(None)
+        self._libc = _c_library()  # the C rand() that parts of eSpeak NG use
         self.fs = lib.espeak_Initialize(_SYNCHRONOUS, 0,
                                         espeakng_loader.get_data_path().encode(), _DONT_EXIT)
         if self.fs <= 0:
@@ -92,7 +100,8 @@ class _Engine:
               seed: int = 0) -> np.ndarray:
         with self.lock:
             self.lib.espeak_ng_SetRandSeed(int(seed))  # its noise sources: own generator, rand()
-            self._libc.srand(int(seed) & 0x7FFFFFFF)
+            if self._libc is not None:
+                self._libc.srand(int(seed) & 0x7FFFFFFF)
             if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ConfigError("voice", f"eSpeak NG has no voice {voice!r}")
             for par, val in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, 100)):
