@@ -35,7 +35,7 @@ def default_loader(cache=None) -> dict[str, dict[str, Samples]]:
     from ..plugins import EMULATOR_GROUP, SOURCE_GROUP, load
 
     maker = load(EMULATOR_GROUP, "camera-digits")
-    paths = sys.modules[maker.__module__].ensure_default_data(cache)
+    paths = sys.modules[maker.__module__].ensure_default_data(cache, kinds=("camera-digits", "cochlea-digits"))
     nmnist, ntidigits = load(SOURCE_GROUP, "nmnist"), load(SOURCE_GROUP, "ntidigits")
     out: dict[str, dict[str, Samples]] = {"vision": {}, "audio": {}}
     for split in ("train", "test"):
