@@ -321,21 +321,22 @@ def test_netns_hosts(tmp_path):
         hosts.wait_workers(2)
         res = hosts.drive(streams=6, samples=4, speed=0)
         assert res["labels"] == 24
-        status = hosts.router_status()
+        status = hosts.wait_status(lambda st: st.get("counters", {}).get("labels", 0) >= 24)
         assert len(set(status["owners"].values())) == 2
         assert all(ep.startswith("tcp://") for ep in status["endpoints"].values())
         assert router.poll() is None
         # a host dies mid-run: its streams resume on the other one; losses counted
         proc = hosts.drive(background=True, streams=6, samples=20, speed=1.0, prefix="k", settle_s=3)
-        time.sleep(1.0)
-        hosts.kill_worker(1)
+        hosts.wait_status(lambda st: st["counters"].get("labels", 0) >= 24 + 12, timeout=60)
+        hosts.kill_worker(1)  # every k-stream has been labelled twice: the run is under way
         res = json.loads(proc.communicate(timeout=120)[0].strip().splitlines()[-1])
-        time.sleep(0.6)
-        status = hosts.router_status()
+        status = hosts.wait_status(lambda st: st["counters"].get("worker_deaths", 0) == 1
+                                   and all(st["owners"].get(f"k{i}") == "w0" for i in range(6)))
         c = status["counters"]
         assert c["worker_deaths"] == 1
         assert res["labels"] + c["lost_samples"] == 120
         assert set(status["owners"][f"k{i}"] for i in range(6)) == {"w0"}
+        assert c["lost_samples"] >= 1  # it died mid-sample
 
 
 def test_a_failing_worker_dies_loudly_and_its_streams_move(cluster):

@@ -146,6 +146,17 @@ class Hosts:
                 return doc
         return {"workers": {}}
 
+    def wait_status(self, pred, timeout: float = 30.0) -> dict:
+        """The first router status line for which ``pred(status)`` holds (TransportError after timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.router_status()
+            if pred(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TransportError(f"router status never satisfied the condition: {st}")
+            time.sleep(0.05)
+
     def wait_workers(self, n: int, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while len(self.router_status()["workers"]) < n:
