@@ -311,3 +311,17 @@ def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
 
     good, bad, plain = asyncio.run(go())
     assert good["ok"] is True and bad is None and plain is None
+
+
+def test_shipped_configs_bind_to_loopback_or_carry_keys():
+    import tomllib
+
+    found = 0
+    for path in sorted((ROOT / "deploy").glob("*.toml")):
+        doc = tomllib.loads(path.read_text())
+        eps = [doc.get("outputs", {}).get("labels", ""), doc.get("control", {}).get("endpoint", "")]
+        eps += [i.get("endpoint", "") for i in doc.get("inputs", []) if i.get("bind", True)]
+        for ep in filter(None, eps):
+            found += 1
+            assert is_local_endpoint(ep) or doc.get("security", {}).get("keys_dir"), (path, ep)
+    assert found or not list((ROOT / "deploy").glob("*.toml"))
