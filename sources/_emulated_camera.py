@@ -65,8 +65,9 @@ def make_camera(kind: str, out: Path, classes: tuple[str, ...], n_per_class: int
             if progress:
                 progress(len(part))
         counts[split] = len(jobs)
-    write_manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes), images=images,
-              format="nmnist", reader="nmnist" if kind == "camera-digits" else "emulated-camera")
+    write_manifest(out, kind, n_per_class, seed, t0, samples=counts, classes=list(classes),
+                   images=images, format="nmnist",
+                   reader="nmnist" if kind == "camera-digits" else "emulated-camera")
     return out
 
 

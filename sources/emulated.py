@@ -71,7 +71,7 @@ def make_camera_digits(out, n_per_class: int = 100, seed: int = 0, progress: Pro
     from streamlsm.emulate.glyphs import DIGITS
 
     return make_camera("camera-digits", Path(out), DIGITS, n_per_class, seed, progress,
-                        images=images)
+                       images=images)
 
 
 def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Progress = None,
@@ -80,7 +80,7 @@ def make_camera_letters(out, n_per_class: int = 100, seed: int = 0, progress: Pr
     from streamlsm.emulate.glyphs import LETTERS
 
     return make_camera("camera-letters", Path(out), LETTERS, n_per_class, seed, progress,
-                        images=images)
+                       images=images)
 
 
 # -- cochlea ------------------------------------------------------------------------------------
@@ -126,8 +126,8 @@ def make_cochlea_digits(out, n_per_class: int = 100, seed: int = 0, progress: Pr
     out.mkdir(parents=True, exist_ok=True)
     _write_cochlea(out, {k: v for k, v in utterances.items() if v})
     write_manifest(out, "cochlea-digits", n_per_class, seed, t0, format="ntidigits-hdf5",
-              reader="ntidigits", samples={k: len(v) for k, v in utterances.items()},
-              speakers=[s.__dict__ for s in talkers], classes=list(speech.DIGIT_CLASSES))
+                   reader="ntidigits", samples={k: len(v) for k, v in utterances.items()},
+                   speakers=[s.__dict__ for s in talkers], classes=list(speech.DIGIT_CLASSES))
     return out
 
 
@@ -168,7 +168,7 @@ def cochlea_from_wavs(wav_dir, out, *, seed: int = 0, test_index_below: int = 5,
     out.mkdir(parents=True, exist_ok=True)
     _write_cochlea(out, {k: v for k, v in utterances.items() if v})
     write_manifest(out, "cochlea-wavs", 0, seed, t0, source=str(wav_dir), format="ntidigits-hdf5",
-              reader="ntidigits", samples={k: len(v) for k, v in utterances.items()})
+                   reader="ntidigits", samples={k: len(v) for k, v in utterances.items()})
     return out
 
 
