@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nmnist_samples", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "source", "emulated"]
+__all__ = ["nmnist_samples", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "letters", "source", "emulated"]
 
 
 def source(name: str):
@@ -110,3 +110,18 @@ def cortex_sessions(root: Path, quick: bool = False) -> dict:
         if quick:
             break
     return out
+
+
+def letters(cache=None, log=print):
+    """Emulated cortex-letters (spike tables) and camera-letters (DVS), {"train", "test"} each."""
+    from ..experiments.features import Samples
+
+    em = emulated()
+    log("making or finding the emulated letter sets (camera-letters, cortex-letters) ...")
+    paths = em.ensure_default_data(cache, kinds=("camera-letters", "cortex-letters"))
+    table = source("spike-table")
+    neural = {s: Samples.from_dataset(table(paths["cortex-letters"] / f"{s}.npz"), name="cortex-letters (emulated)")
+              for s in ("train", "test")}
+    images = {s: Samples.from_dataset(em.CameraTreeDataset(paths["camera-letters"], split=s),
+                                      name="camera-letters (emulated)") for s in ("train", "test")}
+    return neural, images

@@ -72,7 +72,15 @@ def run(args: argparse.Namespace) -> int:
         for sess, r in res["sessions"].items():
             for name, v in r["summary"].items():
                 print(f"{sess:8s} {name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    elif args.name == "zeroshot-bmi":
+        from ..experiments import zeroshot_bmi
+        from . import _experiment_data as data
+
+        neural, images = data.letters(args.cache, log=_log)
+        res = zeroshot_bmi.run(neural, images, out, seeds=seeds, quick=args.quick, **common)
+        for name, v in res["summary"].items():
+            print(f"{name:50s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
     else:
-        raise DataError(args.name, "this experiment is not implemented in this version")
+        raise DataError(args.name, "unknown experiment")
     print(f"report: {out / 'report.md'}")
     return 0
