@@ -374,3 +374,30 @@ def test_a_failing_worker_dies_loudly_and_its_streams_move(cluster):
     assert errors and "pipeline broke" in str(errors[0])
     assert st["counters"]["worker_deaths"] == 1 and set(st["owners"].values()) == {"w1"}
     assert res["labels"] + st["counters"]["lost_samples"] == 48
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_churn_join_kill_leave_every_sample_labelled_right_or_counted_lost(cluster, seed):
+    """Workers join, die and leave during one run: each sample is labelled (as a single process
+    would) or counted lost, never both and never neither."""
+    rng = np.random.default_rng(seed)
+    for name in ("w1", "w2"):
+        cluster.add(name)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=16, speed=1.0)))
+    t.start()
+    _wait_labels(cluster.router, 8)
+    cluster.add("w3")
+    _wait_labels(cluster.router, 30)
+    names = ["w1", "w2", "w3"]
+    victim = names.pop(int(rng.integers(3)))
+    cluster.workers[victim][0].kill()
+    _wait_labels(cluster.router, 60)
+    cluster.workers[names[int(rng.integers(2))]][0].stop()
+    t.join()
+    st = cluster.router.status()
+    got, want = _labels(result), _expected(8, 16)
+    assert all(got[k] == want[k] for k in got)
+    assert len(got) + st["counters"].get("lost_samples", 0) == len(want)
+    assert st["counters"]["worker_deaths"] == 1
+    assert len(set(st["owners"].values())) == 1  # one worker left standing holds every stream
