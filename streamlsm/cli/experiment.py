@@ -21,6 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small subset, 1 seed, few epochs (a smoke test)")
     p.add_argument("--cache", default=None, help="feature / emulated-data cache folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="nmnist: run seeds first-seed.. (several processes over disjoint seeds)")
+    p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
+                   help="nmnist: merge the results.json of runs over disjoint seeds into --out")
     p.set_defaults(func=run)
 
 
@@ -40,10 +44,16 @@ def run(args: argparse.Namespace) -> int:
         from ..experiments import nmnist
         from . import _experiment_data as data
 
+        if args.merge:
+            import json
+
+            res = nmnist.merge([json.loads((Path(d) / "results.json").read_text()) for d in args.merge], out)
+            print(f"report: {out / 'report.md'}")
+            return 0
         train = data.nmnist_samples(root, "train")
         test = data.nmnist_samples(root, "test") if (root / "nmnist" / "Test").is_dir() else None
         _log(f"N-MNIST: {len(train)} training samples" + (f", {len(test)} test samples" if test else ""))
-        res = nmnist.run(train, out, seeds=seeds, quick=args.quick, test=test, **common)
+        res = nmnist.run(train, out, seeds=seeds, quick=args.quick, test=test, first_seed=args.first_seed, **common)
         s = res["summary"]
         for name, v in s.items():
             print(f"{name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")

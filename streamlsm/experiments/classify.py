@@ -29,7 +29,7 @@ class Protocol:
     seq_models: tuple[str, ...] = ("gru", "srnn")
     seq: SeqConfig = SeqConfig()
     readout: TrainConfig = TrainConfig(epochs=100)  # L-BFGS iterations per fit
-    l2_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1)  # L2 penalties tried on the validation split
+    l2_grid: tuple[float, ...] = (3e-3, 3e-2)  # L2 penalties tried on the validation split
     seq_train: TrainConfig = TrainConfig(epochs=40, batch_size=64, lr=3e-3, patience=8)
     folds: int = 5
     extra: dict = field(default_factory=dict)
@@ -47,7 +47,7 @@ def _folds(labels: np.ndarray, k: int, seed: int):
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(len(labels)), labels))
 
 
-def run_classification(samples: Samples, proto: Protocol, seeds: int, *, test: Samples | None = None,
+def run_classification(samples: Samples, proto: Protocol, seeds: int | list[int], *, test: Samples | None = None,
                        cache_dir=None, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Every model x seed x fold: accuracy, selected epoch, seconds, MACs to the selected epoch.
 
@@ -66,7 +66,8 @@ def run_classification(samples: Samples, proto: Protocol, seeds: int, *, test: S
             inputs[f"logreg-input-{'pooled' if w == 1 else f'{w}win'}"] = np.log1p(window_pool(binned, w))
         del binned
     seq_x = np.log1p(binned_input(proto.seq_config, data)) if proto.seq_config is not None else None
-    work = [(s, name) for s in range(seeds) for name in [*proto.lsm, *inputs, *(proto.seq_models if seq_x is not None else ())]]
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    work = [(s, name) for s in seed_list for name in [*proto.lsm, *inputs, *(proto.seq_models if seq_x is not None else ())]]
     bar = tqdm(work, desc="models", disable=not progress)
     for seed, name in bar:
         bar.set_postfix(model=name, seed=seed)
