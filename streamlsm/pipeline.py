@@ -224,6 +224,7 @@ class Pipeline:
                 self.stats.evicted_streams += 1
             modality = self._modality(pkt)
             self.bundle.head(modality)  # ModelError now if the bundle cannot embed this modality
+            self._dtype(modality)       # ... or has no reservoir for it
             st = self._streams[pkt.stream_id] = _Stream(modality)
         else:
             self._streams.move_to_end(pkt.stream_id)
@@ -279,7 +280,7 @@ class Pipeline:
             self.stats.stream_us += pkt.t_end - pkt.t_start
             try:
                 st = self._stream(pkt)
-            except ModelError:  # a stream the model cannot embed: counted, never fatal
+            except (ModelError, ConfigError):  # a stream the model cannot take: counted, never fatal
                 self.stats.rejected_packets += 1
                 continue
             if 0 < pkt.seq < st.next_seq:  # a duplicate (seq 0 = the source restarted)

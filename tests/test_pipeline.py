@@ -257,3 +257,11 @@ def test_feature_transform_recorded_in_the_bundle_is_applied_to_counts():
     bundle.extra["feature_transform"] = "sqrt"
     with pytest.raises(ModelError):
         feature_transform(bundle, "vision")
+
+
+def test_a_modality_without_a_reservoir_config_is_rejected_not_fatal():
+    bundle = make_bundle(F, D, modalities=("vision", "audio"))  # no reservoir configs recorded
+    matcher = PrototypeMatcher(D)
+    pipe = Pipeline(bundle, matcher)  # the default factory reads the bundle's configs
+    pkts = packets_from_samples(random_samples(1, DVS_DTYPE), "cam")
+    assert pipe(pkts) == [] and pipe.stats.rejected_packets == len(pkts)
