@@ -351,8 +351,10 @@ class Daemon:
             await self._stop.wait()
             return
         buf, counters = self._queue, self.counters
-        async with stream.merge(*iters).stream() as merged:
-            async for batch in merged:  # a socket's waiting messages arrive as one batch
+        # several sources are merged with aiostream; a single one is read directly (no task per batch)
+        merged = stream.merge(*iters).stream() if len(iters) > 1 else contextlib.aclosing(iters[0])
+        async with merged as batches:
+            async for batch in batches:  # a socket's waiting messages arrive as one batch
                 pkts = [m for m in batch if isinstance(m, EventPacket)]
                 counters["received"] += len(pkts)
                 await buf.put(pkts, time.time_ns())
