@@ -8,7 +8,8 @@ Failover: with 2 hosts and streams at real time, one host is killed (SIGKILL); f
 longest time from the kill until each of its streams is labelled again on the other host (streams
 resume at their next sample boundary). Where the hosts share too few cores to show it, the CPU
 seconds the workers spent give ``per_worker_core_streams``: real-time streams one worker core
-carries (the capacity of n hosts with a core each is about n times that while the router keeps up).
+carries, and ``per_router_core_streams`` what one router core forwards: n hosts with a core each
+carry about min(n x per_worker_core_streams, per_router_core_streams).
 Last line: one JSON object.
 """
 
@@ -57,6 +58,12 @@ def netns_allowed() -> bool:
     return ok
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (/proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int, events: int) -> dict:
     bundle, protos = folder / "bundle", folder / "protos.json"
     with Hosts(n, folder / f"keys{n}", netns=netns) as hosts:
@@ -69,7 +76,10 @@ def capacity(n: int, folder: Path, netns: bool, streams: int, samples: int, even
             raise SystemExit(f"warm-up got {warm['labels']}/{warm['expected_labels']} labels")
         time.sleep(0.6)  # a fresh status line (heartbeat info: each worker's busy seconds)
         busy0 = {w: i.get("cpu_s", 0.0) for w, i in hosts.router_status()["workers"].items()}
+        router_pid = hosts.procs["router"].pid
+        r0 = cpu_s(router_pid)
         res = hosts.drive(streams=streams, samples=samples, speed=0, settle_s=10, events=events)
+        res["router_cpu_s"] = cpu_s(router_pid) - r0
         time.sleep(0.6)
         st = hosts.router_status()
     res.pop("got")
@@ -145,6 +155,8 @@ def main() -> None:
             out[f"worker_cpu_s_{n}"] = r["worker_cpu_s"]
             if n == 1 and r["per_worker_capacity"]:
                 out["per_worker_core_streams"] = int(r["per_worker_capacity"])
+            if n == 1 and r["router_cpu_s"] > 0:  # what one router core forwards (the ceiling)
+                out["per_router_core_streams"] = int(r["stream_s"] / r["router_cpu_s"])
             print(f"{n} host(s): {r['realtime_factor']:.1f} x real time over {r['streams']} streams, "
                   f"labels {r['labels']}/{r['expected_labels']}, workers used {r['owners']}",
                   flush=True)

@@ -401,3 +401,24 @@ def test_churn_join_kill_leave_every_sample_labelled_right_or_counted_lost(clust
     assert len(got) + st["counters"].get("lost_samples", 0) == len(want)
     assert st["counters"]["worker_deaths"] == 1
     assert len(set(st["owners"].values())) == 1  # one worker left standing holds every stream
+
+
+def test_bad_payload_passes_the_router_and_is_counted_by_the_worker(cluster):
+    from streamlsm import wire
+
+    cluster.add("w1")
+    pkt = stream_packets("s0", make_samples(1, seed=0), 100_000, 10_000)[3]
+    topic, header, payload = (bytes(f) for f in wire.encode(pkt))
+    push = cluster.ctx.socket(zmq.PUSH)
+    push.linger = 1000
+    push.connect(cluster.router.endpoints["input"])
+    push.send_multipart([topic, header, payload[:-3]])  # the header routes it, the payload is bad
+    push.send_multipart([topic, b"\x93\x01", payload])  # a header that is not a map
+    push.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        st = cluster.router.status()
+        if st["workers"]["w1"].get("rejected") == 1 and st["rejected"]:
+            break
+        time.sleep(0.05)
+    assert st["workers"]["w1"]["rejected"] == 1 and st["rejected"] == {"header": 1}

@@ -127,7 +127,8 @@ class Worker:
     # ------------------------------------------------------------ I/O thread
     def _heartbeat(self, dealer: zmq.Socket, kind: bytes) -> None:
         info = {"queue": self._queue.qsize(), "packets": self.counters["packets"],
-                "labels": self.counters["labels"], "busy_s": round(self.busy_s, 3), "cpu_s": round(self.cpu_s, 3)}
+                "labels": self.counters["labels"], "busy_s": round(self.busy_s, 3), "cpu_s": round(self.cpu_s, 3),
+                "rejected": sum(self.rejected.values())}
         dealer.send_multipart([kind, wire.pack_control(info)])
 
     def run(self) -> dict:
