@@ -170,12 +170,6 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
         t_lo = t0 + cur_b * bin_us
         t_lim = min(t_lo + bin_us, t_end)
         nf = ist[s, I_NF]
-        acc_s = acc[s]  # row views, made once per packet
-        fidx_s = fidx[s]
-        v_s = v[s]
-        sprev_s = sprev[s]
-        sidx_s = sidx[s]
-        cnt_s = cnt[s]
         one = np.float32(1.0)
         while True:
             # fast path: events of the open bin, mapped without branches (dropped ones land in
@@ -196,10 +190,10 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 # no chain of loads waiting on stores through one dummy cell
                 cr = C if bad else c
                 cw = C + 1 if bad else c
-                a = acc_s[cr]
-                fidx_s[nf] = c
+                a = acc[s, cr]
+                fidx[s, nf] = c
                 nf += (a == 0.0) & (not bad)
-                acc_s[cw] = min(a + one, input_max)
+                acc[s, cw] = min(a + one, input_max)
                 e += 1
             if e < e1:
                 # slow path: an event outside the open bin
@@ -228,8 +222,8 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                     # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads
                     nz = False
                     for n in range(N):
-                        vv = decay * v_s[n]
-                        v_s[n] = vv
+                        vv = decay * v[s, n]
+                        v[s, n] = vv
                         nz = nz or vv != 0.0
                     ist[s, I_CUR] = b + 1 if nz else target
                     continue
@@ -238,11 +232,11 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 if noisy:
                     for n in range(N):
                         q[n] = 0.0
-                # (2-D indexing, not row views: a view per row costs reference counting)
+                # (2-D indexing throughout, no row views: each view costs reference counting)
                 for k in range(nf):
-                    r = fidx_s[k]
-                    xin = acc_s[r]
-                    acc_s[r] = 0.0
+                    r = fidx[s, k]
+                    xin = acc[s, r]
+                    acc[s, r] = 0.0
                     if xin == 1.0:
                         for n in range(N):
                             cur[n] += W_in[r, n]
@@ -254,7 +248,7 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                         for n in range(N):
                             q[n] += x2 * W2_in[r, n]
                 for k in range(nsp):
-                    j = sidx_s[k]
+                    j = sidx[s, k]
                     for n in range(N):
                         cur[n] += W_rec[j, n]
                     if noisy:
@@ -266,18 +260,18 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                     for n in range(N):
                         cur[n] = cur[n] + eta * math.sqrt(q[n]) * z[n]
                 for n in range(N):  # vectorised: leak or reset, add the current, threshold, count
-                    vn = (np.float32(0.0) if sprev_s[n] else decay * v_s[n]) + cur[n]
-                    v_s[n] = vn
+                    vn = (np.float32(0.0) if sprev[s, n] else decay * v[s, n]) + cur[n]
+                    v[s, n] = vn
                     sp = vn > thr
-                    sprev_s[n] = sp
-                    cnt_s[n] += sp
+                    sprev[s, n] = sp
+                    cnt[s, n] += sp
                 k = 0
                 for n in range(N):  # branch-free compaction of the spike list
-                    sidx_s[k] = n
-                    k += sprev_s[n]
+                    sidx[s, k] = n
+                    k += sprev[s, n]
                 if b < H:
                     for k2 in range(k):
-                        hist[s, b, sidx_s[k2]] = 1
+                        hist[s, b, sidx[s, k2]] = 1
                 ist[s, I_NSP] = k
                 ist[s, I_CUR] = b + 1
             cur_b = ist[s, I_CUR]
