@@ -269,3 +269,35 @@ def test_oversized_frames_disconnect_the_peer_and_later_messages_still_arrive():
 
     big, ok = run(main())
     assert big is None and ok.seq == 1 and len(ok.events) == 100
+
+
+def test_async_iteration_and_setup_hook():
+    seen = []
+
+    def setup(sock):
+        seen.append(sock.getsockopt(zmq.LINGER))
+        sock.setsockopt(zmq.RCVBUF, 1 << 20)
+
+    async def main():
+        async with Receiver("inproc://test-iter", "pull", bind=True, setup=setup) as rx, \
+                Sender(rx.endpoint, "push", bind=False) as tx:
+            for i in range(5):
+                await tx.send(packet(i))
+            got = []
+            async for msg in rx:
+                got.append(msg.seq)
+                if len(got) == 5:
+                    break
+            return got
+
+    assert run(main()) == [0, 1, 2, 3, 4] and seen == [0]
+
+    def bad_setup(sock):
+        raise ConfigError("setup", "refused")
+
+    async def refused():
+        async with Sender(TCP, "push", setup=bad_setup):
+            pass
+
+    with pytest.raises(ConfigError):
+        run(refused())
