@@ -168,7 +168,7 @@ class Reservoir:
         dt = self._dtype
         evs = [pk.events for pk in packets]
         for i, e in enumerate(evs):
-            if e.dtype != dt:
+            if e.dtype is not dt and e.dtype != dt:  # identity first: structured == is slow
                 raise ReservoirError(f"stream {packets[i].stream_id!r}: events of dtype {e.dtype}, this "
                                      f"reservoir takes layout {self.config.layout!r}")
         lens = [len(e) for e in evs]
