@@ -112,3 +112,12 @@ def test_programming_voltage_sets_breakdown_fraction():
     g = conductances((300, 300), dataclasses.replace(dev, program_v=2.9), np.random.default_rng(0))
     assert abs((g > 5).mean() - breakdown_fraction(dataclasses.replace(dev, program_v=2.9))) < 0.01
     assert breakdown_fraction(DeviceConfig(breakdown=0.3)) == 0.3
+
+
+def test_plot_export(tmp_path):
+    pytest.importorskip("matplotlib")
+    from streamlsm.reservoir.device import plot_npz
+
+    path = export_npz(tmp_path / "x.npz", RRAM, 64, 33, seed=2, eta=0.02)
+    png = plot_npz(path, tmp_path / "x.png")
+    assert png.stat().st_size > 1000

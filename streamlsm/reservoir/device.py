@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import ConfigError
 
 __all__ = ["DeviceConfig", "breakdown_fraction", "conductances", "signed_conductance", "nominal_sigma", "make_weights",
-           "grid_step", "export_npz", "read_noise_stats"]
+           "grid_step", "export_npz", "plot_npz", "read_noise_stats"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +187,29 @@ def export_npz(path: str | Path, dev: DeviceConfig, rows: int, cols: int, seed: 
              read_rel_mean=stats["rel_mean"], read_rel_std=stats["rel_std"],
              g_mean=float(g.mean()), g_std=float(g.std()))
     return p if p.suffix == ".npz" else p.with_name(p.name + ".npz")
+
+
+def plot_npz(npz_path: str | Path, png_path: str | Path) -> Path:
+    """Plot an ``export_npz`` file (conductance map and histogram) to a PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with np.load(npz_path, allow_pickle=False) as z:
+        g, counts, edges = z["conductance_us"], z["hist_counts"], z["hist_edges"]
+        title = f"{z['mode']} crossbar, breakdown {float(z['breakdown']):.2f}, eta {float(z['eta']):.3f}"
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    im = ax1.imshow(g, aspect="auto", cmap="viridis")
+    ax1.set_xlabel("column")
+    ax1.set_ylabel("row")
+    fig.colorbar(im, ax=ax1, label="conductance (uS)")
+    ax2.stairs(counts, edges)
+    ax2.set_xlabel("conductance (uS)")
+    ax2.set_ylabel("cells")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(png_path)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
