@@ -323,3 +323,13 @@ def test_rram_device_reservoir_on_real_nmnist(real_data):
     feats = Reservoir(cfg).encode([ds.events(i) for i in idx], durs)
     rate = feats.sum() / (cfg.n_neurons * sum(-(-d // cfg.bin_us) for d in durs))
     assert 0.02 < rate < 0.2
+
+
+def test_empty_inputs(small_cfg):
+    res = Reservoir(dataclasses.replace(small_cfg, feature_windows=3))
+    assert res.encode([]).shape == (0, res.n_features)
+    empty = np.zeros(0, DVS_DTYPE)
+    out = res.encode([empty, empty], [0, 30_000])
+    assert out.shape == (2, res.n_features) and not out.any()
+    (f,) = res.feed(EventPacket("e", 0, 0, 30_000, empty, sample_begin=True, sample_end=True))
+    assert not f.counts.any()
