@@ -88,7 +88,8 @@ def default_bundle(cache: str | Path | None = None,
                     reservoirs=cfgs, seed=seed, metrics=metrics,
                     extra={"data": {m: {k: {"name": v.name, "n": len(v), "fingerprint": v.fingerprint()}
                                         for k, v in d.items()} for m, d in sets.items()},
-                           "key": h, "trained_by": "streamlsm.experiments.default_bundle"})
+                           "key": h, "trained_by": "streamlsm.experiments.default_bundle",
+                           "feature_transform": "log1p"})
     bundle.save(folder)
     say(f"bundle {bundle.hash[:19]} -> {folder} (test seen top-1 {test.get('seen_top1', float('nan')):.3f}, "
         f"unseen {test.get('unseen_top1', float('nan')):.3f})")
