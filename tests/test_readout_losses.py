@@ -9,7 +9,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamlsm.readout.train_losses import clip_loss, soft_clip_loss, supcon_loss  # noqa: E402
+from streamlsm.readout.train_losses import (  # noqa: E402
+    clip_loss,
+    proto_loss,
+    soft_clip_loss,
+    supcon_loss,
+)
 
 E = math.e
 P = E / (E + 1.0)  # softmax([1, 0])[0]
@@ -83,3 +88,28 @@ def test_losses_have_gradients():
     for loss in (clip_loss(za, zb), soft_clip_loss(za, zb), supcon_loss(za, zb, lab)):
         g = torch.autograd.grad(loss, (za, zb))
         assert all(torch.isfinite(x).all() for x in g)
+
+
+def test_proto_loss_matches_loop_reference():
+    g = torch.Generator().manual_seed(1)
+    za = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1)
+    zb = torch.nn.functional.normalize(torch.randn(6, 4, generator=g, dtype=torch.float64), dim=1)
+    lab = torch.tensor([3, 1, 3, 1, 7, 3])
+    t = 0.5
+    classes = [1, 3, 7]
+
+    def direction(q, s):
+        protos = []
+        for c in classes:
+            m = s[lab == c].mean(0)
+            protos.append(m / m.norm())
+        protos = torch.stack(protos)
+        total = 0.0
+        for i in range(6):
+            logits = (q[i] @ protos.T / t).tolist()
+            lse = math.log(sum(math.exp(v) for v in logits))
+            total += lse - logits[classes.index(int(lab[i]))]
+        return total / 6
+
+    want = 0.5 * (direction(za, zb) + direction(zb, za))
+    assert proto_loss(za, zb, lab, temperature=t).item() == pytest.approx(want, abs=1e-10)

@@ -10,7 +10,8 @@ from torch import nn
 
 from ..readout.train import TrainConfig, fit_epochs, stratified_split
 
-__all__ = ["SeqConfig", "GRUClassifier", "SRNNClassifier", "train_sequence", "spike_fn"]
+__all__ = ["SeqConfig", "GRUClassifier", "SRNNClassifier", "SRNNEncoder", "train_sequence", "train_srnn_clip",
+           "spike_fn"]
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,83 @@ def train_sequence(kind: str, x: np.ndarray, labels, x_test: np.ndarray, classes
     return {"pred": pred, "val": fit["best_val"], "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"],
             "seconds": fit["seconds"], "train_macs_to_best": macs,
             "seconds_to_best": fit["seconds"] * (fit["best_epoch"] + 1) / max(1, fit["epochs_run"])}
+
+
+class SRNNEncoder(nn.Module):
+    """SRNN body (LIF recurrent layer, surrogate gradient) + Linear + GELU -> L2-normalised embedding."""
+
+    def __init__(self, n_in: int, dim: int, cfg: SeqConfig) -> None:
+        super().__init__()
+        self.body = SRNNClassifier(n_in, dim, cfg)
+
+    def forward(self, x):
+        return nn.functional.normalize(nn.functional.gelu(self.body(x)), dim=1)
+
+    def macs(self, t: int) -> int:
+        return self.body.macs(t)
+
+
+def train_srnn_clip(xa: np.ndarray, la, xb: np.ndarray, lb, *, dim: int = 64, loss: str = "supcon",
+                    temperature: float = 0.1, config: TrainConfig, seq: SeqConfig = SeqConfig(hidden=64)) -> dict:
+    """CLIP-style zero-shot baseline with two trainable SRNN encoders (BPTT, surrogate gradient) on
+    (n, T, C) input sequences; pools paired by class each epoch as for the LSM projections. Returns
+    the encoders (an ``embed(which, x)`` callable), the selected epoch, seconds and MACs."""
+    from ..readout.metrics import retrieval_topk
+    from ..readout.train_losses import clip_loss, proto_loss, supcon_loss
+
+    la, lb = np.asarray([str(v) for v in la]), np.asarray([str(v) for v in lb])
+    tra, vaa = stratified_split(la, config.val_fraction, config.seed)
+    trb, vab = stratified_split(lb, config.val_fraction, config.seed + 1)
+    torch.manual_seed(config.seed)
+    ea, eb = SRNNEncoder(xa.shape[2], dim, seq), SRNNEncoder(xb.shape[2], dim, seq)
+    opt = torch.optim.Adam([*ea.parameters(), *eb.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    ta, tb = torch.from_numpy(np.ascontiguousarray(xa, np.float32)), torch.from_numpy(np.ascontiguousarray(xb, np.float32))
+    index = {c: i for i, c in enumerate(sorted(set(la.tolist())))}
+    ya = torch.as_tensor([index.get(v, -1) for v in la])
+    by_class = {c: trb[lb[trb] == c] for c in set(la[tra].tolist())}
+
+    def step(rng):
+        ea.train()
+        eb.train()
+        order = rng.permutation(tra)
+        partner = np.asarray([rng.choice(by_class[c]) for c in la[order]])
+        total = 0.0
+        for s in range(0, len(order), config.batch_size):
+            ia, ib = torch.from_numpy(order[s:s + config.batch_size]), torch.from_numpy(partner[s:s + config.batch_size])
+            if len(ia) < 2:
+                continue
+            za, zb = ea(ta[ia]), eb(tb[ib])
+            if loss == "clip":
+                value = clip_loss(za, zb, temperature)
+            elif loss == "proto":
+                value = proto_loss(za, zb, ya[ia], temperature)
+            else:
+                value = supcon_loss(za, zb, ya[ia], temperature)
+            opt.zero_grad()
+            value.backward()
+            nn.utils.clip_grad_norm_([*ea.parameters(), *eb.parameters()], 5.0)
+            opt.step()
+            total += float(value.detach()) * len(ia)
+        return total / len(order)
+
+    def embed(which: str, x) -> np.ndarray:
+        enc = ea if which == "a" else eb
+        enc.train(False)
+        xt = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        with torch.no_grad():
+            return torch.cat([enc(xt[i:i + 256]) for i in range(0, len(xt), 256)]).numpy()
+
+    def validate():
+        return retrieval_topk(embed("a", ta[vaa]), la[vaa], embed("b", tb[vab]), lb[vab], ks=(1,))[1]
+
+    def snapshot():
+        return ({k: v.clone() for k, v in ea.state_dict().items()}, {k: v.clone() for k, v in eb.state_dict().items()})
+
+    fit = fit_epochs(step, validate, snapshot, config, "srnn-clip")
+    sa, sb = fit.pop("state")
+    ea.load_state_dict(sa)
+    eb.load_state_dict(sb)
+    macs = 3 * (ea.macs(xa.shape[1]) + eb.macs(xb.shape[1])) * len(tra) * (fit["best_epoch"] + 1)
+    return {"embed": embed, "val_top1": fit["best_val"], "best_epoch": fit["best_epoch"],
+            "epochs_run": fit["epochs_run"], "train_macs": float(macs),
+            "train_seconds": fit["seconds"] * (fit["best_epoch"] + 1) / max(1, fit["epochs_run"])}

@@ -15,7 +15,7 @@ from ..readout.train import TrainConfig, train_projections
 from ..reservoir import ReservoirConfig
 from .features import Samples, encode_cached
 
-__all__ = ["ZeroShotSetup", "Variant", "evaluate_zero_shot", "run_zero_shot"]
+__all__ = ["ZeroShotSetup", "Variant", "evaluate_zero_shot", "evaluate_embeddings", "run_zero_shot"]
 
 
 @dataclass
@@ -51,7 +51,12 @@ def evaluate_zero_shot(bundle: Bundle, xq: np.ndarray, lq: np.ndarray, xg: np.nd
     """Retrieval top-k query -> gallery and gallery -> query on seen and unseen classes separately,
     and prototype classification (prototype = mean gallery embedding of a class)."""
     mq, mg = modalities
-    eq, eg = bundle.embed(mq, xq), bundle.embed(mg, xg)
+    return evaluate_embeddings(bundle.embed(mq, xq), lq, bundle.embed(mg, xg), lg, seen, unseen, ks)
+
+
+def evaluate_embeddings(eq: np.ndarray, lq: np.ndarray, eg: np.ndarray, lg: np.ndarray,
+                        seen: list[str], unseen: list[str], ks=(1, 5)) -> dict:
+    """``evaluate_zero_shot`` on embeddings already computed (any encoder)."""
     out = {}
     for part, classes in (("seen", seen), ("unseen", unseen), ("all", seen + unseen)):
         iq, ig = np.isin(lq, classes), np.isin(lg, classes)
@@ -59,7 +64,7 @@ def evaluate_zero_shot(bundle: Bundle, xq: np.ndarray, lq: np.ndarray, xg: np.nd
             continue
         fwd = retrieval_topk(eq[iq], lq[iq], eg[ig], lg[ig], ks=ks)
         rev = retrieval_topk(eg[ig], lg[ig], eq[iq], lq[iq], ks=ks)
-        cls, protos = prototypes(eg[ig], lg[ig], classes)
+        cls, protos = prototypes(eg[ig], lg[ig], [c for c in classes if c in set(lg[ig].tolist())])
         pred = prototype_predict(eq[iq], cls, protos)
         for k in ks:
             out[f"{part}_top{k}"] = fwd[k]

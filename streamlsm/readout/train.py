@@ -14,12 +14,12 @@ from ..errors import ModelError
 from .bundle import Bundle
 from .metrics import retrieval_topk
 from .projection import ProjectionHead
-from .train_losses import clip_loss, soft_clip_loss, supcon_loss
+from .train_losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss
 
 __all__ = ["TrainConfig", "TorchHead", "train_classifier", "train_projections", "stratified_split",
            "to_numpy_head", "fit_epochs", "LOSSES"]
 
-LOSSES = ("clip", "soft_clip", "supcon")
+LOSSES = ("clip", "soft_clip", "supcon", "proto")
 
 
 @dataclass(frozen=True)
@@ -331,8 +331,10 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
                 value = clip_loss(za, zb, temperature)
             elif loss == "soft_clip":
                 value = soft_clip_loss(za, zb, temperature)
-            else:
+            elif loss == "supcon":
                 value = supcon_loss(za, zb, ya[ia], temperature)
+            else:
+                value = proto_loss(za, zb, ya[ia], temperature)
             opt.zero_grad()
             value.backward()
             opt.step()

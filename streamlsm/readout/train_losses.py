@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["clip_loss", "soft_clip_loss", "supcon_loss"]
+__all__ = ["clip_loss", "soft_clip_loss", "supcon_loss", "proto_loss"]
 
 
 def clip_loss(za: torch.Tensor, zb: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -48,3 +48,15 @@ def supcon_loss(za: torch.Tensor, zb: torch.Tensor, labels: torch.Tensor,
     loss_a = -(pos * F.log_softmax(logits, dim=1)).sum(dim=1) / n_pos
     loss_b = -(pos.T * F.log_softmax(logits.T, dim=1)).sum(dim=1) / n_pos
     return 0.5 * (loss_a.mean() + loss_b.mean())
+
+
+def proto_loss(za: torch.Tensor, zb: torch.Tensor, labels: torch.Tensor,
+               temperature: float = 0.1) -> torch.Tensor:
+    """Cross-modal prototypical-network loss: each ``a`` sample is classified among the batch's classes
+    by cosine to the class prototypes of ``b`` (normalised class means), and vice versa.
+    """
+    classes, inv = torch.unique(labels, return_inverse=True)
+    onehot = F.one_hot(inv, len(classes)).to(za.dtype)  # (B, C)
+    pa = F.normalize(onehot.T @ za, dim=1)
+    pb = F.normalize(onehot.T @ zb, dim=1)
+    return 0.5 * (F.cross_entropy(za @ pb.T / temperature, inv) + F.cross_entropy(zb @ pa.T / temperature, inv))
