@@ -78,3 +78,26 @@ def test_paired_rows_and_deeper_head():
                           config=TrainConfig(epochs=5, batch_size=8, seed=2))
     assert len(b.heads["audio"].weights) == 2
     assert b.embed("vision", xb).shape == (60, 8)
+
+
+def test_torch_head_export_agrees_with_numpy(tmp_path):
+    from streamlsm.readout.train import TorchHead, to_numpy_head
+
+    rng = np.random.default_rng(9)
+    torch.manual_seed(0)
+    for dims, final, norm in (([30, 64], True, True), ([30, 48, 16], True, True), ([30, 10], False, False)):
+        th = TorchHead(rng.normal(size=30), rng.uniform(0.5, 2, 30), dims, final_activation=final, normalise=norm)
+        x = rng.normal(size=(9, 30)).astype(np.float32)
+        with torch.no_grad():
+            want = th(torch.from_numpy(x)).numpy()
+        b = Bundle(heads={"m": to_numpy_head(th)}, classes=["a"])
+        got = Bundle.load(b.save(tmp_path / f"h{len(dims)}{final}")).embed("m", x)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_lbfgs_classifier_selects_l2_and_refits():
+    rng = np.random.default_rng(4)
+    x, y = _blobs(rng, 30, ["a", "b", "c"], 8)
+    b = train_classifier(x, y, config=TrainConfig(epochs=50, seed=0), refit=True, l2_grid=(1e-3, 1e-1))
+    assert b.metrics["best_l2"] in (1e-3, 1e-1) and b.metrics["refit"] and b.metrics["n_train"] == 90
+    assert (b.classify("features", x) == y).mean() > 0.9
