@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import streamlsm.reservoir as res
+from streamlsm.config import to_dict
 from streamlsm.errors import ConfigError, ModelError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, slice_time
 from streamlsm.pipeline import Pipeline, PipelineConfig, offline_labels
@@ -174,13 +176,10 @@ def test_config_validation_names_the_key():
 
 
 def test_real_reservoir_streamed_equals_offline():
-    res = pytest.importorskip("streamlsm.reservoir")
-    if not hasattr(res, "Reservoir"):
-        pytest.skip("streamlsm.reservoir.Reservoir has not landed yet")
     cfg = res.preset("nmnist")
     n = res.Reservoir(cfg).n_features
     bundle = make_bundle(n, D)
-    bundle.reservoirs["vision"] = __import__("streamlsm.config", fromlist=["to_dict"]).to_dict(cfg)
+    bundle.reservoirs["vision"] = to_dict(cfg)
     matcher = PrototypeMatcher(D)
     pipe = Pipeline(bundle, matcher)
     samples = random_samples(8, DVS_DTYPE, duration_us=30_000, seed=10)
@@ -192,10 +191,6 @@ def test_real_reservoir_streamed_equals_offline():
 
 
 def test_real_reservoir_sliding_windows_equal_offline_windows():
-    res = pytest.importorskip("streamlsm.reservoir")
-    if not hasattr(res, "Reservoir"):
-        pytest.skip("streamlsm.reservoir.Reservoir has not landed yet")
-    from streamlsm.config import to_dict
 
     cfg = res.preset("nmnist", bin_us=2_000, read_noise=0.1, seed=3, crop=(0, 0, 34, 34))
     bundle = make_bundle(res.Reservoir(cfg).n_features, D, reservoirs={"vision": to_dict(cfg)})
@@ -226,7 +221,6 @@ def test_real_reservoir_sliding_windows_equal_offline_windows():
 
 def test_packets_of_the_wrong_layout_are_rejected_without_harming_other_streams():
     res = pytest.importorskip("streamlsm.reservoir")
-    from streamlsm.config import to_dict
 
     cfg = res.preset("nmnist", crop=(0, 0, 34, 34))
     bundle = make_bundle(res.Reservoir(cfg).n_features, D, reservoirs={"vision": to_dict(cfg)})
