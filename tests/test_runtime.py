@@ -21,6 +21,7 @@ from streamlsm.testing import (
     FAIL,
     PAUSE,
     FakeReservoir,
+    HandshakeWatch,
     ListSink,
     MemorySource,
     make_bundle,
@@ -93,8 +94,9 @@ async def test_memory_source_labels_reach_sinks_and_subscriber_once_each(tmp_pat
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
     await _register_classes(daemon, tmp_path, train)
-    async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",)) as sub:
-        await asyncio.sleep(0.2)  # SUB joins before labels flow
+    watch = HandshakeWatch()
+    async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",), setup=watch) as sub:
+        await asyncio.to_thread(watch.wait)  # SUB joins before labels flow
         gate.set()
         got = []
         while len(got) < len(test):
@@ -219,25 +221,33 @@ async def test_sinks_from_config_jsonl_console_relay_prometheus(tmp_path, capsys
     cfg = _config(tmp_path, outputs={"sinks": sinks})
     samples = random_samples(6, DVS_DTYPE, seed=4)
     pkts = packets_from_samples(samples, "s", packet_us=5_000)
-    gate = asyncio.Event()
+    gate, read = asyncio.Event(), asyncio.Event()
 
     async def gated():
         await gate.wait()
         for p in pkts:
             yield p
-        await asyncio.sleep(0.6)  # the daemon stays up while the metrics are read
+        await read.wait()  # the daemon stays up until the metrics are read
 
     daemon = Daemon(cfg, sources=[gated()], reservoir_factory=_factory)
     jsonl, console, relay, prom = daemon.sinks
     for lab in ("0", "1", "2"):
         daemon.matcher.add(lab, daemon.pipeline.embed_support("vision", [e for e, t in samples if t == lab]))
     task = asyncio.create_task(daemon.run())
-    async with Receiver(relay.endpoint, "sub") as sub:
-        await asyncio.sleep(0.2)
+    watch = HandshakeWatch()
+    async with Receiver(relay.endpoint, "sub", setup=watch) as sub:
+        await asyncio.to_thread(watch.wait)
         gate.set()
-        relayed = [await sub.recv(timeout=10) for _ in samples]
-    await asyncio.sleep(0.2)  # the stats observer runs every 0.05 s
-    metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(f"http://127.0.0.1:{prom.port}/metrics", timeout=5).read().decode())
+        relayed = [await sub.recv(timeout=30) for _ in samples]
+    want = [f"streamlsm_packets_total {float(len(pkts))}", 'streamlsm_labels_total{modality="vision"} 6.0',
+            "streamlsm_label_latency_seconds_count 6.0", "streamlsm_real_time_factor"]
+    url = f"http://127.0.0.1:{prom.port}/metrics"
+    for _ in range(600):  # the stats observer runs every 0.05 s: poll until it has seen every label
+        metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        if all(w in metrics for w in want):
+            break
+        await asyncio.sleep(0.05)
+    read.set()
     await task
     lines = [json.loads(x) for x in (tmp_path / "labels.jsonl").read_text().splitlines()]
     assert [x["sample_id"] for x in lines] == list(range(6)) == [lab.sample_id for lab in relayed]
@@ -245,10 +255,7 @@ async def test_sinks_from_config_jsonl_console_relay_prometheus(tmp_path, capsys
     s = console.tally.summary()
     assert s["labels"] == 6 and s["unseen_n"] == 2 and s["seen_n"] == 4
     assert "unseen" in capsys.readouterr().out
-    assert f"streamlsm_packets_total {float(len(pkts))}" in metrics
-    assert 'streamlsm_labels_total{modality="vision"} 6.0' in metrics
-    assert "streamlsm_label_latency_seconds_count 6.0" in metrics
-    assert "streamlsm_real_time_factor" in metrics
+    assert [w for w in want if w not in metrics] == []
 
 
 @pytest.mark.asyncio
