@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import zmq
 
+import streamlsm.reservoir as res
 from streamlsm import wire
 from streamlsm.cli import main
 from streamlsm.config import to_dict
 from streamlsm.events import DVS_DTYPE
 from streamlsm.testing import (
     DaemonProcess,
+    HandshakeWatch,
     make_bundle,
     packets_from_samples,
     random_samples,
@@ -28,7 +30,6 @@ D = 16
 
 
 def _bundle(path):
-    res = pytest.importorskip("streamlsm.reservoir")
     cfg = res.preset("nmnist", bin_us=1000)
     n = res.Reservoir(cfg).n_features
     make_bundle(n, D, reservoirs={"vision": to_dict(cfg)}).save(path)
@@ -105,8 +106,10 @@ def test_serve_ctl_sigterm_drain_and_restart_keep_classes(tmp_path):
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.SUBSCRIBE, b"lb/")
+        watch = HandshakeWatch()
+        watch(sub)
         sub.connect(daemon.labels)
-        time.sleep(0.3)
+        watch.wait()  # the subscription reaches the daemon before labels flow
         _send(daemon.inputs[0], packets_from_samples(test, "cam", packet_us=2_000, duration_us=20_000))
         got = _labels(sub, len(test), timeout=150)
         sub.close(0)
