@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -10,11 +11,12 @@ import time
 import pytest
 import zmq
 
+import streamlsm.reservoir as res
 from streamlsm import wire
 from streamlsm.config import to_dict
 from streamlsm.pipeline import offline_labels
 from streamlsm.readout.matcher import PrototypeMatcher
-from streamlsm.testing import DaemonProcess, make_bundle
+from streamlsm.testing import DaemonProcess, HandshakeWatch, make_bundle
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.realdata]
 D = 32
@@ -35,9 +37,11 @@ def _collect(endpoint, n, run, timeout=120.0):
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     sub.setsockopt(zmq.SUBSCRIBE, b"lb/")
+    watch = HandshakeWatch()
+    watch(sub)
     sub.connect(endpoint)
-    time.sleep(0.3)  # the subscription reaches the daemon before labels flow
     try:
+        watch.wait()  # the subscription reaches the daemon before labels flow
         run()
         out, deadline = [], time.monotonic() + timeout
         while len(out) < n and time.monotonic() < deadline:
@@ -64,7 +68,6 @@ def _check_equal_offline(labels, ds, bundle, matcher_path, limit):
 
 
 def test_replay_serve_subscribe_equals_offline_and_restart_keeps_classes(real_data, tmp_path):
-    res = pytest.importorskip("streamlsm.reservoir")
     from streamlsm_sources.nmnist import NMNISTDataset
 
     from streamlsm.readout.bundle import Bundle
@@ -105,7 +108,7 @@ def test_demo_runs_end_to_end_and_reports_honestly(real_data, tmp_path):
     r = subprocess.run([sys.executable, "-c", CLI, "demo", "--data", str(real_data / "nmnist"),
                         "--limit", "24", "--streams", "3", "--speed", "max", "--quiet", "--json"],
                        capture_output=True, text=True, timeout=280,
-                       env={**__import__("os").environ, "STREAMLSM_CACHE": str(tmp_path / "cache")})
+                       env={**os.environ, "STREAMLSM_CACHE": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["labels"] == summary["expected"] == 24 and summary["drops"] == 0
