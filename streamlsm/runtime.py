@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import sys
 import time
 from collections import deque
@@ -435,6 +436,21 @@ class Daemon:
         self.counters["checkpoints"] += 1
         return path
 
+    def _transact(self, change) -> None:
+        """Apply a class change and checkpoint it; if either fails, the matcher is as before.
+
+        A full disk or an unwritable path leaves the previous checkpoint intact (atomic writes) and
+        the registered classes in memory equal to what a restart would restore.
+        """
+        backup = copy.deepcopy(self.matcher.__dict__)
+        try:
+            change()
+            self._checkpoint()
+        except BaseException:
+            self.matcher.__dict__.clear()
+            self.matcher.__dict__.update(backup)
+            raise
+
     def confine(self, raw: object, what: str = "path") -> Path:
         """A path inside one of control.allowed_dirs (resolved, symlinks followed) or ControlError."""
         if not isinstance(raw, str) or not raw or "\x00" in raw:
@@ -472,14 +488,12 @@ class Daemon:
             emb = await asyncio.to_thread(self._embed, kind, data, mod)
             async with self._lock:
                 add = self.matcher.replace if req.get("replace") else self.matcher.add
-                add(label, emb, source=str(path))
-                self._checkpoint()
+                self._transact(lambda: add(label, emb, source=str(path)))
             return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod,
                     "prototype_version": self.matcher.version, "classes": self.matcher.labels}
         if cmd == "remove":
             async with self._lock:
-                self.matcher.remove(req.get("label"))
-                self._checkpoint()
+                self._transact(lambda: self.matcher.remove(req.get("label")))
             return {"ok": True, "classes": self.matcher.labels, "prototype_version": self.matcher.version}
         if cmd == "snapshot":
             async with self._lock:

@@ -128,5 +128,6 @@ async def test_full_disk_on_checkpoint_is_an_error_reply_and_keeps_the_old_one(t
     assert not list(tmp_path.glob("*.tmp"))  # no half-written files left behind
     st = await _ctl(daemon, {"cmd": "status"})
     assert st["ok"] and st["control_errors"] == 2
+    assert st["classes"] == ["a"]  # the failed change is rolled back: memory == what a restart loads
     daemon.request_stop()
     await task
