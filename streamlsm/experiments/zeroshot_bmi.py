@@ -52,7 +52,10 @@ def run(neural: dict[str, Samples], images: dict[str, Samples], out: str | Path,
     tc = TrainConfig(epochs=60, batch_size=64, lr=1e-3, patience=10)
     vs = {"lsm soft-CLIP T=0.5 (paper), dim 256": Variant(neural_cfg(n_units), image_cfg(), "soft_clip", 0.5, 256,
                                                           train=tc),
-          "lsm SupCon T=0.1, dim 64": Variant(neural_cfg(n_units), image_cfg(), "supcon", 0.1, 64, train=tc)}
+          "lsm SupCon T=0.1, dim 64": Variant(neural_cfg(n_units), image_cfg(), "supcon", 0.1, 64, train=tc),
+          # the pen trajectory is in the timing: counts in 10 windows of the 2 s trial (neural side)
+          "lsm 10-window SupCon T=0.1, dim 64": Variant(neural_cfg(n_units, 10), image_cfg(5), "supcon", 0.1, 64,
+                                                        train=tc)}
     if quick:
         vs = {k: dataclasses.replace(v, train=TrainConfig(epochs=3, batch_size=64, lr=1e-3, patience=3))
               for k, v in list(vs.items())[1:]}
