@@ -89,6 +89,10 @@ def test_serve_check_validates_and_names_keys(tmp_path, capsys):
     assert main(["serve", "--config", str(tmp_path / "bad.toml"), "--check"]) == 1
     assert "pipeline.hop_us" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path / "missing.toml"), "--check"]) == 1
+    capsys.readouterr()
+    (tmp_path / "bundle" / "weights.npz").write_bytes(b"not a bundle")  # --check loads the bundle
+    assert main(["serve", "--config", str(tmp_path / "ok.toml"), "--check"]) == 1
+    assert "weights.npz" in capsys.readouterr().err
 
 
 def test_serve_ctl_sigterm_drain_and_restart_keep_classes(tmp_path):

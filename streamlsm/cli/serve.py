@@ -21,13 +21,19 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import json
     import signal
+    from pathlib import Path
 
     from ..config import load_toml, to_dict
     from ..runtime import Daemon, DaemonConfig
 
     cfg = load_toml(args.config, DaemonConfig)
     if args.check:
-        print(json.dumps({"ok": True, "config": to_dict(cfg)}, indent=1))
+        report = {"ok": True, "config": to_dict(cfg)}
+        if Path(cfg.model.bundle).exists():  # a bundle made later (e.g. by `demo`) may be absent now
+            from ..readout.bundle import Bundle
+
+            report["bundle_hash"] = Bundle.load(cfg.model.bundle).hash
+        print(json.dumps(report, indent=1, default=str))
         return 0
 
     async def main() -> dict:
