@@ -33,12 +33,21 @@ def start_subscriber(endpoint, *extra):
            "--timeout", "20", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stderr.readline()  # "subscribe: pull bound to ..." once the socket is bound
-    assert "bound to" in line, line + proc.stderr.read()
+    if "bound to" not in line:
+        proc.kill()
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"subscriber did not bind: {line}{err[-3000:]}")
     return proc
 
 
 def finish(proc):
-    out, err = proc.communicate(timeout=60)
+    """The subscriber's JSON lines and summary; it is killed (never left running) if it hangs."""
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"subscriber did not finish: {err[-3000:]}")
     assert proc.returncode == 0, err
     lines = [json.loads(x) for x in out.splitlines() if x.strip()]
     return lines[:-1], lines[-1]
@@ -82,8 +91,10 @@ def test_subscribe_prints_packets_labels_and_summary():
                                      source_ns=time.time_ns()))
             await asyncio.sleep(0.5)
 
-    asyncio.run(send())
-    lines, summary = finish(proc)
+    try:
+        asyncio.run(send())
+    finally:
+        lines, summary = finish(proc)
     assert [x.get("seq") for x in lines[:4]] == [0, 1, 3, 3]
     assert lines[0]["n"] == 4 and lines[0]["label"] == "7" and lines[0]["begin"] is True
     assert lines[0]["latency_ms"] is not None
