@@ -172,7 +172,8 @@ def schedule(dataset: Any, stream_id: str, cfg: ReplayConfig) -> Iterator[tuple[
 
 
 def merge(schedules: Iterable[Iterator[tuple[int, EventPacket]]]) -> Iterator[tuple[int, EventPacket]]:
-    """Several streams' schedules as one, ordered by due time (ties keep the given stream order)."""
-    keyed = [((due, j, pkt) for due, pkt in s) for j, s in enumerate(schedules)]
-    for due, _, pkt in heapq.merge(*keyed, key=lambda x: (x[0], x[1])):
-        yield due, pkt
+    """Several streams' schedules as one, ordered by due time (ties keep the given stream order).
+
+    ``heapq.merge`` is stable: of equal keys, the item of the earlier iterable comes first.
+    """
+    yield from heapq.merge(*schedules, key=lambda item: item[0])

@@ -169,6 +169,10 @@ def test_merge_orders_several_streams_by_due_time():
     for sid, c in zip(ids, cfgs, strict=True):
         own = [(d, p) for d, p in merged if p.stream_id == sid]
         check_stream(ds, own, c)
+    # equal due times: the streams' given order decides (every stream here has the same schedule)
+    same = ReplayConfig(packet_us=1000)
+    tied = list(merge(schedule(ds, sid, same) for sid in ids))
+    assert [p.stream_id for _, p in tied[:6]] == [*ids, *ids]
 
 
 def test_config_validation_and_from_dict():
