@@ -130,6 +130,8 @@ async def pace(items: Iterable[tuple[int, Any]] | AsyncIterable[tuple[int, Any]]
     ones (a slow consumer is followed by a catch-up burst). ``speed`` "max" never sleeps (it only
     yields to the loop every ``yield_every`` items). Lateness goes into ``stats``.
     """
+    if type(yield_every) is not int or yield_every < 1:
+        raise ConfigError("yield_every", f"must be an integer >= 1, got {yield_every!r}")
     if speed == "max":
         i = 0
         if isinstance(items, AsyncIterable):

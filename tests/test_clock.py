@@ -82,6 +82,9 @@ def test_bad_speed_and_clock_options():
         LoopClock(spin_s=-1)
     with pytest.raises(ConfigError):
         VirtualClock().advance(-1)
+    with pytest.raises(ConfigError) as err:
+        run(collect(pace([(0, 1)], "max", yield_every=0)))
+    assert err.value.key == "yield_every"
 
 
 def test_loop_clock_never_releases_early():
