@@ -313,6 +313,36 @@ def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
     assert good["ok"] is True and bad is None and plain is None
 
 
+def test_ctl_command_reaches_a_keyed_daemon_with_its_client_key(tmp_path, capsys):
+    from streamlsm.cli import main
+    from streamlsm.runtime import Daemon
+    from streamlsm.testing import FakeReservoir
+
+    make_keys(tmp_path / "keys", ("client",))
+
+    async def go():
+        daemon = Daemon(_daemon_config(tmp_path, tmp_path / "keys"),
+                        reservoir_factory=lambda m: FakeReservoir(32, m))
+        task = asyncio.create_task(daemon.run())
+        await daemon.ready.wait()
+        endpoint = "tcp://127.0.0.1:" + daemon.control_endpoint.rsplit(":", 1)[1]
+        try:
+            keyed = await asyncio.to_thread(
+                main, ["ctl", "--endpoint", endpoint, "--timeout", "5", "--keys", str(tmp_path / "keys"),
+                       "status"])
+            plain = await asyncio.to_thread(
+                main, ["ctl", "--endpoint", endpoint, "--timeout", "1.5", "status"])
+        finally:
+            daemon.request_stop()
+            await task
+        return keyed, plain
+
+    keyed, plain = asyncio.run(go())
+    out = capsys.readouterr()
+    assert keyed == 0 and '"ok": true' in out.out
+    assert plain == 1 and "no reply" in out.err  # without keys the daemon does not answer
+
+
 def test_shipped_configs_bind_to_loopback_or_carry_keys():
     import tomllib
 

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from ._net import add_key_options, socket_setup
+
 __all__ = ["add_parser", "run", "request"]
 
 
@@ -16,6 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     where.add_argument("--endpoint", help="control endpoint, e.g. tcp://127.0.0.1:5602")
     where.add_argument("--config", help="the daemon's TOML file (its control.endpoint is used)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the reply")
+    add_key_options(p)  # a daemon whose control socket listens beyond loopback admits CURVE clients only
     cmds = p.add_subparsers(dest="cmd", metavar="CMD", required=True)
     cmds.add_parser("status", help="counters, classes, bundle hash")
     r = cmds.add_parser("register", help="register (or extend) a class from support samples")
@@ -35,8 +38,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def request(endpoint: str, req: dict, timeout: float = 30.0) -> dict:
-    """Send one control request and return the reply (ControlError on timeout)."""
+def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None) -> dict:
+    """Send one control request and return the reply (ControlError on timeout).
+
+    ``setup(sock)`` runs before connecting (e.g. CURVE client keys from ``--keys``).
+    """
     import zmq
 
     from ..errors import ControlError
@@ -46,6 +52,8 @@ def request(endpoint: str, req: dict, timeout: float = 30.0) -> dict:
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
+        if setup is not None:
+            setup(sock)
         sock.connect(endpoint)
         sock.send(pack_control(req))
         if not sock.poll(int(timeout * 1000)):
@@ -88,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     req = _build(args)
     if "path" in req:
         req["path"] = str(Path(req["path"]).resolve())
-    reply = request(endpoint, req, args.timeout)
+    import zmq
+
+    setup, _ = socket_setup(args, endpoint, False, zmq.Context.instance())
+    reply = request(endpoint, req, args.timeout, setup)
     print(json.dumps(reply, indent=1, default=str))
     if not reply.get("ok"):
         print(f"streamlsm ctl: {reply.get('error')}", file=sys.stderr)
