@@ -308,6 +308,7 @@ def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 1
             if not _matches(folders[k], k, n_per_class, seed):  # made here or by another process
                 for _, other in running:
                     other.kill()
+                    other.wait()
                 tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
                 raise DataError(folders[k], f"making {k} failed: {tail[0]}")
             if progress and (cb := progress(k)):
