@@ -375,6 +375,7 @@ class Pipeline:
             by_mod.setdefault(modality, []).append(j)
         out: list[LabelEvent | None] = [None] * len(done)
         bhash, k = self.bundle.hash, self.config.topk
+        windows = self.config.segment == "window"
         for modality, rows in by_mod.items():
             x = np.stack([np.asarray(done[j][1].counts, dtype=np.float32) for j in rows])
             emb = embed(self.bundle, modality, x)
@@ -382,7 +383,8 @@ class Pipeline:
             seed = self.seed_of(modality)
             for j, e, m in zip(rows, emb, matches, strict=True):
                 _mod, f, recv = done[j]
-                sid, _, _slot = f.stream_id.partition("#")
+                # a window's reservoir slot is "<stream>#<k>"; a stream id may hold "#" itself
+                sid, _slot = f.stream_id.rpartition("#")[::2] if windows else (f.stream_id, "")
                 t_start, t_end = int(f.t_start), int(f.t_end)
                 st = self._streams.get(sid)
                 seq = 0

@@ -109,6 +109,17 @@ def test_joining_mid_sample_skips_until_the_next_sample_begins():
     assert [lab.sample_id for lab in labels] == [1, 2]
 
 
+def test_stream_ids_holding_a_hash_keep_their_name_and_label_seq():
+    samples = random_samples(3, DVS_DTYPE, seed=11)
+    for cfg in (PipelineConfig(), PipelineConfig(segment="window", window_us=40_000, hop_us=20_000)):
+        _bundle, matcher, pipe, _factory = _setup(config=cfg)
+        matcher.add("0", np.ones(D))
+        pkts = packets_from_samples(samples, "cam#1", packet_us=5_000, duration_us=50_000)
+        labels = pipe(pkts)
+        assert labels and {lab.stream_id for lab in labels} == {"cam#1"}
+        assert [lab.seq for lab in labels] == list(range(len(labels)))
+
+
 def test_sliding_windows_cover_the_stream_and_equal_offline_windows():
     cfg = PipelineConfig(segment="window", window_us=40_000, hop_us=20_000)
     bundle, matcher, pipe, factory = _setup(config=cfg)
