@@ -77,6 +77,15 @@ def test_unknown_dataset_is_a_clean_error(capsys):
     assert "no plug-in named" in capsys.readouterr().err
 
 
+def test_bad_values_are_clean_errors_naming_the_option(capsys):
+    for argv, key in ((["subscribe", "tcp://127.0.0.1:1", "--timeout", "-1"], "timeout"),
+                      (["subscribe", "tcp://127.0.0.1:1", "--count", "0"], "count"),
+                      (["ctl", "--endpoint", "garbage", "status"], "endpoint"),
+                      (["ctl", "--endpoint", "tcp://127.0.0.1:1", "--timeout", "0", "status"], "timeout")):
+        assert main(argv) == 1, argv
+        assert f"config {key}:" in capsys.readouterr().err, argv
+
+
 def test_subscribe_prints_packets_labels_and_summary():
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     proc = start_subscriber(endpoint, "--count", "5")

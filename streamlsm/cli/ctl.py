@@ -45,16 +45,21 @@ def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None) -> dict
     """
     import zmq
 
-    from ..errors import ControlError
+    from ..errors import ConfigError, ControlError
     from ..wire import pack_control, unpack_control
 
+    if not timeout > 0:
+        raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     try:
         if setup is not None:
             setup(sock)
-        sock.connect(endpoint)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            raise ConfigError("endpoint", f"cannot connect to {endpoint!r}: {exc}") from None
         sock.send(pack_control(req))
         if not sock.poll(int(timeout * 1000)):
             raise ControlError(f"no reply from {endpoint} within {timeout} s")

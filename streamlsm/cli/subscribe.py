@@ -103,9 +103,14 @@ async def _subscribe(args: argparse.Namespace) -> None:
 
     import zmq.asyncio
 
+    from ..errors import ConfigError
     from ..events import EventPacket
     from ..transport import Receiver
 
+    if args.timeout is not None and not args.timeout > 0:
+        raise ConfigError("timeout", f"must be > 0 seconds, got {args.timeout}")
+    if args.count is not None and args.count < 1:
+        raise ConfigError("count", f"must be >= 1, got {args.count}")
     topics = tuple(args.topic) if args.topic else (b"",)
     tally = StreamTally()
     out = sys.stdout
