@@ -19,7 +19,7 @@ import zmq.asyncio
 from aiostream import stream
 
 from . import wire
-from .errors import ConfigError, ControlError, ModelError
+from .errors import ConfigError, ControlError, ModelError, WireError
 from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig, embed
 from .plugins import SINK_GROUP, SOURCE_GROUP, load
@@ -463,17 +463,24 @@ class Daemon:
 
     async def _control(self, sock) -> None:
         while True:
-            raw = await sock.recv()
+            frames = await sock.recv_multipart()  # all parts: REP cannot reply with parts unread
             self.counters["control"] += 1
             try:
-                req = wire.unpack_control(raw)
+                if len(frames) != 1:
+                    raise ControlError(f"a control request is one message part, got {len(frames)}")
+                req = wire.unpack_control(frames[0])
                 if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
                     raise ControlError("a control request is a map with a 'cmd' string")
                 reply = await self.handle(req)
             except Exception as exc:  # noqa: BLE001 - a bad request must never kill the control loop
                 self.counters["control_errors"] += 1
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            await sock.send(wire.pack_control(reply))
+            try:
+                out = wire.pack_control(reply)
+            except WireError as exc:  # a reply value msgpack cannot carry: say so, keep serving
+                self.counters["control_errors"] += 1
+                out = wire.pack_control({"ok": False, "error": f"WireError: {exc}"})
+            await sock.send(out)
 
     async def handle(self, req: dict) -> dict:
         """Run one control command: status, register, remove, snapshot, reload."""

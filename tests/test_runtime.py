@@ -183,7 +183,17 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     assert not (await _ctl(daemon, {"cmd": "register", "label": 5, "path": support}))["ok"]
     assert not (await _ctl(daemon, {"cmd": "register", "label": "q", "path": str(tmp_path / "support"),
                                     "dataset": "nmnist", "limit": "many"}))["ok"]
-    assert daemon.counters["control_errors"] >= 6
+    raw = zmq.asyncio.Context.instance().socket(zmq.REQ)  # a request in two parts
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(daemon.control_endpoint)
+    try:
+        await raw.send_multipart([wire.pack_control({"cmd": "status"}), b"extra"])
+        reply = wire.unpack_control(await asyncio.wait_for(raw.recv(), 10))
+    finally:
+        raw.close(0)
+    assert not reply["ok"] and "one message part" in reply["error"]
+    assert (await _ctl(daemon, {"cmd": "status"}))["ok"]  # the control loop still serves
+    assert daemon.counters["control_errors"] >= 7
     assert (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["classes"] == ["0", "2"]
     assert not (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["ok"]
     snap = await _ctl(daemon, {"cmd": "snapshot"})
