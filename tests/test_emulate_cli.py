@@ -46,3 +46,5 @@ def test_data_cochlea_from_wavs(tmp_path, real_data, capsys):
 def test_data_info_unknown_path(tmp_path, capsys):
     assert main(["data", "info", str(tmp_path)]) == 1
     assert "not a data set" in capsys.readouterr().err
+    assert main(["data", "info", str(tmp_path), "--limit", "0"]) == 1
+    assert "config limit:" in capsys.readouterr().err

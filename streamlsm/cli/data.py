@@ -102,6 +102,10 @@ def _open(path: Path, split: str):
 def cmd_info(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..errors import ConfigError
+
+    if args.limit < 1:
+        raise ConfigError("limit", f"must be >= 1 sample, got {args.limit}")
     ds = _open(args.path, args.split)
     labels = ds.labels
     per_class: dict[str, int] = {}
@@ -136,8 +140,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _picture(ds, png: Path, n: int = 6) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        from ..errors import ConfigError
 
+        raise ConfigError("png", "pictures need matplotlib: pip install 'streamlsm[train]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
