@@ -120,8 +120,10 @@ def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
         cls = load(SINK_GROUP, spec.name)
         try:
             out.append(cls(**spec.options))
-        except TypeError as exc:
-            raise ConfigError(f"outputs.sinks[{i}].options", str(exc)) from None
+        except (TypeError, ValueError, OSError) as exc:  # bad option, port in use, unwritable path
+            for made in out:  # e.g. a metrics server already listening
+                made.close()
+            raise ConfigError(f"outputs.sinks[{i}].options", f"{spec.name}: {exc}") from None
     return out
 
 

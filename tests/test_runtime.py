@@ -15,7 +15,7 @@ from streamlsm.config import from_dict
 from streamlsm.errors import ConfigError
 from streamlsm.events import DVS_DTYPE
 from streamlsm.pipeline import Pipeline
-from streamlsm.runtime import Daemon, DaemonConfig
+from streamlsm.runtime import Daemon, DaemonConfig, SinkConfig, make_sinks
 from streamlsm.testing import (
     EOF,
     FAIL,
@@ -207,6 +207,18 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     again = Daemon(cfg, sinks=[], reservoir_factory=_factory)
     assert again.matcher.labels == ["0", "2"]
     np.testing.assert_array_equal(again.matcher.prototypes, daemon.matcher.prototypes)
+
+
+def test_sink_construction_errors_name_the_sink(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        make_sinks([SinkConfig("jsonl", {"path": str(tmp_path / "a.jsonl"), "bogus": 1})])
+    assert err.value.key == "outputs.sinks[0].options"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError) as err:  # OSError: a directory under a file
+        make_sinks([SinkConfig("jsonl", {"path": str(tmp_path / "b.jsonl")}),
+                    SinkConfig("jsonl", {"path": str(blocker / "sub" / "x.jsonl")})])
+    assert err.value.key == "outputs.sinks[1].options" and "jsonl" in str(err.value)
 
 
 def test_config_errors_name_the_key(tmp_path):
