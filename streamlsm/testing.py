@@ -298,25 +298,47 @@ class DaemonProcess:
         self.proc: subprocess.Popen | None = None
         self.inputs: list[str] = []
         self.labels = self.control = ""
-        self.stderr = ""
+        self.stdout = self.stderr = ""  # all the daemon printed, once it has stopped
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._pumps: list[threading.Thread] = []
 
     def start(self, timeout: float = 120.0) -> DaemonProcess:
         code = "import sys; from streamlsm.cli import main; sys.exit(main())"
-        self.proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--config", str(self.config_path)],
-                                     cwd=self.workdir, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        line: list[str] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        m = _READY.search(line[0]) if line else None
+        proc = self.proc = subprocess.Popen(
+            [sys.executable, "-c", code, "serve", "--config", str(self.config_path)],
+            cwd=self.workdir, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # both pipes are read for the daemon's whole life: one left unread fills up (64 KiB) and
+        # blocks the daemon at its next print (console sink, warnings)
+        self._out, self._err = [], []
+        ready = threading.Event()
+
+        def pump(stream, into: list[str], signal_ready: bool) -> None:
+            for text in stream:
+                into.append(text)
+                if signal_ready:  # the first stdout line is the ready line
+                    ready.set()
+            ready.set()  # the daemon exited
+
+        self._pumps = [threading.Thread(target=pump, args=(proc.stdout, self._out, True), daemon=True),
+                       threading.Thread(target=pump, args=(proc.stderr, self._err, False), daemon=True)]
+        for t in self._pumps:
+            t.start()
+        ready.wait(timeout)
+        m = _READY.search(self._out[0]) if self._out else None
         if m is None:
-            self.proc.kill()
-            _out, err = self.proc.communicate(timeout=10)
-            raise RuntimeError(f"daemon did not start: {line} {err[-3000:]}")
+            proc.kill()
+            self._reap(10)
+            raise RuntimeError(f"daemon did not start: {self._out[:1]} {self.stderr[-3000:]}")
         self.inputs = [x.strip() for x in m["inputs"].split(",")]
         self.labels, self.control = m["labels"], m["control"]
         return self
+
+    def _reap(self, timeout: float) -> None:
+        self.proc.wait(timeout)
+        for t in self._pumps:
+            t.join(10)
+        self.stdout, self.stderr = "".join(self._out), "".join(self._err)
 
     def ctl(self, req: dict, timeout: float = 60.0) -> dict:
         return control_request(self.control, req, timeout)
@@ -328,10 +350,10 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
-            _out, self.stderr = self.proc.communicate(timeout=timeout)
+            self._reap(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _out, self.stderr = self.proc.communicate(timeout=10)
+            self._reap(10)
         return self.proc.returncode
 
     def __enter__(self) -> DaemonProcess:
