@@ -7,13 +7,11 @@ import contextlib
 import copy
 import sys
 import time
-from collections import deque
 from collections.abc import AsyncIterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import zmq
 import zmq.asyncio
 from aiostream import stream
@@ -22,84 +20,24 @@ from . import wire
 from .errors import ConfigError, ControlError, ModelError, WireError
 from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig, embed
-from .plugins import SINK_GROUP, SOURCE_GROUP, load
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
+from .runtime_parts import (
+    ControlConfig,
+    InputConfig,
+    LimitsConfig,
+    ModelConfig,
+    OutputConfig,
+    PacketBuffer,
+    SinkConfig,
+    load_support,
+    make_sinks,
+)
 from .security import SecurityConfig, ServerSecurity
 from .transport import Receiver, Sender
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
            "DaemonConfig", "Daemon", "PacketBuffer", "make_sinks", "load_support"]
-
-
-@dataclass(frozen=True, slots=True)
-class InputConfig:
-    """One event input socket (PULL or SUB; bound or connected)."""
-
-    endpoint: str
-    kind: Literal["pull", "sub"] = "pull"
-    bind: bool = True
-    hwm: int = 10_000
-    topics: list[str] = field(default_factory=lambda: ["ev/"])
-
-
-@dataclass(frozen=True, slots=True)
-class ModelConfig:
-    """The model bundle and the prototype checkpoint (created on the first change, restored on start)."""
-
-    bundle: Path
-    prototypes: Path
-    threshold: float | None = None
-    update: Literal["none", "mean", "ema"] = "none"
-    ema: float = 0.1
-
-
-@dataclass(frozen=True, slots=True)
-class SinkConfig:
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OutputConfig:
-    """Where labels go: a PUB socket (topic lb/<stream>) and sink plug-ins by entry-point name."""
-
-    labels: str = "tcp://127.0.0.1:5601"
-    hwm: int = 10_000
-    sinks: list[SinkConfig] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class ControlConfig:
-    """The REQ/REP control socket ('' = off); support files and bundles only from ``allowed_dirs``."""
-
-    endpoint: str = ""
-    allowed_dirs: list[Path] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class LimitsConfig:
-    queue: int = 10_000
-    overflow: Literal["block", "drop_oldest"] = "block"
-    batch: int = 256
-    max_events: int = 1 << 20
-    stats_every_s: float = 1.0
-    compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
-    coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
-    warm_up: bool = True         # run one tiny sample per modality before reading input
-    gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
-
-    def validate(self) -> None:
-        if self.queue < 1:
-            raise ConfigError("queue", f"must be >= 1, got {self.queue}")
-        if self.batch < 1:
-            raise ConfigError("batch", f"must be >= 1, got {self.batch}")
-        if not 0 <= self.coalesce_us <= 1_000_000:
-            raise ConfigError("coalesce_us", f"must lie in [0, 1000000], got {self.coalesce_us}")
-        if self.max_events < 1:
-            raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
-        if not 0 <= self.gil_switch_ms <= 100:
-            raise ConfigError("gil_switch_ms", f"must lie in [0, 100], got {self.gil_switch_ms}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,71 +51,6 @@ class DaemonConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
-def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
-    """Sink objects from their entry-point names and options (ConfigError naming the bad one)."""
-    out = []
-    for i, spec in enumerate(specs):
-        cls = load(SINK_GROUP, spec.name)
-        try:
-            out.append(cls(**spec.options))
-        except (TypeError, ValueError, OSError) as exc:  # bad option, port in use, unwritable path
-            for made in out:  # e.g. a metrics server already listening
-                made.close()
-            raise ConfigError(f"outputs.sinks[{i}].options", f"{spec.name}: {exc}") from None
-    return out
-
-
-class PacketBuffer:
-    """A bounded FIFO of (packet, received_ns) between the source task and the worker.
-
-    ``block``: ``put`` waits while full (back-pressure to the socket, then to a PUSH sender).
-    ``drop_oldest``: ``put`` never waits; the oldest packet is dropped and counted.
-    """
-
-    def __init__(self, limit: int, policy: str) -> None:
-        self.limit, self.policy = limit, policy
-        self.items: deque = deque()
-        self.dropped = 0
-        self.closed = False
-        self._ready = asyncio.Event()
-        self._space = asyncio.Event()
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    async def put(self, batch: list, received_ns: int) -> None:
-        items = self.items
-        for pkt in batch:
-            if len(items) >= self.limit:
-                if self.policy == "drop_oldest":
-                    items.popleft()
-                    self.dropped += 1
-                else:
-                    self._ready.set()
-                    while len(items) >= self.limit:
-                        self._space.clear()
-                        await self._space.wait()
-            items.append((pkt, received_ns))
-        self._ready.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._ready.set()
-
-    async def take(self, most: int) -> list:
-        """Up to ``most`` queued items (waits for one); [] once closed and empty."""
-        while not self.items:
-            if self.closed:
-                return []
-            self._ready.clear()
-            await self._ready.wait()
-        items = self.items
-        n = min(most, len(items))
-        out = [items.popleft() for _ in range(n)]
-        self._space.set()
-        return out
-
-
 async def _batches(receiver: Receiver):
     while True:
         yield await receiver.recv_batch()
@@ -186,51 +59,6 @@ async def _batches(receiver: Receiver):
 async def _singles(source: AsyncIterable):
     async for msg in source:
         yield [msg]
-_LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
-
-
-def load_support(path: Path, modality: str, req: dict) -> tuple[str, Any, str]:
-    """Support samples of one class from a file: (kind, data, modality).
-
-    An ``.npz`` holds ``embeddings`` (n, D), or ``features`` (n, F), or concatenated ``events`` (one
-    streamlsm layout) with per-sample ``lengths`` and optional ``durations`` (us). With
-    ``req["dataset"]`` the path is a data set root read by that source plug-in; the samples labelled
-    ``req.get("from_label", req["label"])`` are used, at most ``req.get("limit", 20)``.
-    """
-    if req.get("dataset"):
-        cls = load(SOURCE_GROUP, str(req["dataset"]))
-        opts = {k: req[k] for k in ("split",) if k in req}
-        ds = cls(path, **opts)
-        want, limit = str(req.get("from_label", req.get("label"))), int(req.get("limit", 20))
-        idx = [i for i in range(len(ds)) if ds.label(i) == want][:limit]
-        if not idx:
-            raise ControlError(f"no sample labelled {want!r} in {path}")
-        return ("events", ([ds.events(i) for i in idx], [int(ds.duration_us(i)) for i in idx]),
-                modality or ds.modality)
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ControlError(f"cannot read support file {path}: {exc}") from None
-    if "embeddings" in arrays:
-        return "embeddings", arrays["embeddings"], modality
-    if not modality and "events" in arrays:
-        from .events import layout_of
-
-        modality = _LAYOUT_MODALITY[layout_of(arrays["events"])]
-    if not modality:
-        raise ControlError("say which modality the support samples are ('modality')")
-    if "features" in arrays:
-        return "features", arrays["features"].astype(np.float32), modality
-    if "events" in arrays and "lengths" in arrays:
-        ev, lengths = arrays["events"], arrays["lengths"].astype(np.int64)
-        if lengths.ndim != 1 or (lengths < 0).any() or lengths.sum() != len(ev):
-            raise ControlError(f"{path}: lengths do not add up to the {len(ev)} events")
-        edges = np.concatenate([[0], np.cumsum(lengths)])
-        samples = [ev[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        durations = arrays.get("durations")
-        return "events", (samples, None if durations is None else [int(d) for d in durations]), modality
-    raise ControlError(f"{path} holds none of: embeddings, features, events + lengths")
 
 
 class Daemon:

@@ -26,6 +26,7 @@ LAYERS = {
     "streamlsm.experiments": 3,
     "streamlsm.transport": 4,
     "streamlsm.security": 4,
+    "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
     "streamlsm.runtime": 5,
     "streamlsm.cluster": 5,
     "streamlsm.testing": 5,
