@@ -27,6 +27,32 @@ def say(msg: str) -> None:
     print(f"[demo] {msg}", file=sys.stderr, flush=True)
 
 
+class heartbeat:
+    """Context manager: a '... still <what> (N s)' line every ``every_s`` while the block runs."""
+
+    def __init__(self, what: str, every_s: float = 10.0) -> None:
+        self.what, self.every_s = what, every_s
+
+    def __enter__(self) -> heartbeat:
+        import threading
+
+        self.t0, self.stop = time.monotonic(), threading.Event()
+
+        def beat() -> None:
+            while not self.stop.wait(self.every_s):
+                say(f"  ... still {self.what} ({time.monotonic() - self.t0:.0f} s)")
+
+        self.thread = threading.Thread(target=beat, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        if exc[0] is None:
+            say(f"  done {self.what} in {time.monotonic() - self.t0:.1f} s")
+
+
 class Subset:
     """Some samples of a dataset, in a given order (what the replayer streams)."""
 
@@ -96,13 +122,19 @@ def default_plan(limit: int, seed: int) -> Plan:
     maker = load(EMULATOR_GROUP, "camera-digits")  # the emulators' module, found by entry point
     ensure_default_data = sys.modules[maker.__module__].ensure_default_data
 
-    def ensure(cache=None):  # only the two sets the demo uses (not letters / cortex)
-        return ensure_default_data(cache, kinds=DEMO_KINDS)
+    def made(kind: str):
+        return lambda n: say(f"  made {kind}: {n} samples")
 
-    say(f"making or finding the default data {DEMO_KINDS} (emulated event camera + silicon cochlea) ...")
-    paths = ensure()
-    say("training or loading the image-audio bundle ...")
-    bundle = Bundle.load(default_bundle(loader=_loader(ensure), log=say))
+    def ensure(cache=None, progress=None):  # only the two sets the demo uses (not letters / cortex)
+        return ensure_default_data(cache, kinds=DEMO_KINDS, progress=progress)
+
+    say(f"making or finding the default data {DEMO_KINDS} (emulated event camera + silicon cochlea; "
+        "made once, about a minute, then cached) ...")
+    with heartbeat("making or finding the data"):
+        paths = ensure(progress=made)
+    say("training or loading the image-audio bundle (trained once on seen classes, then cached) ...")
+    with heartbeat("training or loading the bundle"):
+        bundle = Bundle.load(default_bundle(loader=_loader(ensure), log=say))
     notes_extra = []
     if "feature_transform" not in bundle.extra and \
             bundle.extra.get("trained_by") == "streamlsm.experiments.default_bundle":
