@@ -15,7 +15,8 @@ from ..readout.train import TrainConfig, train_projections
 from ..reservoir import ReservoirConfig
 from .features import Samples, encode_cached
 
-__all__ = ["ZeroShotSetup", "Variant", "evaluate_zero_shot", "evaluate_embeddings", "run_zero_shot"]
+__all__ = ["ZeroShotSetup", "Variant", "evaluate_zero_shot", "evaluate_embeddings", "run_zero_shot",
+           "srnn_baselines"]
 
 
 @dataclass
@@ -112,3 +113,35 @@ def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int
                 f"unseen top1 {m.get('unseen_top1', float('nan')):.3f}  (val {b.metrics['val_top1']:.3f}, "
                 f"epoch {b.metrics['best_epoch']})")
     return {"runs": runs, "bundles": bundles}
+
+
+def srnn_baselines(st: ZeroShotSetup, seeds: int, quick: bool, log, query_cfg: ReservoirConfig, query_bins: int,
+                   gallery_cfg: ReservoirConfig, gallery_bins: int | None = None, *, epochs: int = 25,
+                   patience: int = 6, prototypical: bool = True) -> dict[str, list[dict]]:
+    """SRNN-CLIP (SupCon) and an SRNN prototypical net: both encoders trained end to end (BPTT) on the
+    binned inputs (the configs give the input mapping and bin width), same splits as the LSM variants."""
+    from .baselines import SeqConfig, train_srnn_clip
+    from .features import binned_input
+
+    xa = np.log1p(binned_input(query_cfg, st.query, n_bins=query_bins))
+    xi = np.log1p(binned_input(gallery_cfg, st.gallery, n_bins=gallery_bins))
+    lq, lg = st.query.labels, st.gallery.labels
+    tc = TrainConfig(epochs=3 if quick else epochs, batch_size=32, lr=2e-3, patience=3 if quick else patience)
+    out: dict[str, list[dict]] = {}
+    for seed in range(seeds):
+        q_tr, q_te, g_tr, g_te = st.split(seed)
+        tq, tg = q_tr[np.isin(lq[q_tr], st.seen)], g_tr[np.isin(lg[g_tr], st.seen)]
+        models = (("srnn-CLIP SupCon T=0.1", "supcon"), ("prototypical net on SRNN", "proto"))
+        for name, loss in models if prototypical else models[:1]:
+            t0 = time.perf_counter()
+            r = train_srnn_clip(xa[tq], lq[tq], xi[tg], lg[tg], loss=loss, temperature=0.1,
+                                config=TrainConfig(**{**tc.__dict__, "seed": seed}), seq=SeqConfig(hidden=64))
+            m = evaluate_embeddings(r["embed"]("a", xa[q_te]), lq[q_te], r["embed"]("b", xi[g_te]), lg[g_te],
+                                    st.seen, st.unseen, st.ks)
+            m.update(seed=seed, val_top1=r["val_top1"], best_epoch=r["best_epoch"], train_seconds=r["train_seconds"],
+                     train_macs=r["train_macs"], n_train_query=len(tq), n_train_gallery=len(tg),
+                     wall_seconds=time.perf_counter() - t0)
+            out.setdefault(name, []).append(m)
+            log(f"  {name:28s} seed {seed}: seen top1 {m['seen_top1']:.3f}  unseen top1 {m['unseen_top1']:.3f}  "
+                f"(val {r['val_top1']:.3f}, epoch {r['best_epoch']}, {r['train_seconds']:.0f} s)")
+    return out

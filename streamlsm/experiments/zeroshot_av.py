@@ -9,10 +9,9 @@ import numpy as np
 
 from ..readout.train import TrainConfig, stratified_split
 from ..reservoir import preset
-from .baselines import SeqConfig, train_srnn_clip
-from .features import Samples, binned_input
+from .features import Samples
 from .report import bar_png, fmt, summarise, write_report
-from .zeroshot import Variant, ZeroShotSetup, evaluate_embeddings, run_zero_shot
+from .zeroshot import Variant, ZeroShotSetup, run_zero_shot, srnn_baselines
 
 __all__ = ["SEEN", "UNSEEN", "PAPER", "setup", "variants", "run"]
 
@@ -68,38 +67,16 @@ def variants(quick: bool = False, extended: bool = False) -> dict[str, Variant]:
     return v
 
 
-def srnn_baselines(st: ZeroShotSetup, seeds: int, quick: bool, log) -> dict[str, list[dict]]:
-    """SRNN-CLIP (SupCon) and SRNN prototypical net: both encoders trained end to end (BPTT)."""
-    a_cfg = dataclasses.replace(preset("cochlea"), bin_us=32000)
-    i_cfg = preset("nmnist", polarity="both", pool=2, bin_us=12000)
-    xa = np.log1p(binned_input(a_cfg, st.query, n_bins=int(np.ceil(np.percentile(st.query.durations, 95) / 32000))))
-    xi = np.log1p(binned_input(i_cfg, st.gallery))
-    lq, lg = st.query.labels, st.gallery.labels
-    tc = TrainConfig(epochs=3 if quick else 25, batch_size=32, lr=2e-3, patience=3 if quick else 6)
-    out: dict[str, list[dict]] = {}
-    for seed in range(seeds):
-        q_tr, q_te, g_tr, g_te = st.split(seed)
-        tq, tg = q_tr[np.isin(lq[q_tr], st.seen)], g_tr[np.isin(lg[g_tr], st.seen)]
-        for name, loss in (("srnn-CLIP SupCon T=0.1", "supcon"), ("prototypical net on SRNN", "proto")):
-            r = train_srnn_clip(xa[tq], lq[tq], xi[tg], lg[tg], loss=loss, temperature=0.1,
-                                config=dataclasses.replace(tc, seed=seed), seq=SeqConfig(hidden=64))
-            m = evaluate_embeddings(r["embed"]("a", xa[q_te]), lq[q_te], r["embed"]("b", xi[g_te]), lg[g_te],
-                                    st.seen, st.unseen)
-            m.update(seed=seed, val_top1=r["val_top1"], best_epoch=r["best_epoch"], train_seconds=r["train_seconds"],
-                     train_macs=r["train_macs"], n_train_query=len(tq), n_train_gallery=len(tg))
-            out.setdefault(name, []).append(m)
-            log(f"  {name:28s} seed {seed}: seen top1 {m['seen_top1']:.3f}  unseen top1 {m['unseen_top1']:.3f}  "
-                f"(val {r['val_top1']:.3f}, epoch {r['best_epoch']}, {r['train_seconds']:.0f} s)")
-    return out
-
-
 def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, quick: bool = False,
         cache_dir=None, progress: bool = True, log=print) -> dict:
     st = setup(images, audio)
     vs = variants(quick)
     res = run_zero_shot(st, vs, seeds, cache_dir=cache_dir, log=log)
     runs = res["runs"]
-    runs.update(srnn_baselines(st, seeds, quick, log))
+    a_cfg = dataclasses.replace(preset("cochlea"), bin_us=32000)
+    a_bins = int(np.ceil(np.percentile(st.query.durations, 95) / a_cfg.bin_us))
+    runs.update(srnn_baselines(st, seeds, quick, log, a_cfg, a_bins, preset("nmnist", polarity="both", pool=2,
+                                                                           bin_us=12000)))
     keys = ["seen_top1", "unseen_top1", "seen_reverse_top1", "unseen_reverse_top1", "seen_prototype",
             "unseen_prototype", "all_top1", "unseen_top5"]
     summary = {f"{name} | {k}": summarise({k: [r.get(k, float("nan")) for r in rs]})[k]
