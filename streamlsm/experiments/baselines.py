@@ -20,6 +20,7 @@ class SeqConfig:
     decay: float = 0.9       # SRNN membrane decay per bin
     threshold: float = 1.0   # SRNN threshold
     slope: float = 5.0       # fast-sigmoid surrogate slope
+    pool: str = "last"       # GRU readout: last hidden state, or "mean" over time (robust to end padding)
 
 
 class _Spike(torch.autograd.Function):
@@ -46,11 +47,11 @@ class GRUClassifier(nn.Module):
         super().__init__()
         self.gru = nn.GRU(n_in, cfg.hidden, batch_first=True)
         self.out = nn.Linear(cfg.hidden, n_classes)
-        self.n_in, self.h = n_in, cfg.hidden
+        self.n_in, self.h, self.pool = n_in, cfg.hidden, cfg.pool
 
     def forward(self, x):
-        _, h = self.gru(x)
-        return self.out(h[-1])
+        seq, h = self.gru(x)
+        return self.out(seq.mean(1) if self.pool == "mean" else h[-1])
 
     def macs(self, t: int) -> int:
         return t * 3 * (self.n_in * self.h + self.h * self.h) + self.h * self.out.out_features

@@ -33,7 +33,7 @@ def protocol(quick: bool = False) -> Protocol:
     p = Protocol(lsm={"lsm-whole": lsm(1), "lsm-5win": lsm(5), "lsm-rram-5win": lsm(5, "rram")},
                  input_config=inp, input_windows=(1, 5),
                  seq_config=dataclasses.replace(inp, bin_us=16000), seq_models=("gru", "srnn"),
-                 seq=SeqConfig(hidden=64), readout=TrainConfig(epochs=100),
+                 seq=SeqConfig(hidden=64, pool="mean"), readout=TrainConfig(epochs=100),
                  seq_train=TrainConfig(epochs=30, batch_size=64, lr=3e-3, patience=6))
     if quick:
         p = dataclasses.replace(p, seq_train=TrainConfig(epochs=2, batch_size=64, lr=3e-3, patience=2),

@@ -31,7 +31,7 @@ def protocol(n_units: int, quick: bool = False) -> Protocol:
     inp = preset("neural", n_inputs=n_units, sensor=(n_units, 1), n_neurons=8)
     p = Protocol(lsm={"lsm-whole": lsm(1, 500), "lsm-5win": lsm(5, 500)}, input_config=inp,
                  input_windows=(1, 5, 10), seq_config=dataclasses.replace(inp, bin_us=20000), seq_models=("gru",),
-                 seq=SeqConfig(hidden=64), readout=TrainConfig(epochs=100),
+                 seq=SeqConfig(hidden=64, pool="mean"), readout=TrainConfig(epochs=100),
                  seq_train=TrainConfig(epochs=30, batch_size=64, lr=3e-3, patience=6))
     if quick:
         p = dataclasses.replace(p, seq_train=TrainConfig(epochs=2, batch_size=64, lr=3e-3, patience=2),
