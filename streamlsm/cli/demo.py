@@ -164,11 +164,11 @@ def _table(s: dict, plan) -> None:
     rows = [
         ("samples labelled", f"{s['labels']} / {s['expected']} on {s['streams']} streams, speed {s['speed']}, "
                              f"{s['packet_us'] // 1000} ms packets"),
-        ("seen classes, among seen", f"{_pct(s['seen_within'])} (n={s['seen_n']}; chance "
-                                     f"{_pct(s['seen_within_chance'])}) <- the paper's protocol"),
-        ("unseen classes, among unseen", f"{_pct(s['unseen_within'])} (n={s['unseen_n']}, classes "
+        ("accuracy, seen classes", f"{_pct(s['seen_within'])} (n={s['seen_n']}; chance "
+                                     f"{_pct(s['seen_within_chance'])}): top-1 among the seen classes, the paper's protocol"),
+        ("accuracy, unseen classes", f"{_pct(s['unseen_within'])} (n={s['unseen_n']}, classes "
                                          f"{', '.join(s['unseen_classes'])}, never trained on; chance "
-                                         f"{_pct(s['unseen_within_chance'])}) <- the paper's protocol"),
+                                         f"{_pct(s['unseen_within_chance'])}): top-1 among the unseen classes"),
         (f"{len(s['classes'])}-way (all prototypes)", f"seen {_pct(s['seen_accuracy'])}, unseen "
                                                       f"{_pct(s['unseen_accuracy'])} (generalised zero-shot, "
                                                       f"chance {_pct(1 / max(1, len(s['classes'])))}; the live "

@@ -19,14 +19,21 @@ from .zeroshot import evaluate_zero_shot
 
 __all__ = ["default_bundle", "DEFAULT_SEEN", "DEFAULT_UNSEEN", "default_loader", "BUNDLE_VERSION"]
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 DEFAULT_SEEN = [str(d) for d in range(8)]
 DEFAULT_UNSEEN = ["8", "9"]
 _SPOKEN = {"z": "0"}  # the cochlea set says "z" for zero; "o" ("oh") has no image and is dropped
 
 
+#: spike counts in 4 equal time spans of each sample: seen-class top-1 0.91 vs 0.82 with whole-sample
+#: counts (class-fold validation on the training split; unseen-class transfer is at chance either way)
+FEATURE_WINDOWS = 4
+TEMPERATURE = 0.3
+
+
 def _configs():
-    return {"audio": preset("cochlea", seed=1000), "vision": preset("nmnist", polarity="both", seed=0)}
+    return {"audio": preset("cochlea", seed=1000, feature_windows=FEATURE_WINDOWS),
+            "vision": preset("nmnist", polarity="both", seed=0, feature_windows=FEATURE_WINDOWS)}
 
 
 def default_loader(cache=None) -> dict[str, dict[str, Samples]]:
@@ -64,6 +71,7 @@ def default_bundle(cache: str | Path | None = None,
     tc = TrainConfig(epochs=40, batch_size=32, lr=1e-3, patience=8, seed=seed)
     h = hashlib.sha256(json.dumps({"data": {m: {k: v.fingerprint() for k, v in d.items()} for m, d in sets.items()},
                                    "cfg": {m: to_dict(c) for m, c in cfgs.items()}, "train": tc.__dict__,
+                                   "loss": ["supcon", TEMPERATURE, 64],
                                    "v": BUNDLE_VERSION}, sort_keys=True, default=str).encode()).hexdigest()[:16]
     folder = root / "bundles" / f"image-audio-{h}"
     if not retrain and (folder / "manifest.json").is_file():
@@ -73,13 +81,15 @@ def default_bundle(cache: str | Path | None = None,
         except Exception:  # noqa: BLE001 - a damaged bundle is retrained
             pass
     say = log or (lambda m: None)
+    say(f"encoding {sum(len(v) for d in sets.values() for v in d.values())} samples with the two reservoirs "
+        "(cached features) ...")
     feats = {m: {k: np.log1p(encode_cached(cfgs[m], v, root)) for k, v in d.items()} for m, d in sets.items()}
     xa, la = feats["audio"]["train"], sets["audio"]["train"].labels
     xv, lv = feats["vision"]["train"], sets["vision"]["train"].labels
     sa, sv = np.isin(la, DEFAULT_SEEN), np.isin(lv, DEFAULT_SEEN)
     say(f"training the image-audio projections on {sa.sum()} audio / {sv.sum()} image samples (seen classes)")
     b = train_projections(xa[sa], xv[sv], la[sa], labels_b=lv[sv], modalities=("audio", "vision"), dim=64,
-                          loss="supcon", temperature=0.1, config=tc, classes=DEFAULT_SEEN, reservoirs=cfgs)
+                          loss="supcon", temperature=TEMPERATURE, config=tc, classes=DEFAULT_SEEN, reservoirs=cfgs)
     test = evaluate_zero_shot(b, feats["audio"]["test"], sets["audio"]["test"].labels, feats["vision"]["test"],
                               sets["vision"]["test"].labels, DEFAULT_SEEN, DEFAULT_UNSEEN, ("audio", "vision"))
     metrics = {k: v for k, v in b.metrics.items() if k != "history"}
