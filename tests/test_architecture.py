@@ -22,6 +22,7 @@ LAYERS = {
     "streamlsm.reservoir": 1,
     "streamlsm.readout": 2,  # may read reservoir configs
     "streamlsm.emulate": 1,
+    "streamlsm.pipeline_parts": 2,  # pipeline config, counters, feature transform, offline labels
     "streamlsm.pipeline": 3,
     "streamlsm.experiments": 3,
     "streamlsm.transport": 4,
