@@ -30,6 +30,7 @@ LAYERS = {
     "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
     "streamlsm.runtime": 5,
     "streamlsm.cluster": 5,
+    "streamlsm.testing_procs": 4,  # process / socket test helpers (wire and errors only)
     "streamlsm.testing": 5,
     "streamlsm.cli": 6,
 }
