@@ -13,7 +13,7 @@ import numpy as np
 
 from ..readout.metrics import mean_spread
 
-__all__ = ["summarise", "fmt", "write_report", "bar_png"]
+__all__ = ["summarise", "fmt", "write_report", "bar_png", "tsne_png", "confusion_png"]
 
 
 def summarise(per_seed: dict[str, Sequence[float]]) -> dict[str, dict[str, float]]:
@@ -83,6 +83,76 @@ def bar_png(path: str | Path, summary: dict[str, dict[str, float]], ylabel: str,
     ax.set_title(title, fontsize=9)
     lo = min([m - s for m, s in zip(means, stds, strict=True)] + [1.0])
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name
+
+
+def _plt():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def tsne_png(path: str | Path, embeddings: dict[str, tuple[np.ndarray, np.ndarray]], title: str,
+             unseen: Sequence[str] = (), seed: int = 0, max_points: int = 1500) -> str | None:
+    """t-SNE map of the shared space: {modality: (embeddings, labels)}; marker per modality, colour per
+    class, unseen classes outlined. None when matplotlib or scikit-learn is missing."""
+    plt = _plt()
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        return None
+    if plt is None:
+        return None
+    rng = np.random.default_rng(seed)
+    xs, labs, mods = [], [], []
+    for m, (e, lab) in embeddings.items():
+        idx = rng.permutation(len(e))[: max_points // max(1, len(embeddings))]
+        xs.append(e[idx])
+        labs += [str(v) for v in np.asarray(lab)[idx]]
+        mods += [m] * len(idx)
+    x = np.concatenate(xs)
+    y = TSNE(2, init="pca", random_state=seed, perplexity=min(30, max(5, len(x) // 10))).fit_transform(x)
+    labs, mods = np.asarray(labs), np.asarray(mods)
+    classes = sorted(set(labs.tolist()))
+    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for mi, m in enumerate(embeddings):
+        for ci, c in enumerate(classes):
+            sel = (mods == m) & (labs == c)
+            ax.scatter(y[sel, 0], y[sel, 1], s=10, marker="o^sD"[mi % 4], color=cmap(ci % 20),
+                       edgecolors="k" if c in unseen else "none", linewidths=0.4,
+                       label=f"{c}" if mi == 0 else None)
+    ax.set_title(title + f" (markers: {', '.join(embeddings)}; outlined: unseen)", fontsize=8)
+    ax.legend(fontsize=6, ncol=2, markerscale=1.5, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name
+
+
+def confusion_png(path: str | Path, matrix, classes: Sequence[str], title: str) -> str | None:
+    plt = _plt()
+    if plt is None:
+        return None
+    m = np.asarray(matrix, dtype=float)
+    m = m / np.maximum(m.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted (nearest prototype)")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

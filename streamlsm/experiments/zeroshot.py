@@ -108,7 +108,8 @@ def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int
                      n_train_query=len(tq), n_train_gallery=len(tg))
             runs.setdefault(name, []).append(m)
             if keep_bundle == name and seed == 0:
-                bundles[name] = b
+                bundles[name] = {"bundle": b, "query": (b.embed(mq, xq[q_te]), lq[q_te]),
+                                 "gallery": (b.embed(mg, xg[g_te]), lg[g_te]), "confusion": m.get("confusion_all")}
             log(f"  {name:28s} seed {seed}: seen top1 {m.get('seen_top1', float('nan')):.3f}  "
                 f"unseen top1 {m.get('unseen_top1', float('nan')):.3f}  (val {b.metrics['val_top1']:.3f}, "
                 f"epoch {b.metrics['best_epoch']})")

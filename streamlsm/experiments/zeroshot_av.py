@@ -10,7 +10,7 @@ import numpy as np
 from ..readout.train import TrainConfig, stratified_split
 from ..reservoir import preset
 from .features import Samples
-from .report import bar_png, fmt, summarise, write_report
+from .report import bar_png, confusion_png, fmt, summarise, tsne_png, write_report
 from .zeroshot import Variant, ZeroShotSetup, run_zero_shot, srnn_baselines
 
 __all__ = ["SEEN", "UNSEEN", "PAPER", "setup", "variants", "run"]
@@ -71,8 +71,18 @@ def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, qui
         cache_dir=None, progress: bool = True, log=print) -> dict:
     st = setup(images, audio)
     vs = variants(quick)
-    res = run_zero_shot(st, vs, seeds, cache_dir=cache_dir, log=log)
+    keep = "lsm SupCon T=0.1" if "lsm SupCon T=0.1" in vs else None
+    res = run_zero_shot(st, vs, seeds, cache_dir=cache_dir, log=log, keep_bundle=keep)
     runs = res["runs"]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figs = []
+    if keep in res["bundles"]:
+        kb = res["bundles"][keep]
+        figs.append(tsne_png(out / "tsne_shared_space.png", {"audio": kb["query"], "image": kb["gallery"]},
+                             f"{keep}, seed 0 test split", unseen=UNSEEN))
+        figs.append(confusion_png(out / "confusion_prototype.png", kb["confusion"], SEEN + UNSEEN,
+                                  f"{keep}, seed 0: audio -> image prototypes (1-9)"))
     a_cfg = dataclasses.replace(preset("cochlea"), bin_us=32000)
     a_bins = int(np.ceil(np.percentile(st.query.durations, 95) / a_cfg.bin_us))
     runs.update(srnn_baselines(st, seeds, quick, log, a_cfg, a_bins, preset("nmnist", polarity="both", pool=2,
@@ -114,6 +124,7 @@ def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, qui
              f"Best unseen top-1: {best}.",
              "Paper (its own data; best epoch chosen on the test set, one seed): "
              + ", ".join(f"{k} {v * 100:.2f}" for k, v in PAPER.items())]
+    res.pop("bundles", None)
     write_report(out, "Image-audio zero-shot", {"runs": runs, "summary": summary, "paper": PAPER, "seeds": seeds,
                                                  "quick": quick, "best": best, "cost": cost},
                  [("Top-1 (mean ± std over seeds), audio -> image unless 'reverse'",
@@ -121,6 +132,6 @@ def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, qui
                     "train s"], rows),
                   (f"Training cost to the selected epoch (ratio vs {ref}; reservoir forward pass not counted)",
                    ["model", "seconds", "train MACs", "time ratio", "MAC ratio"], cost_rows)],
-                 notes, [f for f in (fig,) if f])
+                 notes, [f for f in (fig, *figs) if f])
     res.update(summary=summary, best=best, cost=cost)
     return res
