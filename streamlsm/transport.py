@@ -296,12 +296,14 @@ class Receiver(_Endpoint):
         return self._iterate()
 
     async def _iterate(self):
+        # one message at a time from the shared queue: a loop that breaks off mid-batch leaves
+        # the rest for the next recv() or loop instead of losing it
         while True:
-            if self._queue:
-                yield self._queue.pop()
+            if not self._queue:
+                self._queue = await self.recv_batch()
+                self._queue.reverse()
                 continue
-            for msg in await self.recv_batch():
-                yield msg
+            yield self._queue.pop()
 
     def __repr__(self) -> str:
         return f"<Receiver {self.kind} {self.endpoint} {self.stats}>"

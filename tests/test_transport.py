@@ -301,6 +301,21 @@ def test_async_iteration_and_setup_hook():
 
     assert run(main()) == [0, 1, 2, 3, 4] and seen == [0]
 
+    async def break_off():  # leaving the loop mid-batch loses nothing
+        async with Receiver("inproc://test-iter2", "pull", bind=True) as rx, \
+                Sender(rx.endpoint, "push", bind=False) as tx:
+            for i in range(10):
+                await tx.send(packet(i))  # inproc: queued at once, so one batch holds all ten
+            first = []
+            async for msg in rx:
+                first.append(msg.seq)
+                if len(first) == 3:
+                    break
+            rest = [(await rx.recv(timeout=10)).seq for _ in range(7)]
+            return first, rest
+
+    assert run(break_off()) == ([0, 1, 2], [3, 4, 5, 6, 7, 8, 9])
+
     def bad_setup(sock):
         raise ConfigError("setup", "refused")
 
