@@ -108,6 +108,14 @@ class Daemon:
         self._stop.set()
 
     async def run(self) -> None:
+        """Serve until stopped. ``ready`` is set once serving, and also when start-up fails (a port
+        in use...), so that nobody waits for ever: the error is this coroutine's."""
+        try:
+            await self._run()
+        finally:
+            self.ready.set()
+
+    async def _run(self) -> None:
         lim = self.config.limits
         limits = wire.WireLimits(max_events=lim.max_events)
         async with contextlib.AsyncExitStack() as stack:

@@ -95,6 +95,19 @@ def test_serve_check_validates_and_names_keys(tmp_path, capsys):
     assert "weights.npz" in capsys.readouterr().err
 
 
+def test_serve_reports_an_endpoint_in_use_instead_of_hanging(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = _config(tmp_path)
+        cfg["inputs"] = [{"endpoint": f"tcp://127.0.0.1:{busy.getsockname()[1]}", "kind": "pull"}]
+        (tmp_path / "busy.toml").write_text(to_toml(cfg))
+        assert main(["serve", "--config", str(tmp_path / "busy.toml")]) == 1
+    assert "cannot bind" in capsys.readouterr().err
+
+
 def test_serve_ctl_sigterm_drain_and_restart_keep_classes(tmp_path):
     cfg = _config(tmp_path)
     train = random_samples(9, DVS_DTYPE, seed=1, duration_us=20_000)

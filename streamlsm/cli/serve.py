@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, daemon.request_stop)
         task = asyncio.create_task(daemon.run())
         await daemon.ready.wait()
+        if task.done():  # start-up failed (e.g. an endpoint in use): report it, no ready line
+            task.result()
         inputs = ", ".join(daemon.input_endpoints) or "none"
         print(f"streamlsm serve: inputs {inputs}; labels on {daemon.label_endpoint}; control on "
               f"{daemon.control_endpoint or 'off'}; {len(daemon.matcher)} classes; bundle "
