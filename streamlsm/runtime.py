@@ -76,7 +76,10 @@ class Daemon:
         self._factory = reservoir_factory
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
         self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
-                         "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0}
+                         "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0,
+                         "sink_errors": 0}
+        self.last_sink_error: str | None = None
+        self._sinks_failed: set[int] = set()
         self.busy_s = 0.0
         self.label_endpoint = config.outputs.labels
         self.control_endpoint = config.control.endpoint
@@ -231,7 +234,19 @@ class Daemon:
             else:
                 self.counters["label_drops"] += 1
             for s in self.sinks:
-                s.write(lab)
+                try:
+                    s.write(lab)
+                except Exception as exc:  # noqa: BLE001 - one broken sink (disk full...) must not stop labelling
+                    self._sink_failed(s, exc)
+
+    def _sink_failed(self, sink: Any, exc: Exception) -> None:
+        """Count a sink's failure; the first one of each sink is also printed (stderr)."""
+        self.counters["sink_errors"] += 1
+        self.last_sink_error = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
+        if id(sink) not in self._sinks_failed:
+            self._sinks_failed.add(id(sink))
+            print(f"streamlsm: sink failed (counted in sink_errors, labelling goes on): "
+                  f"{self.last_sink_error}", file=sys.stderr, flush=True)
 
     async def _observer(self) -> None:
         every = self.config.limits.stats_every_s
@@ -242,7 +257,10 @@ class Daemon:
             if observers:
                 st = self.status()
                 for s in observers:
-                    s.observe(st)
+                    try:
+                        s.observe(st)
+                    except Exception as exc:  # noqa: BLE001 - the observer loop must go on
+                        self._sink_failed(s, exc)
             # online prototype updates (model.update) are checkpointed at most every 10 s
             if self.matcher.version != self._saved_version and time.monotonic() - last_save >= 10.0:
                 async with self._lock:
@@ -262,7 +280,8 @@ class Daemon:
                 "real_time_factor": self.busy_s / stream_s if stream_s else 0.0,
                 "streams": len(self.pipeline.streams), "classes": self.matcher.labels,
                 "prototype_version": self.matcher.version, "bundle_hash": self.bundle.hash,
-                "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint}
+                "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint,
+                "last_sink_error": self.last_sink_error}
 
     def _checkpoint(self, force: bool = True) -> Path | None:
         if not force and self.matcher.version == self._saved_version:

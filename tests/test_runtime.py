@@ -209,6 +209,31 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     np.testing.assert_array_equal(again.matcher.prototypes, daemon.matcher.prototypes)
 
 
+@pytest.mark.asyncio
+async def test_a_failing_sink_is_counted_and_labelling_goes_on(tmp_path, capsys):
+    class Broken:
+        def write(self, label):
+            raise OSError(28, "No space left on device")
+
+        def observe(self, status):
+            raise KeyError("nope")
+
+        def close(self):
+            pass
+
+    cfg = _config(tmp_path)
+    pkts = packets_from_samples(random_samples(4, DVS_DTYPE), "s", packet_us=5_000)
+    good = ListSink()
+    daemon = Daemon(cfg, sources=[MemorySource([*pkts, PAUSE(0.2)])], sinks=[Broken(), good],
+                    reservoir_factory=_factory)
+    daemon.matcher.add("0", np.ones(D))
+    await asyncio.wait_for(daemon.run(), 30)
+    st = daemon.status()
+    assert len(good.labels) == 4 and st["labels"] == 4
+    assert st["sink_errors"] >= 4 and st["last_sink_error"].startswith("Broken: ")
+    assert capsys.readouterr().err.count("sink failed") == 1  # printed once per sink
+
+
 def test_sink_construction_errors_name_the_sink(tmp_path):
     with pytest.raises(ConfigError) as err:
         make_sinks([SinkConfig("jsonl", {"path": str(tmp_path / "a.jsonl"), "bogus": 1})])

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         return daemon.status()
 
     status = asyncio.run(main())
-    keep = ("received", "dropped", "labels", "label_drops", "wire_errors", "prototype_version")
+    keep = ("received", "dropped", "labels", "label_drops", "wire_errors", "sink_errors",
+            "prototype_version")
     print(json.dumps({"stopped": True, **{k: status[k] for k in keep}}), file=sys.stderr, flush=True)
     return 0
