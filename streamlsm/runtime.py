@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import sys
 import time
 from collections.abc import AsyncIterable, Sequence
@@ -17,11 +16,12 @@ import zmq.asyncio
 from aiostream import stream
 
 from . import wire
-from .errors import ConfigError, ControlError, ModelError, WireError
+from .errors import ConfigError, ModelError
 from .events import EventPacket
-from .pipeline import Pipeline, PipelineConfig, embed
+from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
+from .runtime_control import ControlCommands, load_support
 from .runtime_parts import (
     ControlConfig,
     InputConfig,
@@ -30,7 +30,6 @@ from .runtime_parts import (
     OutputConfig,
     PacketBuffer,
     SinkConfig,
-    load_support,
     make_sinks,
 )
 from .security import SecurityConfig, ServerSecurity
@@ -61,7 +60,7 @@ async def _singles(source: AsyncIterable):
         yield [msg]
 
 
-class Daemon:
+class Daemon(ControlCommands):
     """One daemon: ``await daemon.run()`` until ``request_stop()`` (or every source ended)."""
 
     def __init__(self, config: DaemonConfig, *, sources: Sequence[AsyncIterable[EventPacket]] = (),
@@ -282,101 +281,3 @@ class Daemon:
                 "prototype_version": self.matcher.version, "bundle_hash": self.bundle.hash,
                 "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint,
                 "last_sink_error": self.last_sink_error}
-
-    def _checkpoint(self, force: bool = True) -> Path | None:
-        if not force and self.matcher.version == self._saved_version:
-            return None
-        path = Path(self.config.model.prototypes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.matcher.save(path)
-        self._saved_version = self.matcher.version
-        self.counters["checkpoints"] += 1
-        return path
-
-    def _transact(self, change) -> None:
-        """Apply a class change and checkpoint it; if either fails, the matcher is as before.
-
-        A full disk or an unwritable path leaves the previous checkpoint intact (atomic writes) and
-        the registered classes in memory equal to what a restart would restore.
-        """
-        backup = copy.deepcopy(self.matcher.__dict__)
-        try:
-            change()
-            self._checkpoint()
-        except BaseException:
-            self.matcher.__dict__.clear()
-            self.matcher.__dict__.update(backup)
-            raise
-
-    def confine(self, raw: object, what: str = "path") -> Path:
-        """A path inside one of control.allowed_dirs (resolved, symlinks followed) or ControlError."""
-        if not isinstance(raw, str) or not raw or "\x00" in raw:
-            raise ControlError(f"{what} must be a non-empty path string")
-        p = Path(raw).expanduser().resolve()
-        for d in self.config.control.allowed_dirs:
-            if p.is_relative_to(Path(d).expanduser().resolve()):
-                return p
-        raise ControlError(f"{what} {raw!r} lies outside the allowed directories")
-
-    async def _control(self, sock) -> None:
-        while True:
-            frames = await sock.recv_multipart()  # all parts: REP cannot reply with parts unread
-            self.counters["control"] += 1
-            try:
-                if len(frames) != 1:
-                    raise ControlError(f"a control request is one message part, got {len(frames)}")
-                req = wire.unpack_control(frames[0])
-                if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
-                    raise ControlError("a control request is a map with a 'cmd' string")
-                reply = await self.handle(req)
-            except Exception as exc:  # noqa: BLE001 - a bad request must never kill the control loop
-                self.counters["control_errors"] += 1
-                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-            try:
-                out = wire.pack_control(reply)
-            except WireError as exc:  # a reply value msgpack cannot carry: say so, keep serving
-                self.counters["control_errors"] += 1
-                out = wire.pack_control({"ok": False, "error": f"WireError: {exc}"})
-            await sock.send(out)
-
-    async def handle(self, req: dict) -> dict:
-        """Run one control command: status, register, remove, snapshot, reload."""
-        cmd = req["cmd"]
-        if cmd == "status":
-            return self.status()
-        if cmd == "register":
-            label = req.get("label")
-            path = self.confine(req.get("path"))
-            modality = req.get("modality") or ""
-            kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
-            emb = await asyncio.to_thread(self._embed, kind, data, mod)
-            async with self._lock:
-                add = self.matcher.replace if req.get("replace") else self.matcher.add
-                self._transact(lambda: add(label, emb, source=str(path)))
-            return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod,
-                    "prototype_version": self.matcher.version, "classes": self.matcher.labels}
-        if cmd == "remove":
-            async with self._lock:
-                self._transact(lambda: self.matcher.remove(req.get("label")))
-            return {"ok": True, "classes": self.matcher.labels, "prototype_version": self.matcher.version}
-        if cmd == "snapshot":
-            async with self._lock:
-                path = self._checkpoint()
-            return {"ok": True, "path": str(path), "prototype_version": self.matcher.version}
-        if cmd == "reload":
-            path = self.confine(req["path"], "bundle") if req.get("path") else self.config.model.bundle
-            bundle = await asyncio.to_thread(Bundle.load, path)
-            async with self._lock:  # between two batches: input keeps queueing meanwhile
-                self.pipeline.swap_bundle(bundle, self._factory)
-                self.bundle = bundle
-                self.counters["reloads"] += 1
-            return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
-        raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
-
-    def _embed(self, kind: str, data: Any, modality: str):
-        if kind == "embeddings":
-            return data
-        if kind == "features":
-            return embed(self.bundle, modality, data)
-        samples, durations = data
-        return self.pipeline.embed_support(modality, samples, durations)

@@ -1,4 +1,4 @@
-"""Parts of the edge daemon: its configuration records, the bounded packet buffer, sinks from config, support files."""
+"""Parts of the edge daemon: its configuration records, the bounded packet buffer, sinks from config."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from .errors import ConfigError, ControlError
-from .plugins import SINK_GROUP, SOURCE_GROUP, load
+from .errors import ConfigError
+from .plugins import SINK_GROUP, load
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
-           "PacketBuffer", "make_sinks", "load_support"]
+           "PacketBuffer", "make_sinks"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,50 +149,3 @@ class PacketBuffer:
         out = [items.popleft() for _ in range(n)]
         self._space.set()
         return out
-
-
-_LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
-
-
-def load_support(path: Path, modality: str, req: dict) -> tuple[str, Any, str]:
-    """Support samples of one class from a file: (kind, data, modality).
-
-    An ``.npz`` holds ``embeddings`` (n, D), or ``features`` (n, F), or concatenated ``events`` (one
-    streamlsm layout) with per-sample ``lengths`` and optional ``durations`` (us). With
-    ``req["dataset"]`` the path is a data set root read by that source plug-in; the samples labelled
-    ``req.get("from_label", req["label"])`` are used, at most ``req.get("limit", 20)``.
-    """
-    if req.get("dataset"):
-        cls = load(SOURCE_GROUP, str(req["dataset"]))
-        opts = {k: req[k] for k in ("split",) if k in req}
-        ds = cls(path, **opts)
-        want, limit = str(req.get("from_label", req.get("label"))), int(req.get("limit", 20))
-        idx = [i for i in range(len(ds)) if ds.label(i) == want][:limit]
-        if not idx:
-            raise ControlError(f"no sample labelled {want!r} in {path}")
-        return ("events", ([ds.events(i) for i in idx], [int(ds.duration_us(i)) for i in idx]),
-                modality or ds.modality)
-    try:
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ControlError(f"cannot read support file {path}: {exc}") from None
-    if "embeddings" in arrays:
-        return "embeddings", arrays["embeddings"], modality
-    if not modality and "events" in arrays:
-        from .events import layout_of
-
-        modality = _LAYOUT_MODALITY[layout_of(arrays["events"])]
-    if not modality:
-        raise ControlError("say which modality the support samples are ('modality')")
-    if "features" in arrays:
-        return "features", arrays["features"].astype(np.float32), modality
-    if "events" in arrays and "lengths" in arrays:
-        ev, lengths = arrays["events"], arrays["lengths"].astype(np.int64)
-        if lengths.ndim != 1 or (lengths < 0).any() or lengths.sum() != len(ev):
-            raise ControlError(f"{path}: lengths do not add up to the {len(ev)} events")
-        edges = np.concatenate([[0], np.cumsum(lengths)])
-        samples = [ev[a:b] for a, b in zip(edges[:-1], edges[1:], strict=True)]
-        durations = arrays.get("durations")
-        return "events", (samples, None if durations is None else [int(d) for d in durations]), modality
-    raise ControlError(f"{path} holds none of: embeddings, features, events + lengths")

@@ -28,6 +28,7 @@ LAYERS = {
     "streamlsm.transport": 4,
     "streamlsm.security": 4,
     "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
+    "streamlsm.runtime_control": 4,  # the daemon's control commands (a mixin) and support files
     "streamlsm.runtime": 5,
     "streamlsm.cluster": 5,
     "streamlsm.testing_procs": 4,  # process / socket test helpers (wire and errors only)
