@@ -157,7 +157,9 @@ class Sender(_Endpoint):
         super().__init__(endpoint, kind, bind, hwm, context, setup)
         if linger_ms is None:
             linger_ms = 1000 if kind == "push" else 0
-        self.linger_ms = int(linger_ms)
+        if type(linger_ms) is not int or linger_ms < 0:
+            raise ConfigError("linger_ms", f"must be an integer >= 0 (milliseconds), got {linger_ms!r}")
+        self.linger_ms = linger_ms
         self.stamp = stamp
         self._pending = 0
         self.stats: dict[str, int] = {"sent": 0, "dropped": 0, "events": 0, "bytes": 0}

@@ -165,6 +165,9 @@ def test_errors_and_options():
         Receiver(TCP, "pull", topics=("ev/",))
     with pytest.raises(ConfigError):
         Sender(TCP, "push", hwm=-1)
+    with pytest.raises(ConfigError) as err:
+        Sender(TCP, "push", linger_ms=-5)
+    assert err.value.key == "linger_ms"
 
 
 class Fake:
