@@ -27,17 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_subscriber(endpoint, *extra):
+def start_subscriber(*extra):
+    """A PULL subscriber process bound to a free port (chosen by ZeroMQ: no race for it)."""
     cmd = [sys.executable, "-c", "import sys; from streamlsm.cli import main; sys.exit(main())",
-           "subscribe", endpoint, "--kind", "pull", "--bind",
+           "subscribe", "tcp://127.0.0.1:*", "--kind", "pull", "--bind",
            "--timeout", "20", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line = proc.stderr.readline()  # "subscribe: pull bound to ..." once the socket is bound
+    line = proc.stderr.readline()  # "subscribe: pull bound to <endpoint>" once the socket is bound
     if "bound to" not in line:
         proc.kill()
         _out, err = proc.communicate(timeout=30)
         pytest.fail(f"subscriber did not bind: {line}{err[-3000:]}")
-    return proc
+    return proc, line.split("bound to", 1)[1].strip()
 
 
 def finish(proc):
@@ -87,8 +88,7 @@ def test_bad_values_are_clean_errors_naming_the_option(capsys):
 
 
 def test_subscribe_prints_packets_labels_and_summary():
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_subscriber(endpoint, "--count", "5")
+    proc, endpoint = start_subscriber("--count", "5")
 
     async def send():
         async with Sender(endpoint, "push", bind=False, linger_ms=5000) as tx:
@@ -135,8 +135,7 @@ def test_replay_real_nmnist_to_subscriber_loses_nothing(real_data, capsys):
     total = sum(len(ds.events(i)) for i in range(len(ds)))
     n_packets = sum(n_scheduled(ds, ReplayConfig(packet_us=5000, order="shuffle", seed=seed,
                                                  gap_us=100)) for seed in (4, 5))
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_subscriber(endpoint, "--quiet", "--count", str(n_packets))
+    proc, endpoint = start_subscriber("--quiet", "--count", str(n_packets))
     try:
         rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=30",
                    "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "5000",
@@ -171,9 +170,8 @@ def test_replay_with_curve_keys(real_data, tmp_path, capsys):
     make_keys(tmp_path / "keys")
     ds = NMNISTDataset(real_data / "nmnist", limit=3)
     n_packets = n_scheduled(ds, ReplayConfig(packet_us=50_000))
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
-    proc = start_subscriber(endpoint, "--quiet", "--count", str(n_packets),
-                            "--keys", str(tmp_path / "keys"))
+    proc, endpoint = start_subscriber("--quiet", "--count", str(n_packets),
+                                      "--keys", str(tmp_path / "keys"))
     try:
         rc = main(["replay", "nmnist", "--root", str(real_data / "nmnist"), "-o", "limit=3",
                    "--endpoint", endpoint, "--connect", "--speed", "max", "--packet-us", "50000",
