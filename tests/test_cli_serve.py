@@ -95,9 +95,10 @@ def test_serve_check_validates_and_names_keys(tmp_path, capsys):
     assert "weights.npz" in capsys.readouterr().err
 
 
-def test_serve_reports_an_endpoint_in_use_instead_of_hanging(tmp_path, capsys):
+def test_serve_reports_an_endpoint_in_use_instead_of_hanging(tmp_path, capsys, monkeypatch):
     import socket
 
+    monkeypatch.chdir(tmp_path)  # the config's relative state/ paths land here
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
