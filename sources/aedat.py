@@ -183,6 +183,9 @@ class NASDataset(SampleDataset):
             raise DataError(root, "no .aedat files found")
         self._labels = [None] * len(self._keys)
         widest = max(channels or file_options(k).get("channels", 0) for k in self._keys)
+        if not widest:
+            raise ConfigError("channels", f"no file name in {root} gives the channel count "
+                              "(e.g. 64ch): pass channels")
         self.sensor_size = (widest * (2 if stereo == "split" else 1) * (2 if on_off == "split" else 1),)
         self.classes = ()
         self._finish()

@@ -145,3 +145,8 @@ def test_dataset_skip_policy(tmp_path: Path) -> None:
         strict.events(0)
     with pytest.raises(DataError, match="no .aedat"):
         NASDataset(tmp_path / "nothing")
+    (tmp_path / "plain").mkdir()
+    write_aedat(tmp_path / "plain" / "rec.aedat", np.array([1, 2]), np.array([1, 2]))
+    with pytest.raises(ConfigError, match="channel count"):  # not a (0,) sensor
+        NASDataset(tmp_path / "plain")
+    assert NASDataset(tmp_path / "plain", channels=4).sensor_size == (4,)
