@@ -59,6 +59,7 @@ async def _stream(plan, args, speed) -> dict:
     from ..plugins import SINK_GROUP, load
     from ..replay import ReplayConfig, merge, schedule
     from ..runtime import Daemon, DaemonConfig, InputConfig, LimitsConfig, ModelConfig, OutputConfig
+    from ..testing_procs import HandshakeWatch
     from ..transport import Receiver, Sender
     from ._demo_plan import Subset, say
 
@@ -75,6 +76,8 @@ async def _stream(plan, args, speed) -> dict:
                            source=f"{len(events)} {modality} support samples")
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
+    if task.done():  # start-up failed (e.g. an endpoint in use): report it
+        task.result()
     k = min(args.streams, len(plan.test))
     parts = [Subset(plan.test.ds, plan.test.ids[i::k]) for i in range(k)]
     rcfg = ReplayConfig(packet_us=args.packet_us, speed=speed)
@@ -91,8 +94,9 @@ async def _stream(plan, args, speed) -> dict:
                 await tx.send(pkt)
 
     got, streamed, ranked = 0, [], []
-    async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",), hwm=100_000) as sub:
-        await asyncio.sleep(0.3)  # the subscription reaches the daemon before the first label
+    joined = HandshakeWatch()
+    async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",), hwm=100_000, setup=joined) as sub:
+        await asyncio.to_thread(joined.wait, 30.0)  # subscribed before the first label leaves
         sender = asyncio.create_task(send())
         while got < expected:
             lab = await sub.recv(timeout=30.0)
