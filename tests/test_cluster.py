@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -134,6 +135,20 @@ def _wait_labels(router, n, timeout=30.0):
         time.sleep(0.01)
 
 
+@contextlib.contextmanager
+def _driving(cluster, samples: int):
+    """Drive 8 streams of ``samples`` samples at real time in a thread; the body runs once labels
+    flow; on leaving, the drive has ended and the yielded dict holds its result."""
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=samples, speed=1.0)))
+    t.start()
+    try:
+        _wait_labels(cluster.router, 8)
+        yield result
+    finally:
+        t.join()
+
+
 def _labels(result) -> dict:
     return {(sid, s): lab for sid, rows in result["got"].items() for s, lab, _t in rows}
 
@@ -151,13 +166,8 @@ def test_streams_spread_and_labels_equal_single_process(cluster):
 
 def test_join_at_run_time_moves_streams_at_sample_boundaries_without_loss(cluster):
     cluster.add("w1")
-    got = {}
-    result = {}
-    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
-    t.start()
-    _wait_labels(cluster.router, 8)
-    cluster.add("w2")
-    t.join()
+    with _driving(cluster, 12) as result:
+        cluster.add("w2")
     got = _labels(result)
     st = cluster.router.status()
     assert got == _expected(8, 12)  # every sample, each labelled as by a single process
@@ -168,12 +178,8 @@ def test_join_at_run_time_moves_streams_at_sample_boundaries_without_loss(cluste
 def test_graceful_leave_loses_nothing(cluster):
     cluster.add("w1")
     w2 = cluster.add("w2")
-    result = {}
-    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=12, speed=1.0)))
-    t.start()
-    _wait_labels(cluster.router, 8)
-    w2.stop()
-    t.join()
+    with _driving(cluster, 12) as result:
+        w2.stop()
     st = cluster.router.status()
     assert _labels(result) == _expected(8, 12)
     assert set(st["owners"].values()) == {"w1"} and "w2" not in st["workers"]
@@ -183,13 +189,9 @@ def test_graceful_leave_loses_nothing(cluster):
 def test_dead_worker_streams_resume_and_losses_are_counted(cluster):
     cluster.add("w1")
     w2 = cluster.add("w2")
-    result = {}
-    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=10, speed=1.0)))
-    t.start()
-    _wait_labels(cluster.router, 8)
-    owners_before = dict(cluster.router.status()["owners"])
-    w2.kill()
-    t.join()
+    with _driving(cluster, 10) as result:
+        owners_before = dict(cluster.router.status()["owners"])
+        w2.kill()
     st = cluster.router.status()
     got, want = _labels(result), _expected(8, 10)
     lost = st["lost_by_stream"]
@@ -383,18 +385,14 @@ def test_churn_join_kill_leave_every_sample_labelled_right_or_counted_lost(clust
     rng = np.random.default_rng(seed)
     for name in ("w1", "w2"):
         cluster.add(name)
-    result = {}
-    t = threading.Thread(target=lambda: result.update(cluster.drive(streams=8, samples=16, speed=1.0)))
-    t.start()
-    _wait_labels(cluster.router, 8)
-    cluster.add("w3")
-    _wait_labels(cluster.router, 30)
-    names = ["w1", "w2", "w3"]
-    victim = names.pop(int(rng.integers(3)))
-    cluster.workers[victim][0].kill()
-    _wait_labels(cluster.router, 60)
-    cluster.workers[names[int(rng.integers(2))]][0].stop()
-    t.join()
+    with _driving(cluster, 16) as result:
+        cluster.add("w3")
+        _wait_labels(cluster.router, 30)
+        names = ["w1", "w2", "w3"]
+        victim = names.pop(int(rng.integers(3)))
+        cluster.workers[victim][0].kill()
+        _wait_labels(cluster.router, 60)
+        cluster.workers[names[int(rng.integers(2))]][0].stop()
     st = cluster.router.status()
     got, want = _labels(result), _expected(8, 16)
     assert all(got[k] == want[k] for k in got)
