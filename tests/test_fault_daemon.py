@@ -5,6 +5,7 @@ each is counted, and the good packets around them are labelled exactly as in a c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 
 import msgpack
@@ -59,6 +60,51 @@ async def _register(daemon, tmp_path, samples):
         assert reply["ok"], reply
 
 
+@contextlib.asynccontextmanager
+async def _running(tmp_path):
+    """A daemon (test config) running as a task: yields (daemon, task); stops it on the way out."""
+    daemon = Daemon(_config(tmp_path), reservoir_factory=_factory)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    try:
+        yield daemon, task
+    finally:
+        daemon.request_stop()
+        await task
+
+
+@contextlib.asynccontextmanager
+async def _push_and_sub(daemon):
+    """A PUSH socket to the daemon's input and a SUB socket on its labels, connected: (push, sub)."""
+    ctx = zmq.asyncio.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 1000)
+    push.connect(daemon._receivers[0].endpoint)
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.subscribe(b"lb/")
+    sub.connect(daemon.label_endpoint)
+    await asyncio.sleep(0.2)
+    try:
+        yield push, sub
+    finally:
+        push.close(0)
+        sub.close(0)
+
+
+def _by_sample(labels) -> dict:
+    return {(lab.stream_id, lab.sample_id): lab.label for lab in labels}
+
+
+async def _collect(sub, n: int, poll_ms: int) -> dict:
+    """Labels from ``sub`` by (stream, sample) until ``n`` have come or none comes for ``poll_ms``."""
+    got = {}
+    while len(got) < n and await sub.poll(poll_ms):
+        lab = wire.decode(await sub.recv_multipart())
+        got[(lab.stream_id, lab.sample_id)] = lab.label
+    return got
+
+
 def _frames(pkt) -> list[bytes]:
     return [bytes(f) for f in wire.encode(pkt)]
 
@@ -100,78 +146,52 @@ def _a_label():
 
 @pytest.mark.asyncio
 async def test_bad_messages_between_good_ones_change_no_label(tmp_path):
-    cfg = _config(tmp_path)
-    daemon = Daemon(cfg, reservoir_factory=_factory)
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
-    a = packets_from_samples(random_samples(6, DVS_DTYPE, seed=2), "camA", packet_us=5_000)
-    b = packets_from_samples(random_samples(6, DVS_DTYPE, seed=3), "camB", packet_us=5_000)
-    ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
-    want = {(lab.stream_id, lab.sample_id): lab.label for lab in ref(a) + ref(b)}
-    ctx = zmq.asyncio.Context.instance()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 1000)
-    push.connect(daemon._receivers[0].endpoint)
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.subscribe(b"lb/")
-    sub.connect(daemon.label_endpoint)
-    await asyncio.sleep(0.2)
-    rng = np.random.default_rng(5)
-    n_bad = n_labels = 0
-    try:
-        for i in range(max(len(a), len(b))):
-            for pkts in (a, b):
-                if i < len(pkts):
-                    await push.send_multipart(_frames(pkts[i]))
-                    bad = _bad_messages(pkts[i])
-                    for name in rng.choice(sorted(bad), 2, replace=False):
-                        await push.send_multipart(bad[str(name)])
-                        n_bad += 1
-                        n_labels += name == "label_on_event_socket"
-        got = {}
-        while len(got) < len(want):
-            if not await sub.poll(10_000):
-                break
-            lab = wire.decode(await sub.recv_multipart())
-            got[(lab.stream_id, lab.sample_id)] = lab.label
-        assert got == want  # as if the bad messages had never come
-        assert not task.done()
-        st = daemon.status()
-        # every malformed one is counted; a well-formed label on the event input is counted
-        # by the receiver as a label and never reaches the pipeline
-        assert st["wire_errors"] == n_bad - n_labels
-        assert daemon._receivers[0].stats["labels"] == n_labels > 0
-        assert st["received"] == len(a) + len(b)
-    finally:
-        push.close(0)
-        sub.close(0)
-        daemon.request_stop()
-        await task
+    async with _running(tmp_path) as (daemon, task):
+        await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
+        a = packets_from_samples(random_samples(6, DVS_DTYPE, seed=2), "camA", packet_us=5_000)
+        b = packets_from_samples(random_samples(6, DVS_DTYPE, seed=3), "camB", packet_us=5_000)
+        ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
+        want = _by_sample(ref(a) + ref(b))
+        rng = np.random.default_rng(5)
+        n_bad = n_labels = 0
+        async with _push_and_sub(daemon) as (push, sub):
+            for i in range(max(len(a), len(b))):
+                for pkts in (a, b):
+                    if i < len(pkts):
+                        await push.send_multipart(_frames(pkts[i]))
+                        bad = _bad_messages(pkts[i])
+                        for name in rng.choice(sorted(bad), 2, replace=False):
+                            await push.send_multipart(bad[str(name)])
+                            n_bad += 1
+                            n_labels += name == "label_on_event_socket"
+            got = await _collect(sub, len(want), 10_000)
+            assert got == want  # as if the bad messages had never come
+            assert not task.done()
+            st = daemon.status()
+            # every malformed one is counted; a well-formed label on the event input is counted
+            # by the receiver as a label and never reaches the pipeline
+            assert st["wire_errors"] == n_bad - n_labels
+            assert daemon._receivers[0].stats["labels"] == n_labels > 0
+            assert st["received"] == len(a) + len(b)
 
 
 @pytest.mark.asyncio
 async def test_control_fuzz_never_kills_the_control_loop(tmp_path):
-    cfg = _config(tmp_path)
-    daemon = Daemon(cfg, reservoir_factory=_factory)
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    rng = np.random.default_rng(11)
-    outside = tmp_path / "outside.npz"
-    np.savez(outside, events=random_samples(1, DVS_DTYPE)[0][0], lengths=np.array([200]))
-    requests = [
-        None, 5, "status", [], {}, {"cmd": 5}, {"cmd": "bogus"}, {"cmd": "register"},
-        {"cmd": "register", "label": "x", "path": str(outside)},
-        {"cmd": "register", "label": "x", "path": "../outside.npz"},
-        {"cmd": "register", "label": "x", "path": str(tmp_path / "support" / ".." / "outside.npz")},
-        {"cmd": "register", "label": "x", "path": "\x00"}, {"cmd": "register", "label": None, "path": 3},
-        {"cmd": "remove", "label": "never-registered"}, {"cmd": "reload", "path": "/etc/passwd"},
-        {"cmd": "reload", "path": str(tmp_path / "support")},
-    ]
-    raws = [b"", b"\xc1", b"\x81\xa3cmd", msgpack.packb({"cmd": "status"}) + b"junk",
-            b"\xdf\xff\xff\xff\xff", b"\x91" * 5000] + [rng.bytes(int(rng.integers(1, 64))) for _ in range(60)]
-    try:
+    async with _running(tmp_path) as (daemon, task):
+        rng = np.random.default_rng(11)
+        outside = tmp_path / "outside.npz"
+        np.savez(outside, events=random_samples(1, DVS_DTYPE)[0][0], lengths=np.array([200]))
+        requests = [
+            None, 5, "status", [], {}, {"cmd": 5}, {"cmd": "bogus"}, {"cmd": "register"},
+            {"cmd": "register", "label": "x", "path": str(outside)},
+            {"cmd": "register", "label": "x", "path": "../outside.npz"},
+            {"cmd": "register", "label": "x", "path": str(tmp_path / "support" / ".." / "outside.npz")},
+            {"cmd": "register", "label": "x", "path": "\x00"}, {"cmd": "register", "label": None, "path": 3},
+            {"cmd": "remove", "label": "never-registered"}, {"cmd": "reload", "path": "/etc/passwd"},
+            {"cmd": "reload", "path": str(tmp_path / "support")},
+        ]
+        raws = [b"", b"\xc1", b"\x81\xa3cmd", msgpack.packb({"cmd": "status"}) + b"junk",
+                b"\xdf\xff\xff\xff\xff", b"\x91" * 5000] + [rng.bytes(int(rng.integers(1, 64))) for _ in range(60)]
         for req in requests:
             reply = await _ctl(daemon, req)
             assert reply["ok"] is False and reply["error"], (req, reply)
@@ -182,9 +202,6 @@ async def test_control_fuzz_never_kills_the_control_loop(tmp_path):
         assert ok["ok"] and ok["classes"] == []  # nothing was registered by any bad request
         assert ok["control_errors"] >= len(requests) + 5
         assert not task.done()
-    finally:
-        daemon.request_stop()
-        await task
 
 
 def test_bad_messages_are_all_rejected_by_the_decoder():
@@ -201,42 +218,22 @@ async def test_unknown_stream_modality_and_duplicates_do_not_kill_the_daemon(tmp
     """A stream the model cannot embed, duplicated and missing packets: counted, daemon lives on."""
     import dataclasses
 
-    cfg = _config(tmp_path)
-    daemon = Daemon(cfg, reservoir_factory=_factory)
-    task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
-    a = packets_from_samples(random_samples(4, DVS_DTYPE, seed=2), "camA", packet_us=10_000)
-    ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
-    want = {(lab.stream_id, lab.sample_id): lab.label for lab in ref(a)}
-    per = len(a) // 4
-    odd = [dataclasses.replace(a[0], stream_id="mic", modality="audio"),   # no head for audio
-           dataclasses.replace(a[0], stream_id="anon", modality="")]       # names no modality
-    script = a[:2] + odd + a[2:per + 1] + [a[per]] + a[per + 1:]           # + a duplicate
-    ctx = zmq.asyncio.Context.instance()
-    push = ctx.socket(zmq.PUSH)
-    push.setsockopt(zmq.LINGER, 1000)
-    push.connect(daemon._receivers[0].endpoint)
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.LINGER, 0)
-    sub.subscribe(b"lb/")
-    sub.connect(daemon.label_endpoint)
-    await asyncio.sleep(0.2)
-    try:
-        for pkt in script:
-            await push.send_multipart(_frames(pkt))
-            await asyncio.sleep(0.002)
-        got = {}
-        while len(got) < len(want) and await sub.poll(3000):
-            lab = wire.decode(await sub.recv_multipart())
-            got[(lab.stream_id, lab.sample_id)] = lab.label
-        assert not task.done(), "the daemon died on a packet it could not use"
-        assert got == want  # the duplicate and the unusable streams changed nothing
-    finally:
-        push.close(0)
-        sub.close(0)
-        daemon.request_stop()
-        await task
+    async with _running(tmp_path) as (daemon, task):
+        await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
+        a = packets_from_samples(random_samples(4, DVS_DTYPE, seed=2), "camA", packet_us=10_000)
+        ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
+        want = _by_sample(ref(a))
+        per = len(a) // 4
+        odd = [dataclasses.replace(a[0], stream_id="mic", modality="audio"),   # no head for audio
+               dataclasses.replace(a[0], stream_id="anon", modality="")]       # names no modality
+        script = a[:2] + odd + a[2:per + 1] + [a[per]] + a[per + 1:]           # + a duplicate
+        async with _push_and_sub(daemon) as (push, sub):
+            for pkt in script:
+                await push.send_multipart(_frames(pkt))
+                await asyncio.sleep(0.002)
+            got = await _collect(sub, len(want), 3000)
+            assert not task.done(), "the daemon died on a packet it could not use"
+            assert got == want  # the duplicate and the unusable streams changed nothing
     ps = daemon.status()["pipeline"]
     assert ps["rejected_packets"] == 2 and ps["duplicate_packets"] == 1 and ps["seq_gaps"] == 0
 
