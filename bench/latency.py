@@ -17,12 +17,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import zmq
+from _common import LabelThread  # bench/ is sys.path[0] when run as a script
 
 from streamlsm import wire
 from streamlsm.config import data_root, to_dict
@@ -31,35 +30,20 @@ from streamlsm.testing import DaemonProcess, make_bundle
 CLI = "import sys; from streamlsm.cli import main; sys.exit(main())"
 
 
-class Subscriber:
-    """A SUB socket in a thread: (arrival_ns, frames) of every label, decoded later."""
+class Subscriber(LabelThread):
+    """The label subscriber: (arrival_ns, frames) of every label, decoded later."""
 
     def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"lb/")
-        self.sock.connect(endpoint)
         self.got: list = []
-        self._run = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+        super().__init__(endpoint)
         time.sleep(0.3)
 
-    def _loop(self) -> None:
-        while self._run:
-            if self.sock.poll(50):
-                frames = self.sock.recv_multipart()
-                self.got.append((time.time_ns(), frames))
+    def on_label(self, arrival_ns: int, frames: list) -> None:
+        self.got.append((arrival_ns, frames))
 
     def take(self) -> list:
         out, self.got = self.got, []
         return [(t, wire.decode(f)) for t, f in out]
-
-    def close(self) -> None:
-        self._run = False
-        self.thread.join()
-        self.sock.close(0)
 
 
 def replay(root: Path, endpoint: str, streams: int, limit: int, speed: str, packet_us: int, tag: str,

@@ -29,24 +29,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from streamlsm.cluster.drive import make_samples, stream_packets  # noqa: E402
+from _common import nmnist_model  # noqa: E402
+
 from streamlsm.cluster.netns import Hosts  # noqa: E402
-from streamlsm.config import to_dict  # noqa: E402
-from streamlsm.readout.matcher import PrototypeMatcher  # noqa: E402
-from streamlsm.reservoir import Reservoir, preset  # noqa: E402
-from streamlsm.testing import make_bundle  # noqa: E402
 
 DIM = 16
 
 
 def model(folder: Path) -> tuple[Path, Path]:
-    cfg = preset("nmnist")
-    res = Reservoir(cfg)
-    bundle = make_bundle(res.n_features, DIM, reservoirs={"vision": to_dict(cfg)})
-    matcher = PrototypeMatcher(DIM)
-    for i, (ev, label) in enumerate(make_samples(6, seed=99)):
-        feats = res.feed(stream_packets(f"support{i}", [(ev, label)], 100_000, 10_000))
-        matcher.add(label, bundle.embed("vision", np.stack([f.counts for f in feats])))
+    bundle, matcher = nmnist_model(DIM)
     return bundle.save(folder / "bundle"), matcher.save(folder / "protos.json")
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -25,13 +24,12 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import LabelThread, nmnist_model  # noqa: E402
+
 from streamlsm import wire  # noqa: E402
 from streamlsm.cluster.drive import make_samples, stream_packets  # noqa: E402
-from streamlsm.config import to_dict  # noqa: E402
 from streamlsm.events import EventPacket  # noqa: E402
-from streamlsm.readout.matcher import PrototypeMatcher  # noqa: E402
-from streamlsm.reservoir import Reservoir, preset  # noqa: E402
-from streamlsm.testing import DaemonProcess, make_bundle  # noqa: E402
+from streamlsm.testing import DaemonProcess  # noqa: E402
 
 DIM, SAMPLE_US, PACKET_US = 16, 100_000, 10_000
 
@@ -44,13 +42,7 @@ def rss_mb(pid: int) -> float:
 
 
 def prepare(work: Path, events: int) -> dict:
-    cfg = preset("nmnist")
-    res = Reservoir(cfg)
-    bundle = make_bundle(res.n_features, DIM, reservoirs={"vision": to_dict(cfg)})
-    matcher = PrototypeMatcher(DIM)
-    for i, (ev, label) in enumerate(make_samples(6, events=events, seed=99)):
-        feats = res.feed(stream_packets(f"support{i}", [(ev, label)], SAMPLE_US, PACKET_US))
-        matcher.add(label, bundle.embed("vision", np.stack([f.counts for f in feats])))
+    bundle, matcher = nmnist_model(DIM, events, SAMPLE_US, PACKET_US)
     bundle.save(work / "bundle")
     (work / "state").mkdir()
     matcher.save(work / "state" / "protos.json")
@@ -61,29 +53,17 @@ def prepare(work: Path, events: int) -> dict:
             "limits": {"overflow": "block", "queue": 2000}}
 
 
-class Labels:
-    """SUB in a thread: arrival time and the closing packet's send time of every label."""
+class Labels(LabelThread):
+    """The label subscriber: arrival time and the closing packet's send time of every label."""
 
     def __init__(self, endpoint: str) -> None:
-        self.sock = zmq.Context.instance().socket(zmq.SUB)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, 0)
-        self.sock.setsockopt(zmq.SUBSCRIBE, b"lb/")
-        self.sock.connect(endpoint)
         self.rows: list[tuple[int, int]] = []
         self.n = 0
-        self.run = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+        super().__init__(endpoint)
 
-    def _loop(self) -> None:
-        while self.run:
-            if self.sock.poll(50):
-                frames = self.sock.recv_multipart()
-                now = time.time_ns()
-                lab = wire.decode(frames)
-                self.rows.append((now, lab.source_ns))
-                self.n += 1
+    def on_label(self, arrival_ns: int, frames: list) -> None:
+        self.rows.append((arrival_ns, wire.decode(frames).source_ns))
+        self.n += 1
 
     def take(self) -> np.ndarray:
         rows, self.rows = self.rows, []
@@ -168,7 +148,7 @@ def main() -> None:
                 time.sleep(0.05)
             final = daemon.ctl({"cmd": "status"})
             rss_end = rss_mb(pid)
-            labels.run = False
+            labels.close()
             push.close()
     warm = [r["rss_mb"] for r in rows[1:]] or [r["rss_mb"] for r in rows]
     p99 = [r["lat_p99_ms"] for r in rows if r["lat_p99_ms"] is not None]

@@ -1,0 +1,58 @@
+"""Helpers the benchmarks share: a label subscriber thread and a small N-MNIST-preset model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import zmq
+
+__all__ = ["LabelThread", "nmnist_model"]
+
+
+class LabelThread:
+    """A SUB socket on the label topic, read in a daemon thread: ``on_label(arrival_ns, frames)`` each."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.sock = zmq.Context.instance().socket(zmq.SUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, 0)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"lb/")
+        self.sock.connect(endpoint)
+        self._run = True
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def on_label(self, arrival_ns: int, frames: list) -> None:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while self._run:
+            if self.sock.poll(50):
+                frames = self.sock.recv_multipart()
+                self.on_label(time.time_ns(), frames)
+
+    def close(self) -> None:
+        self._run = False
+        self.thread.join()
+        self.sock.close(0)
+
+
+def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_us: int = 10_000):
+    """(bundle, matcher): random heads on the N-MNIST reservoir preset, one prototype per class
+    from six synthetic support samples (seed 99)."""
+    from streamlsm.cluster.drive import make_samples, stream_packets
+    from streamlsm.config import to_dict
+    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.reservoir import Reservoir, preset
+    from streamlsm.testing import make_bundle
+
+    cfg = preset("nmnist")
+    res = Reservoir(cfg)
+    bundle = make_bundle(res.n_features, dim, reservoirs={"vision": to_dict(cfg)})
+    matcher = PrototypeMatcher(dim)
+    for i, (ev, label) in enumerate(make_samples(6, events=events, seed=99)):
+        feats = res.feed(stream_packets(f"support{i}", [(ev, label)], sample_us, packet_us))
+        matcher.add(label, bundle.embed("vision", np.stack([f.counts for f in feats])))
+    return bundle, matcher
