@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,12 @@ EVENTS_TOPIC = b"ev/"
 LABEL_TOPIC = b"lb/"
 _STREAM_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}\Z")
 _MAX_I64 = (1 << 63) - 1
+_CACHE_MAX = 4096  # validated stream ids kept per cache (cleared when full)
+_EV_TOPICS: dict[str, bytes] = {}  # stream id -> b"ev/<id>" for ids that passed the regex
+_EV_STREAMS: dict[bytes, str] = {}  # topic -> stream id, the receive side of the same cache
+_LAYOUT_OF: dict[np.dtype, str] = {dt: name for name, dt in LAYOUTS.items()}
+_LOCAL = threading.local()
+_UNPACK_KW: dict[tuple, dict] = {}  # (limits, byte limit) -> msgpack.unpackb keyword arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +75,34 @@ def _check_stream_id(stream_id: object) -> str:
     return stream_id
 
 
+def _events_topic(stream_id: object) -> bytes:
+    """The validated topic of an events stream, from a small cache (the regex runs once per id)."""
+    topic = _EV_TOPICS.get(stream_id) if type(stream_id) is str else None
+    if topic is None:
+        topic = topic_for(EVENTS_TOPIC, _check_stream_id(stream_id))
+        if len(_EV_TOPICS) >= _CACHE_MAX:
+            _EV_TOPICS.clear()
+        _EV_TOPICS[stream_id] = topic
+    return topic
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's Packer (same bytes as msgpack.packb; a Packer is not shared between threads)."""
+    try:
+        return _LOCAL.packer
+    except AttributeError:
+        _LOCAL.packer = msgpack.Packer()
+        return _LOCAL.packer
+
+
 def encode_packet(pkt: EventPacket) -> list:
     """Frames of one EventPacket; the payload frame is a zero-copy view of the events array."""
-    stream = _check_stream_id(pkt.stream_id)
+    stream = pkt.stream_id
+    topic = _events_topic(stream)
     ev = pkt.events
-    layout = layout_of(ev)
+    layout = _LAYOUT_OF.get(getattr(ev, "dtype", None)) if isinstance(ev, np.ndarray) else None
+    if layout is None:
+        layout = layout_of(ev)
     if not ev.flags.c_contiguous:
         ev = np.ascontiguousarray(ev)
     header = {
@@ -91,7 +121,7 @@ def encode_packet(pkt: EventPacket) -> list:
         "end": bool(pkt.sample_end),
         "sent_ns": int(pkt.sent_ns),
     }
-    return [topic_for(EVENTS_TOPIC, stream), msgpack.packb(header), memoryview(ev).cast("B")]
+    return [topic, _packer().pack(header), ev.data.cast("B")]
 
 
 def encode_label(lab: LabelEvent) -> list:
@@ -132,12 +162,7 @@ def _unpack(raw: bytes | memoryview, limit: int, limits: WireLimits, what: str) 
     if raw.nbytes > limit:
         raise WireError(what, f"{raw.nbytes} bytes exceeds the limit of {limit}")
     try:
-        return msgpack.unpackb(
-            raw, raw=False, strict_map_key=True, use_list=True,
-            max_str_len=max(limits.max_str_len, limit), max_bin_len=limit,
-            max_array_len=limits.max_control_items, max_map_len=limits.max_control_items,
-            max_ext_len=0,
-        )
+        return msgpack.unpackb(raw, **_unpack_kwargs(limits, limit))
     except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, ...)
         raise WireError(what, f"not valid msgpack: {exc.__class__.__name__}: {exc}") from None
 
@@ -184,15 +209,114 @@ def _float(h: dict, key: str) -> float:
     return v
 
 
+def _unpack_kwargs(limits: WireLimits, limit: int) -> dict:
+    key = (limits, limit)
+    kw = _UNPACK_KW.get(key)
+    if kw is None:
+        kw = dict(raw=False, strict_map_key=True, use_list=True,
+                  max_str_len=max(limits.max_str_len, limit), max_bin_len=limit,
+                  max_array_len=limits.max_control_items, max_map_len=limits.max_control_items,
+                  max_ext_len=0)
+        if len(_UNPACK_KW) >= 64:
+            _UNPACK_KW.clear()
+        _UNPACK_KW[key] = kw
+    return kw
+
+
 def decode(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> EventPacket | LabelEvent:
     """Validate and decode [topic, header, payload]; raises WireError naming the bad field."""
+    if type(frames) is list and len(frames) == 3:  # the receive hot path: try the fast checker
+        got = _decode_fast(frames, limits)
+        if type(got) is EventPacket:
+            return got
+        return _decode_checked(frames, limits, got)
+    return _decode_checked(frames, limits)
+
+
+def _decode_fast(frames: list, limits: WireLimits) -> EventPacket | dict | None:
+    """A well-formed events message in one pass of cheap checks; else the unpacked header (None if
+    unpacking failed) for the detailed checker, which accepts exactly what this accepts and names
+    the field of anything else.
+    """
+    topic, raw_header, payload = frames
+    try:
+        raw_header = memoryview(raw_header)
+        payload = memoryview(payload)
+        if (raw_header.ndim != 1 or raw_header.format != "B" or not raw_header.c_contiguous
+                or payload.ndim != 1 or payload.format != "B" or not payload.c_contiguous
+                or raw_header.nbytes > limits.max_header_bytes):
+            return None
+        h = msgpack.unpackb(raw_header, **_unpack_kwargs(limits, limits.max_header_bytes))
+    except Exception:  # anything odd: the detailed checker says what
+        return None
+    if type(h) is not dict or len(h) != 14 or h.get("kind") != "events":
+        return h
+    try:
+        v = h["v"]
+        stream = h["stream"]
+        seq = h["seq"]
+        layout = h["layout"]
+        n = h["n"]
+        t0 = h["t0"]
+        t1 = h["t1"]
+        modality = h["modality"]
+        sample = h["sample"]
+        label = h["label"]
+        begin = h["begin"]
+        end = h["end"]
+        sent_ns = h["sent_ns"]
+    except KeyError:
+        return h
+    if not (type(v) is int and v == WIRE_VERSION
+            and type(seq) is int and type(n) is int and type(t0) is int and type(t1) is int
+            and type(sample) is int and type(sent_ns) is int
+            and type(begin) is bool and type(end) is bool
+            and type(layout) is str and type(modality) is str
+            and (label is None or (type(label) is str and len(label) <= limits.max_str_len))
+            and 0 <= seq <= _MAX_I64 and 0 <= t0 <= t1 <= _MAX_I64 and -1 <= sample <= _MAX_I64
+            and 0 <= sent_ns <= _MAX_I64 and 0 <= n <= limits.max_events
+            and len(layout) <= limits.max_str_len and len(modality) <= limits.max_str_len
+            and (not modality or modality in MODALITIES)):
+        return h
+    dtype = LAYOUTS.get(layout)
+    if dtype is None or payload.nbytes != n * dtype.itemsize:
+        return h
+    if type(topic) is not bytes:
+        try:
+            topic = memoryview(topic).tobytes()
+        except TypeError:
+            return h
+    if _EV_STREAMS.get(topic) != stream:
+        if (type(stream) is not str or not _STREAM_RE.match(stream)
+                or topic != EVENTS_TOPIC + stream.encode()):
+            return h
+        if len(_EV_STREAMS) >= _CACHE_MAX:
+            _EV_STREAMS.clear()
+        _EV_STREAMS[topic] = stream
+    events = np.frombuffer(payload, dtype=dtype, count=n)
+    if n:
+        t = np.ascontiguousarray(events["t"])  # one gather of the strided column, then fast compares
+        if t.item(0) < t0 or t.item(-1) >= t1 or (n > 1 and np.count_nonzero(t[1:] < t[:-1])):
+            return h
+    return EventPacket(stream, seq, t0, t1, events, modality, sample, label, begin, end, sent_ns)
+
+
+def _decode_checked(frames: list | tuple, limits: WireLimits,
+                    header: Any = None) -> EventPacket | LabelEvent:
+    """decode with every check spelled out: the path of label messages and of anything malformed.
+
+    ``header``: the header frame as _decode_fast already unpacked it (same bytes, same limits).
+    """
     if not isinstance(frames, (list, tuple)) or len(frames) != 3:
         n = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
         raise WireError("frames", f"expected 3 frames [topic, header, payload], got {n}")
     topic, raw_header, payload = frames
     topic = _buffer(topic, "topic").tobytes()
     payload = _buffer(payload, "payload")
-    h = _unpack(raw_header, limits.max_header_bytes, limits, "header")
+    if header is None:
+        h = _unpack(raw_header, limits.max_header_bytes, limits, "header")
+    else:
+        h = header
     if not isinstance(h, dict):
         raise WireError("header", f"must be a map, got {type(h).__name__}")
     version = h.get("v")
