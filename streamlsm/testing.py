@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+import zmq
+import zmq.asyncio
 
-from .errors import ReservoirError
+from . import wire
+from .errors import ControlError, ReservoirError
 from .events import EventPacket, LabelEvent, slice_time
 from .readout.bundle import Bundle
 from .readout.projection import ProjectionHead
@@ -16,7 +20,7 @@ from .testing_procs import DaemonProcess, HandshakeWatch, control_request, to_to
 
 __all__ = ["EOF", "PAUSE", "FAIL", "MemorySource", "ListSink", "FakeFeatures", "FakeReservoir",
            "make_bundle", "packets_from_samples", "random_samples", "to_toml", "control_request",
-           "DaemonProcess", "HandshakeWatch"]
+           "DaemonProcess", "HandshakeWatch", "daemon_ctl", "write_support", "register_classes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,3 +190,35 @@ def packets_from_samples(samples: Sequence[tuple[np.ndarray, str | None]], strea
             seq += 1
         t += dur + gap_us
     return out
+
+
+async def daemon_ctl(daemon, req: object, raw: bytes | None = None, timeout: float = 10.0) -> object:
+    """One request to an in-process daemon's control socket (asyncio REQ): the decoded reply.
+
+    ``raw`` sends those bytes instead of the packed ``req`` (for malformed requests).
+    """
+    sock = zmq.asyncio.Context.instance().socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(daemon.control_endpoint)
+    try:
+        await sock.send(raw if raw is not None else wire.pack_control(req))
+        return wire.unpack_control(await asyncio.wait_for(sock.recv(), timeout))
+    finally:
+        sock.close(0)
+
+
+def write_support(path: str | Path, samples: Sequence[tuple[np.ndarray, str | None]]) -> Path:
+    """Save (events, label) samples as a support file (``events`` concatenated, ``lengths``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, events=np.concatenate([e for e, _ in samples]), lengths=np.array([len(e) for e, _ in samples]))
+    return path
+
+
+async def register_classes(daemon, folder: str | Path, samples: Sequence[tuple[np.ndarray, str]]) -> None:
+    """Register each class of ``samples`` with a running daemon (support file ``folder``/c<label>.npz)."""
+    for lab in sorted({lab for _, lab in samples}):
+        path = write_support(Path(folder) / f"c{lab}.npz", [s for s in samples if s[1] == lab])
+        reply = await daemon_ctl(daemon, {"cmd": "register", "label": lab, "path": str(path)})
+        if not reply.get("ok"):
+            raise ControlError(f"register {lab!r}: {reply.get('error')}")

@@ -19,7 +19,14 @@ from streamlsm.config import from_dict
 from streamlsm.events import DVS_DTYPE, EventPacket
 from streamlsm.pipeline import Pipeline
 from streamlsm.runtime import Daemon, DaemonConfig
-from streamlsm.testing import FakeReservoir, make_bundle, packets_from_samples, random_samples
+from streamlsm.testing import (
+    FakeReservoir,
+    daemon_ctl,
+    make_bundle,
+    packets_from_samples,
+    random_samples,
+    register_classes,
+)
 
 F, D = 32, 16
 pytestmark = pytest.mark.timeout(120)
@@ -38,26 +45,6 @@ def _config(tmp_path):
         "outputs": {"labels": "tcp://127.0.0.1:*"},
         "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(tmp_path / "support")]},
         "limits": {"stats_every_s": 0.05}})
-
-
-async def _ctl(daemon, req, raw: bytes | None = None):
-    sock = zmq.asyncio.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.control_endpoint)
-    try:
-        await sock.send(raw if raw is not None else wire.pack_control(req))
-        return wire.unpack_control(await asyncio.wait_for(sock.recv(), 10))
-    finally:
-        sock.close(0)
-
-
-async def _register(daemon, tmp_path, samples):
-    for lab in sorted({lab for _, lab in samples}):
-        own = [e for e, la in samples if la == lab]
-        path = tmp_path / "support" / f"c{lab}.npz"
-        np.savez(path, events=np.concatenate(own), lengths=np.array([len(e) for e in own]))
-        reply = await _ctl(daemon, {"cmd": "register", "label": lab, "path": str(path)})
-        assert reply["ok"], reply
 
 
 @contextlib.asynccontextmanager
@@ -147,7 +134,7 @@ def _a_label():
 @pytest.mark.asyncio
 async def test_bad_messages_between_good_ones_change_no_label(tmp_path):
     async with _running(tmp_path) as (daemon, task):
-        await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
+        await register_classes(daemon, tmp_path / "support", random_samples(12, DVS_DTYPE, seed=1))
         a = packets_from_samples(random_samples(6, DVS_DTYPE, seed=2), "camA", packet_us=5_000)
         b = packets_from_samples(random_samples(6, DVS_DTYPE, seed=3), "camB", packet_us=5_000)
         ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
@@ -193,12 +180,12 @@ async def test_control_fuzz_never_kills_the_control_loop(tmp_path):
         raws = [b"", b"\xc1", b"\x81\xa3cmd", msgpack.packb({"cmd": "status"}) + b"junk",
                 b"\xdf\xff\xff\xff\xff", b"\x91" * 5000] + [rng.bytes(int(rng.integers(1, 64))) for _ in range(60)]
         for req in requests:
-            reply = await _ctl(daemon, req)
+            reply = await daemon_ctl(daemon, req)
             assert reply["ok"] is False and reply["error"], (req, reply)
         for raw in raws:
-            reply = await _ctl(daemon, None, raw=raw)
+            reply = await daemon_ctl(daemon, None, raw=raw)
             assert isinstance(reply, dict) and "ok" in reply
-        ok = await _ctl(daemon, {"cmd": "status"})
+        ok = await daemon_ctl(daemon, {"cmd": "status"})
         assert ok["ok"] and ok["classes"] == []  # nothing was registered by any bad request
         assert ok["control_errors"] >= len(requests) + 5
         assert not task.done()
@@ -219,7 +206,7 @@ async def test_unknown_stream_modality_and_duplicates_do_not_kill_the_daemon(tmp
     import dataclasses
 
     async with _running(tmp_path) as (daemon, task):
-        await _register(daemon, tmp_path, random_samples(12, DVS_DTYPE, seed=1))
+        await register_classes(daemon, tmp_path / "support", random_samples(12, DVS_DTYPE, seed=1))
         a = packets_from_samples(random_samples(4, DVS_DTYPE, seed=2), "camA", packet_us=10_000)
         ref = Pipeline(daemon.bundle, daemon.matcher, reservoir_factory=_factory)
         want = _by_sample(ref(a))

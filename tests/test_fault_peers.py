@@ -13,7 +13,6 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from streamlsm import wire
 from streamlsm.config import from_dict
 from streamlsm.events import DVS_DTYPE
 from streamlsm.readout.matcher import PrototypeMatcher
@@ -23,9 +22,11 @@ from streamlsm.testing import (
     FakeReservoir,
     ListSink,
     MemorySource,
+    daemon_ctl,
     make_bundle,
     packets_from_samples,
     random_samples,
+    write_support,
 )
 
 F, D = 32, 16
@@ -46,24 +47,6 @@ def _config(tmp_path, hwm=10_000):
         "limits": {"overflow": "block"}})
 
 
-async def _ctl(daemon, req):
-    sock = zmq.asyncio.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.control_endpoint)
-    try:
-        await sock.send(wire.pack_control(req))
-        return wire.unpack_control(await asyncio.wait_for(sock.recv(), 10))
-    finally:
-        sock.close(0)
-
-
-def _support(tmp_path, samples, name):
-    path = tmp_path / "support" / name
-    np.savez(path, events=np.concatenate([e for e, _ in samples]),
-             lengths=np.array([len(e) for e, _ in samples]))
-    return str(path)
-
-
 @pytest.mark.asyncio
 async def test_stalled_subscriber_does_not_stall_the_daemon(tmp_path):
     cfg = _config(tmp_path, hwm=5)
@@ -80,8 +63,8 @@ async def test_stalled_subscriber_does_not_stall_the_daemon(tmp_path):
     daemon = Daemon(cfg, sources=[source()], sinks=[sink], reservoir_factory=_factory)
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
-    await _ctl(daemon, {"cmd": "register", "label": "a",
-                        "path": _support(tmp_path, samples[:3], "a.npz")})
+    await daemon_ctl(daemon, {"cmd": "register", "label": "a",
+                              "path": str(write_support(tmp_path / "support" / "a.npz", samples[:3]))})
     stalled = zmq.asyncio.Context.instance().socket(zmq.SUB)
     stalled.setsockopt(zmq.LINGER, 0)
     stalled.setsockopt(zmq.RCVHWM, 1)
@@ -105,7 +88,8 @@ async def test_full_disk_on_checkpoint_is_an_error_reply_and_keeps_the_old_one(t
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
     samples = random_samples(6, DVS_DTYPE, seed=3)
-    ok = await _ctl(daemon, {"cmd": "register", "label": "a", "path": _support(tmp_path, samples[:3], "a.npz")})
+    a_path = str(write_support(tmp_path / "support" / "a.npz", samples[:3]))
+    ok = await daemon_ctl(daemon, {"cmd": "register", "label": "a", "path": a_path})
     assert ok["ok"]
     before = (tmp_path / "protos.json").read_bytes()
 
@@ -115,18 +99,18 @@ async def test_full_disk_on_checkpoint_is_an_error_reply_and_keeps_the_old_one(t
         real_savez(fh, **arrays)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    b_path = _support(tmp_path, samples[3:], "b.npz")
+    b_path = str(write_support(tmp_path / "support" / "b.npz", samples[3:]))
     monkeypatch.setattr("streamlsm.readout.matcher.np.savez", full_disk)  # the disk fills up
-    reply = await _ctl(daemon, {"cmd": "register", "label": "b", "path": b_path})
+    reply = await daemon_ctl(daemon, {"cmd": "register", "label": "b", "path": b_path})
     assert reply["ok"] is False and "No space" in reply["error"]
-    snap = await _ctl(daemon, {"cmd": "snapshot"})
+    snap = await daemon_ctl(daemon, {"cmd": "snapshot"})
     assert snap["ok"] is False
     monkeypatch.undo()
     assert not task.done()
     assert (tmp_path / "protos.json").read_bytes() == before
     assert PrototypeMatcher.load(tmp_path / "protos.json").labels == ["a"]  # the old one loads
     assert not list(tmp_path.glob("*.tmp"))  # no half-written files left behind
-    st = await _ctl(daemon, {"cmd": "status"})
+    st = await daemon_ctl(daemon, {"cmd": "status"})
     assert st["ok"] and st["control_errors"] == 2
     assert st["classes"] == ["a"]  # the failed change is rolled back: memory == what a restart loads
     daemon.request_stop()

@@ -24,9 +24,12 @@ from streamlsm.testing import (
     HandshakeWatch,
     ListSink,
     MemorySource,
+    daemon_ctl,
     make_bundle,
     packets_from_samples,
     random_samples,
+    register_classes,
+    write_support,
 )
 from streamlsm.transport import Receiver
 
@@ -50,32 +53,6 @@ def _config(tmp_path, **over):
     return from_dict(DaemonConfig, raw)
 
 
-def _support_file(tmp_path, samples, name="support.npz"):
-    folder = tmp_path / "support"
-    folder.mkdir(exist_ok=True)
-    ev = np.concatenate([e for e, _ in samples])
-    np.savez(folder / name, events=ev, lengths=np.array([len(e) for e, _ in samples]))
-    return folder / name
-
-
-async def _ctl(daemon, req):
-    sock = zmq.asyncio.Context.instance().socket(zmq.REQ)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.connect(daemon.control_endpoint)
-    try:
-        await sock.send(wire.pack_control(req))
-        return wire.unpack_control(await asyncio.wait_for(sock.recv(), 10))
-    finally:
-        sock.close(0)
-
-
-async def _register_classes(daemon, tmp_path, samples):
-    for lab in sorted({lab for _, lab in samples}):
-        path = _support_file(tmp_path, [s for s in samples if s[1] == lab], f"c{lab}.npz")
-        reply = await _ctl(daemon, {"cmd": "register", "label": lab, "path": str(path)})
-        assert reply["ok"], reply
-
-
 @pytest.mark.asyncio
 async def test_memory_source_labels_reach_sinks_and_subscriber_once_each(tmp_path):
     cfg = _config(tmp_path)
@@ -93,7 +70,7 @@ async def test_memory_source_labels_reach_sinks_and_subscriber_once_each(tmp_pat
     daemon = Daemon(cfg, sources=[gated()], sinks=[sink], reservoir_factory=_factory)
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
-    await _register_classes(daemon, tmp_path, train)
+    await register_classes(daemon, tmp_path / "support", train)
     watch = HandshakeWatch()
     async with Receiver(daemon.label_endpoint, "sub", topics=(b"lb/",), setup=watch) as sub:
         await asyncio.to_thread(watch.wait)  # SUB joins before labels flow
@@ -168,21 +145,21 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     daemon = Daemon(cfg, sinks=[], reservoir_factory=_factory, stop_at_eof=False)
     task = asyncio.create_task(daemon.run())
     await daemon.ready.wait()
-    await _register_classes(daemon, tmp_path, train)
-    st = await _ctl(daemon, {"cmd": "status"})
+    await register_classes(daemon, tmp_path / "support", train)
+    st = await daemon_ctl(daemon, {"cmd": "status"})
     assert st["classes"] == ["0", "1", "2"] and st["prototype_version"] == 3
     outside = tmp_path / "elsewhere.npz"
     np.savez(outside, embeddings=np.ones((1, D)))
-    reply = await _ctl(daemon, {"cmd": "register", "label": "x", "path": str(outside)})
+    reply = await daemon_ctl(daemon, {"cmd": "register", "label": "x", "path": str(outside)})
     assert not reply["ok"] and "outside" in reply["error"]
     sneaky = str(tmp_path / "support" / ".." / "elsewhere.npz")
-    assert not (await _ctl(daemon, {"cmd": "register", "label": "x", "path": sneaky}))["ok"]
-    assert not (await _ctl(daemon, {"cmd": "nope"}))["ok"]
-    assert not (await _ctl(daemon, ["not", "a", "map"]))["ok"]
-    support = str(_support_file(tmp_path, train[:1], "one.npz"))
-    assert not (await _ctl(daemon, {"cmd": "register", "label": 5, "path": support}))["ok"]
-    assert not (await _ctl(daemon, {"cmd": "register", "label": "q", "path": str(tmp_path / "support"),
-                                    "dataset": "nmnist", "limit": "many"}))["ok"]
+    assert not (await daemon_ctl(daemon, {"cmd": "register", "label": "x", "path": sneaky}))["ok"]
+    assert not (await daemon_ctl(daemon, {"cmd": "nope"}))["ok"]
+    assert not (await daemon_ctl(daemon, ["not", "a", "map"]))["ok"]
+    support = str(write_support(tmp_path / "support" / "one.npz", train[:1]))
+    assert not (await daemon_ctl(daemon, {"cmd": "register", "label": 5, "path": support}))["ok"]
+    assert not (await daemon_ctl(daemon, {"cmd": "register", "label": "q", "path": str(tmp_path / "support"),
+                                          "dataset": "nmnist", "limit": "many"}))["ok"]
     raw = zmq.asyncio.Context.instance().socket(zmq.REQ)  # a request in two parts
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(daemon.control_endpoint)
@@ -192,13 +169,13 @@ async def test_control_commands_and_restart_keeps_registered_classes(tmp_path):
     finally:
         raw.close(0)
     assert not reply["ok"] and "one message part" in reply["error"]
-    assert (await _ctl(daemon, {"cmd": "status"}))["ok"]  # the control loop still serves
+    assert (await daemon_ctl(daemon, {"cmd": "status"}))["ok"]  # the control loop still serves
     assert daemon.counters["control_errors"] >= 7
-    assert (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["classes"] == ["0", "2"]
-    assert not (await _ctl(daemon, {"cmd": "remove", "label": "1"}))["ok"]
-    snap = await _ctl(daemon, {"cmd": "snapshot"})
+    assert (await daemon_ctl(daemon, {"cmd": "remove", "label": "1"}))["classes"] == ["0", "2"]
+    assert not (await daemon_ctl(daemon, {"cmd": "remove", "label": "1"}))["ok"]
+    snap = await daemon_ctl(daemon, {"cmd": "snapshot"})
     assert snap["ok"] and snap["path"] == str(cfg.model.prototypes)
-    reload = await _ctl(daemon, {"cmd": "reload"})
+    reload = await daemon_ctl(daemon, {"cmd": "reload"})
     assert reload["ok"] and reload["bundle_hash"] == daemon.bundle.hash
     daemon.request_stop()
     await task
@@ -328,7 +305,7 @@ async def test_reload_mid_stream_loses_no_sample(tmp_path):
     while daemon.counters["received"] < half:
         await asyncio.sleep(0.01)
     old = daemon.bundle.hash
-    reply = await _ctl(daemon, {"cmd": "reload", "path": str(tmp_path / "bundle2")})
+    reply = await daemon_ctl(daemon, {"cmd": "reload", "path": str(tmp_path / "bundle2")})
     assert reply["ok"] and reply["bundle_hash"] != old
     reloaded.set()
     await task
