@@ -47,6 +47,7 @@ _EV_STREAMS: dict[bytes, str] = {}  # topic -> stream id, the receive side of th
 _LAYOUT_OF: dict[np.dtype, str] = {dt: name for name, dt in LAYOUTS.items()}
 _LOCAL = threading.local()
 _UNPACK_KW: dict[tuple, dict] = {}  # (limits, byte limit) -> msgpack.unpackb keyword arguments
+_LAST_KW: tuple = (None, None, None)  # the last (limits, byte limit, kwargs) looked up
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +211,11 @@ def _float(h: dict, key: str) -> float:
 
 
 def _unpack_kwargs(limits: WireLimits, limit: int) -> dict:
+    """msgpack.unpackb keyword arguments for these limits (built once per limits object)."""
+    global _LAST_KW
+    last = _LAST_KW  # one-slot cache by identity: hashing the limits dataclass costs ~0.2 us
+    if last[0] is limits and last[1] == limit:
+        return last[2]
     key = (limits, limit)
     kw = _UNPACK_KW.get(key)
     if kw is None:
@@ -220,6 +226,7 @@ def _unpack_kwargs(limits: WireLimits, limit: int) -> dict:
         if len(_UNPACK_KW) >= 64:
             _UNPACK_KW.clear()
         _UNPACK_KW[key] = kw
+    _LAST_KW = (limits, limit, kw)  # a tuple swapped whole: a reader always sees a matching triple
     return kw
 
 
