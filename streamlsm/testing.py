@@ -13,10 +13,17 @@ import zmq.asyncio
 
 from . import wire
 from .errors import ControlError, ReservoirError
-from .events import EventPacket, LabelEvent, slice_time
+from .events import EventPacket, LabelEvent
 from .readout.bundle import Bundle
 from .readout.projection import ProjectionHead
-from .testing_procs import DaemonProcess, HandshakeWatch, control_request, to_toml
+from .testing_procs import (
+    DaemonProcess,
+    HandshakeWatch,
+    control_request,
+    packets_from_samples,
+    random_samples,
+    to_toml,
+)
 
 __all__ = ["EOF", "PAUSE", "FAIL", "MemorySource", "ListSink", "FakeFeatures", "FakeReservoir",
            "make_bundle", "packets_from_samples", "random_samples", "to_toml", "control_request",
@@ -154,42 +161,6 @@ def make_bundle(n_features: int = 32, dim: int = 16, modalities: Sequence[str] =
              for m in modalities}
     return Bundle(heads=heads, classes=list(classes), seed=seed, reservoirs=dict(reservoirs or {}))
 
-
-def random_samples(n: int, layout_dtype: np.dtype, duration_us: int = 50_000, events: int = 200,
-                   classes: int = 3, seed: int = 0, width: int = 34) -> list[tuple[np.ndarray, str]]:
-    """``n`` (events, label) samples of random events whose channel distribution depends on the class."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = i % classes
-        ev = np.zeros(events, dtype=layout_dtype)
-        ev["t"] = np.sort(rng.integers(0, duration_us, events))
-        ev["x"] = (rng.integers(0, 8, events) + c * 10) % width
-        if "y" in layout_dtype.names:
-            ev["y"] = rng.integers(0, width, events)
-        if "p" in layout_dtype.names:
-            ev["p"] = rng.integers(0, 2, events)
-        out.append((ev, str(c)))
-    return out
-
-
-def packets_from_samples(samples: Sequence[tuple[np.ndarray, str | None]], stream_id: str = "s0",
-                         packet_us: int = 10_000, modality: str = "vision", duration_us: int | None = None,
-                         gap_us: int = 0, t0: int = 0, seq0: int = 0) -> list[EventPacket]:
-    """Cut samples (events with t from the sample's start) into contiguous packets in stream time."""
-    out, seq, t = [], seq0, t0
-    for sid, (ev, label) in enumerate(samples):
-        dur = duration_us or (int(ev["t"][-1]) + 1 if len(ev) else packet_us)
-        shifted = ev.copy()
-        shifted["t"] += t
-        edges = list(range(t, t + dur, packet_us)) + [t + dur]
-        for j in range(len(edges) - 1):
-            a, b = edges[j], edges[j + 1]
-            out.append(EventPacket(stream_id, seq, a, b, slice_time(shifted, a, b).copy(), modality,
-                                   sid, label, sample_begin=j == 0, sample_end=j == len(edges) - 2))
-            seq += 1
-        t += dur + gap_us
-    return out
 
 
 async def daemon_ctl(daemon, req: object, raw: bytes | None = None, timeout: float = 10.0) -> object:

@@ -31,7 +31,7 @@ LAYERS = {
     "streamlsm.runtime_control": 4,  # the daemon's control commands (a mixin) and support files
     "streamlsm.runtime": 5,
     "streamlsm.cluster": 5,
-    "streamlsm.testing_procs": 4,  # process / socket test helpers (wire and errors only)
+    "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
     "streamlsm.testing": 5,
     "streamlsm.cli": 6,
 }

@@ -15,7 +15,8 @@ import numpy as np
 import zmq
 
 from .. import wire
-from ..events import LAYOUTS, EventPacket, slice_time
+from ..events import LAYOUTS, EventPacket
+from ..testing_procs import packets_from_samples, random_samples
 
 __all__ = ["make_samples", "stream_packets", "drive"]
 
@@ -23,38 +24,15 @@ __all__ = ["make_samples", "stream_packets", "drive"]
 def make_samples(n: int, layout: str = "dvs", duration_us: int = 100_000, events: int = 400,
                  classes: int = 3, seed: int = 0, width: int = 34) -> list[tuple[np.ndarray, str]]:
     """``n`` (events, label) samples whose channel distribution depends on the class."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        c = i % classes
-        ev = np.zeros(events, LAYOUTS[layout])
-        ev["t"] = np.sort(rng.integers(0, duration_us, events))
-        ev["x"] = (rng.integers(0, 8, events) + c * 10) % width
-        if "y" in ev.dtype.names:
-            ev["y"] = rng.integers(0, width, events)
-        if "p" in ev.dtype.names:
-            ev["p"] = rng.integers(0, 2, events)
-        out.append((ev, str(c)))
-    return out
+    return random_samples(n, LAYOUTS[layout], duration_us, events, classes, seed, width)
 
 
 def stream_packets(stream_id: str, samples, duration_us: int, packet_us: int,
                    modality: str = "vision", first_sample: int = 0, t0: int = 0,
                    seq0: int = 0) -> list[EventPacket]:
     """Contiguous packets of consecutive fixed-length samples (sample ids from ``first_sample``)."""
-    out, seq = [], seq0
-    for k, (ev, label) in enumerate(samples):
-        start = t0 + k * duration_us
-        shifted = ev.copy()
-        shifted["t"] += start
-        edges = list(range(start, start + duration_us, packet_us)) + [start + duration_us]
-        for j in range(len(edges) - 1):
-            a, b = edges[j], edges[j + 1]
-            out.append(EventPacket(stream_id, seq, a, b, slice_time(shifted, a, b).copy(), modality,
-                                   first_sample + k, label, sample_begin=j == 0,
-                                   sample_end=j == len(edges) - 2))
-            seq += 1
-    return out
+    return packets_from_samples(samples, stream_id, packet_us, modality, duration_us, t0=t0, seq0=seq0,
+                                first_sample=first_sample)
 
 
 def drive(input: str, labels: str, streams: int = 4, samples: int = 4, duration_us: int = 100_000,
