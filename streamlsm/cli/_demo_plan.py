@@ -97,24 +97,6 @@ def _interleave(groups: list[list[int]], rng: np.random.Generator) -> list[int]:
 DEMO_KINDS = ("camera-digits", "cochlea-digits")
 
 
-def _loader(ensure):
-    """default_bundle's data loader, asking the data maker for the demo's two sets only."""
-    from ..experiments.features import Samples
-
-    def load_sets(cache=None) -> dict:
-        paths = ensure(cache)
-        nmnist, ntidigits = load(SOURCE_GROUP, "nmnist"), load(SOURCE_GROUP, "ntidigits")
-        out: dict = {"vision": {}, "audio": {}}
-        for split in ("train", "test"):
-            out["vision"][split] = Samples.from_dataset(nmnist(paths["camera-digits"], split=split),
-                                                        name=f"camera-digits-{split}")
-            out["audio"][split] = Samples.from_dataset(ntidigits(paths["cochlea-digits"], split=split),
-                                                       name=f"cochlea-digits-{split}")
-        return out
-
-    return load_sets
-
-
 def default_plan(limit: int, seed: int) -> Plan:
     """Emulated camera digits streamed; prototypes of all ten classes from emulated spoken digits."""
     from ..experiments import default_bundle
@@ -134,7 +116,7 @@ def default_plan(limit: int, seed: int) -> Plan:
         paths = ensure(progress=made)
     say("training or loading the image-audio bundle (trained once on seen classes, then cached) ...")
     with heartbeat("training or loading the bundle"):
-        bundle = Bundle.load(default_bundle(loader=_loader(ensure), log=say))
+        bundle = Bundle.load(default_bundle(log=say))  # its loader asks for the same two sets
     notes_extra = []
     if "feature_transform" not in bundle.extra and \
             bundle.extra.get("trained_by") == "streamlsm.experiments.default_bundle":
