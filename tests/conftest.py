@@ -21,5 +21,11 @@ def real_data() -> Path:
 def require(path: Path) -> Path:
     """Skip (with the reason) unless ``path`` exists under the data root."""
     if not path.exists():
-        pytest.skip(f"real data file {path} is absent")
+        pytest.skip(f"real data {path} is absent")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_file(real_data: Path):
+    """``real_file("nmnist", "Train")``: that file or folder under the data root, else a skip saying it is absent."""
+    return lambda *parts: require(real_data.joinpath(*parts))

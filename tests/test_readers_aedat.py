@@ -28,11 +28,8 @@ REAL = {
 
 
 @pytest.fixture(scope="module")
-def nas_root(real_data: Path) -> Path:
-    root = real_data / "nas_cochlea"
-    if not root.is_dir():
-        pytest.skip(f"real data folder {root} is absent")
-    return root
+def nas_root(real_file) -> Path:
+    return real_file("nas_cochlea")
 
 
 @pytest.mark.parametrize("name", sorted(REAL))

@@ -32,11 +32,8 @@ SESSIONS = {
 
 
 @pytest.fixture(scope="module")
-def ac_dir(real_data: Path) -> Path:
-    d = real_data / "neural" / "auditory_cortex"
-    if not d.is_dir():
-        pytest.skip(f"real data folder {d} is absent")
-    return d
+def ac_dir(real_file) -> Path:
+    return real_file("neural", "auditory_cortex")
 
 
 @pytest.mark.parametrize("session", sorted(SESSIONS))
@@ -151,10 +148,8 @@ def test_auditory_cortex_dataset(real_data: Path, ac_dir: Path) -> None:
         AuditoryCortexDataset(ac_dir, session="D_Z")
 
 
-def test_stn(real_data: Path, tmp_path: Path) -> None:
-    mat = real_data / "neural" / "stn" / "10_spikes-1.mat"
-    if not mat.is_file():
-        pytest.skip(f"real data file {mat} is absent")
+def test_stn(real_data: Path, real_file, tmp_path: Path) -> None:
+    mat = real_file("neural", "stn", "10_spikes-1.mat")
     tr = read_stn(mat)
     assert len(tr.events) == 50 and tr.n_units == 1
     assert sum(len(e) for e in tr.events) == 4696

@@ -14,12 +14,6 @@ from streamlsm.events import DVS_DTYPE
 from streamlsm.plugins import SOURCE_GROUP, Dataset, load
 
 
-def require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data file {path} is absent")
-    return path
-
-
 def _rec(x: int, y: int, p: int, t: int) -> bytes:
     return bytes([x, y, (p << 7) | (t >> 16), (t >> 8) & 0xFF, t & 0xFF])
 
@@ -34,9 +28,14 @@ def _events(ts, xs=None, ys=None, ps=None) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def train(real_data: Path) -> NMNISTDataset:
-    require(real_data / "nmnist" / "Train")
-    return NMNISTDataset(real_data / "nmnist")
+def nmnist_root(real_file) -> Path:
+    real_file("nmnist", "Train")  # skips unless the training split is there
+    return real_file("nmnist")
+
+
+@pytest.fixture(scope="module")
+def train(nmnist_root: Path) -> NMNISTDataset:
+    return NMNISTDataset(nmnist_root)
 
 
 def test_real_files_parse_with_documented_counts(train: NMNISTDataset) -> None:
@@ -72,12 +71,11 @@ def test_protocol_and_entry_point(train: NMNISTDataset, real_data: Path) -> None
     assert len(cls(real_data / "nmnist", limit=20)) == 20
 
 
-def test_limit_is_class_balanced_and_ordered(real_data: Path) -> None:
-    require(real_data / "nmnist" / "Train")
-    ds = NMNISTDataset(real_data / "nmnist", limit=30)
+def test_limit_is_class_balanced_and_ordered(nmnist_root: Path) -> None:
+    ds = NMNISTDataset(nmnist_root, limit=30)
     assert len(ds) == 30 and sorted(ds.labels) == ds.labels
     assert {ds.labels.count(c) for c in ds.classes} == {3}
-    ds2 = NMNISTDataset(real_data / "nmnist", limit=30, on_error="skip")
+    ds2 = NMNISTDataset(nmnist_root, limit=30, on_error="skip")
     assert ds2.labels == ds.labels and [ds2.path(i) for i in range(30)] == [ds.path(i) for i in range(30)]
 
 

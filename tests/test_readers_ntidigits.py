@@ -22,11 +22,8 @@ from streamlsm.plugins import SOURCE_GROUP, Dataset, load
 
 
 @pytest.fixture(scope="module")
-def bs1(real_data: Path) -> Path:
-    path = real_data / "ntidigits" / "NTIDIGITS_1.bs1"
-    if not path.is_file():
-        pytest.skip(f"real data file {path} is absent")
-    return path
+def bs1(real_file) -> Path:
+    return real_file("ntidigits", "NTIDIGITS_1.bs1")
 
 
 def _utt(n: int, seed: int, span_s: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
