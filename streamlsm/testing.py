@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zmq
@@ -27,7 +28,8 @@ from .testing_procs import (
 
 __all__ = ["EOF", "PAUSE", "FAIL", "MemorySource", "ListSink", "FakeFeatures", "FakeReservoir",
            "make_bundle", "packets_from_samples", "random_samples", "to_toml", "control_request",
-           "DaemonProcess", "HandshakeWatch", "daemon_ctl", "write_support", "register_classes"]
+           "DaemonProcess", "HandshakeWatch", "daemon_ctl", "write_support", "register_classes",
+           "daemon_test_config"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +163,28 @@ def make_bundle(n_features: int = 32, dim: int = 16, modalities: Sequence[str] =
              for m in modalities}
     return Bundle(heads=heads, classes=list(classes), seed=seed, reservoirs=dict(reservoirs or {}))
 
+
+
+def daemon_test_config(folder: str | Path, n_features: int = 32, dim: int = 16, **sections: Any) -> dict:
+    """A daemon config (raw dict) for tests, all under ``folder``: a random bundle saved there (make_bundle),
+    prototypes in protos.json, labels PUB and control REP on 127.0.0.1 random ports, support files
+    allowed from ``folder``/support (made), stats every 0.05 s. Each keyword updates that section
+    (a dict) or sets it (anything else, e.g. the ``inputs`` list).
+    """
+    folder = Path(folder)
+    make_bundle(n_features, dim).save(folder / "bundle")
+    (folder / "support").mkdir(parents=True, exist_ok=True)
+    raw: dict[str, Any] = {
+        "model": {"bundle": str(folder / "bundle"), "prototypes": str(folder / "protos.json")},
+        "outputs": {"labels": "tcp://127.0.0.1:*"},
+        "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(folder / "support")]},
+        "limits": {"stats_every_s": 0.05}}
+    for key, val in sections.items():
+        if isinstance(val, dict):
+            raw.setdefault(key, {}).update(val)
+        else:
+            raw[key] = val
+    return raw
 
 
 async def daemon_ctl(daemon, req: object, raw: bytes | None = None, timeout: float = 10.0) -> object:

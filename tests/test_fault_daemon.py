@@ -22,6 +22,7 @@ from streamlsm.runtime import Daemon, DaemonConfig
 from streamlsm.testing import (
     FakeReservoir,
     daemon_ctl,
+    daemon_test_config,
     make_bundle,
     packets_from_samples,
     random_samples,
@@ -37,14 +38,8 @@ def _factory(m):
 
 
 def _config(tmp_path):
-    make_bundle(F, D).save(tmp_path / "bundle")
-    (tmp_path / "support").mkdir()
-    return from_dict(DaemonConfig, {
-        "model": {"bundle": str(tmp_path / "bundle"), "prototypes": str(tmp_path / "protos.json")},
-        "inputs": [{"endpoint": "tcp://127.0.0.1:*", "kind": "pull", "bind": True}],
-        "outputs": {"labels": "tcp://127.0.0.1:*"},
-        "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(tmp_path / "support")]},
-        "limits": {"stats_every_s": 0.05}})
+    inputs = [{"endpoint": "tcp://127.0.0.1:*", "kind": "pull", "bind": True}]
+    return from_dict(DaemonConfig, daemon_test_config(tmp_path, F, D, inputs=inputs))
 
 
 @contextlib.asynccontextmanager

@@ -23,7 +23,7 @@ from streamlsm.testing import (
     ListSink,
     MemorySource,
     daemon_ctl,
-    make_bundle,
+    daemon_test_config,
     packets_from_samples,
     random_samples,
     write_support,
@@ -38,13 +38,8 @@ def _factory(m):
 
 
 def _config(tmp_path, hwm=10_000):
-    make_bundle(F, D).save(tmp_path / "bundle")
-    (tmp_path / "support").mkdir(exist_ok=True)
-    return from_dict(DaemonConfig, {
-        "model": {"bundle": str(tmp_path / "bundle"), "prototypes": str(tmp_path / "protos.json")},
-        "outputs": {"labels": "tcp://127.0.0.1:*", "hwm": hwm},
-        "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(tmp_path / "support")]},
-        "limits": {"overflow": "block"}})
+    return from_dict(DaemonConfig, daemon_test_config(tmp_path, F, D, outputs={"hwm": hwm},
+                                                      limits={"overflow": "block", "stats_every_s": 1.0}))
 
 
 @pytest.mark.asyncio

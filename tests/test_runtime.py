@@ -25,6 +25,7 @@ from streamlsm.testing import (
     ListSink,
     MemorySource,
     daemon_ctl,
+    daemon_test_config,
     make_bundle,
     packets_from_samples,
     random_samples,
@@ -42,15 +43,7 @@ def _factory(m):
 
 
 def _config(tmp_path, **over):
-    bundle = make_bundle(F, D)
-    bundle.save(tmp_path / "bundle")
-    raw = {"model": {"bundle": str(tmp_path / "bundle"), "prototypes": str(tmp_path / "protos.json")},
-           "outputs": {"labels": "tcp://127.0.0.1:*"},
-           "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(tmp_path / "support")]},
-           "limits": {"stats_every_s": 0.05}}
-    for k, v in over.items():
-        raw.setdefault(k, {}).update(v)
-    return from_dict(DaemonConfig, raw)
+    return from_dict(DaemonConfig, daemon_test_config(tmp_path, F, D, **over))
 
 
 @pytest.mark.asyncio
