@@ -33,6 +33,16 @@ __all__ = ["RouterConfig", "Router", "HELLO", "HEARTBEAT", "LEAVE", "BYE"]
 HELLO, HEARTBEAT, LEAVE, BYE = b"hello", b"hb", b"leave", b"bye"
 
 
+def _drain(recv, handle, most: int = 1000) -> None:
+    """``handle(recv(zmq.NOBLOCK))`` for each waiting message, at most ``most``, until zmq.Again."""
+    for _ in range(most):
+        try:
+            msg = recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        handle(msg)
+
+
 @dataclass(frozen=True, slots=True)
 class RouterConfig:
     """Endpoints the router binds, heartbeat timing, and the CURVE key directory (beyond loopback)."""
@@ -146,34 +156,17 @@ class Router:
             ready = dict(poller.poll(tick * 1000))
             self._service(ready)
             if ready.get(self.inp):
-                for _ in range(max_batch):
-                    try:
-                        frames = self.inp.recv_multipart(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    self._route(frames)
+                _drain(self.inp.recv_multipart, self._route, max_batch)
             self._check_workers()
 
     def _service(self, ready: dict) -> None:
         """Heartbeats and labels (everything but the input), without waiting."""
         if ready.get(self.router):
-            for _ in range(1000):
-                try:
-                    self._worker_message(self.router.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+            _drain(self.router.recv_multipart, self._worker_message)
         if ready.get(self.xsub):
-            for _ in range(1000):
-                try:
-                    self._label(self.xsub.recv_multipart(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
-        if ready.get(self.xpub):
-            for _ in range(1000):  # subscriptions of subscribers: the XSUB already takes everything
-                try:
-                    self.xpub.recv(zmq.NOBLOCK)
-                except zmq.Again:
-                    break
+            _drain(self.xsub.recv_multipart, self._label)
+        if ready.get(self.xpub):  # subscriptions of subscribers: the XSUB already takes everything
+            _drain(self.xpub.recv, lambda _msg: None)
 
     # ------------------------------------------------------------ workers
     def _worker_message(self, frames: list) -> None:
