@@ -183,53 +183,6 @@ def _train_linear(x, y, xv, yv, n_classes, hidden, config, modality, fixed_epoch
     return head, fit
 
 
-def _lbfgs_fit(x, y, n_classes, l2, seed, max_iter):
-    _seeded(seed)
-    mean, scale = _standardiser(x)
-    head = TorchHead(mean, scale, [x.shape[1], n_classes], final_activation=False, normalise=False)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
-                            tolerance_change=1e-9, history_size=20, line_search_fn="strong_wolfe")
-    evals = [0]
-
-    def closure():
-        opt.zero_grad()
-        w = head.layers[0].weight
-        loss = nn.functional.cross_entropy(head(xt), yt) + 0.5 * l2 * (w * w).sum()
-        loss.backward()
-        evals[0] += 1
-        return loss
-
-    opt.step(closure)
-    return head, evals[0]
-
-
-def _train_lbfgs(x, y, xt_, yt_, xv, yv, classes, grid, config, modality, reservoir, refit):
-    t0 = time.perf_counter()
-    scores, evals, history = [], 0, []
-    iters = max(50, config.epochs)
-    for l2 in grid:
-        head, n = _lbfgs_fit(xt_, yt_, len(classes), l2, config.seed, iters)
-        evals += n * len(xt_)
-        with torch.no_grad():
-            logits = head(torch.from_numpy(xv))
-            ce = float(nn.functional.cross_entropy(logits, torch.from_numpy(yv)))
-            acc = float((logits.argmax(1).numpy() == yv).mean())
-        scores.append((acc - 1e-4 * min(ce, 10.0), acc, l2, head))
-        history.append({"l2": l2, "val": acc, "val_loss": ce, "evaluations": n})
-    _, acc, l2, head = max(scores, key=lambda r: r[0])
-    if refit:
-        head, n = _lbfgs_fit(x, y, len(classes), l2, config.seed, iters)
-        evals += n * len(x)
-    metrics = {"val_accuracy": acc, "best_l2": l2, "best_epoch": 0, "epochs_run": 1,
-               "train_seconds": time.perf_counter() - t0, "train_macs_to_best": 3 * head.macs() * evals,
-               "n_train": len(x) if refit else len(xt_), "refit": bool(refit), "history": history,
-               "solver": "lbfgs"}
-    return Bundle(heads={modality: to_numpy_head(head, {"kind": "classifier"})}, classes=classes,
-                  reservoirs={modality: reservoir} if reservoir is not None else {}, seed=config.seed,
-                  metrics=metrics)
-
-
 def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence | None = None, *,
                      hidden: Sequence[int] = (), config: TrainConfig = TrainConfig(),
                      val: tuple[np.ndarray, Sequence] | None = None, modality: str = "features",
@@ -260,7 +213,9 @@ def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence |
     else:
         xv, yv, xt_, yt_ = x, y, x, y
     if l2_grid:
-        return _train_lbfgs(x, y, xt_, yt_, xv, yv, classes, list(l2_grid), config, modality, reservoir,
+        from .train_lbfgs import train_lbfgs
+
+        return train_lbfgs(x, y, xt_, yt_, xv, yv, classes, list(l2_grid), config, modality, reservoir,
                             refit and val is None and len(xv) > 0)
     head, fit = _train_linear(xt_, yt_, xv, yv, len(classes), hidden, config, modality, None)
     macs = 3 * head.macs() * len(xt_) * (fit["best_epoch"] + 1)
