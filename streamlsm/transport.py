@@ -43,6 +43,11 @@ def _send_frames(sock: zmq.Socket, frames: list) -> None:
     pyzmq's copy_threshold, which is cheaper for them). Once the first part is accepted ZeroMQ
     accepts the rest of the message, so Again can only come from the first part.
     """
+    if len(frames) == 3:  # every wire message: no loop
+        sock.send(frames[0], _NB_MORE)
+        sock.send(frames[1], _NB_MORE)
+        sock.send(frames[2], zmq.NOBLOCK, copy=False)
+        return
     last = len(frames) - 1
     for i, frame in enumerate(frames):
         if i < last:
@@ -248,11 +253,12 @@ class Receiver(_Endpoint):
             self.stats["wire_errors"] += 1
             self.last_error = exc
             return None
-        self.stats["received"] += 1
-        if isinstance(msg, EventPacket):
-            self.stats["events"] += len(msg.events)
+        stats = self.stats
+        stats["received"] += 1
+        if type(msg) is EventPacket:
+            stats["events"] += len(msg.events)
         else:
-            self.stats["labels"] += 1
+            stats["labels"] += 1
         return msg
 
     async def recv_batch(self, timeout: float | None = None) -> list[EventPacket | LabelEvent]:

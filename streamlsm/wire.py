@@ -42,7 +42,7 @@ LABEL_TOPIC = b"lb/"
 _STREAM_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}\Z")
 _MAX_I64 = (1 << 63) - 1
 _CACHE_MAX = 4096  # validated stream ids kept per cache (cleared when full)
-_EV_TOPICS: dict[str, bytes] = {}  # stream id -> b"ev/<id>" for ids that passed the regex
+_TOPICS: dict[tuple, bytes] = {}  # (prefix, stream id) -> topic, for ids that passed the regex
 _EV_STREAMS: dict[bytes, str] = {}  # topic -> stream id, the receive side of the same cache
 _LAYOUT_OF: dict[np.dtype, str] = {dt: name for name, dt in LAYOUTS.items()}
 _LOCAL = threading.local()
@@ -76,14 +76,15 @@ def _check_stream_id(stream_id: object) -> str:
     return stream_id
 
 
-def _events_topic(stream_id: object) -> bytes:
-    """The validated topic of an events stream, from a small cache (the regex runs once per id)."""
-    topic = _EV_TOPICS.get(stream_id) if type(stream_id) is str else None
+def _topic(prefix: bytes, stream_id: object) -> bytes:
+    """The validated topic of a stream, from a small cache (the regex runs once per id)."""
+    key = (prefix, stream_id) if type(stream_id) is str else None
+    topic = _TOPICS.get(key)
     if topic is None:
-        topic = topic_for(EVENTS_TOPIC, _check_stream_id(stream_id))
-        if len(_EV_TOPICS) >= _CACHE_MAX:
-            _EV_TOPICS.clear()
-        _EV_TOPICS[stream_id] = topic
+        topic = topic_for(prefix, _check_stream_id(stream_id))
+        if len(_TOPICS) >= _CACHE_MAX:
+            _TOPICS.clear()
+        _TOPICS[key] = topic
     return topic
 
 
@@ -99,7 +100,7 @@ def _packer() -> msgpack.Packer:
 def encode_packet(pkt: EventPacket) -> list:
     """Frames of one EventPacket; the payload frame is a zero-copy view of the events array."""
     stream = pkt.stream_id
-    topic = _events_topic(stream)
+    topic = _topic(EVENTS_TOPIC, stream)
     ev = pkt.events
     layout = _LAYOUT_OF.get(getattr(ev, "dtype", None)) if isinstance(ev, np.ndarray) else None
     if layout is None:
@@ -127,10 +128,10 @@ def encode_packet(pkt: EventPacket) -> list:
 
 def encode_label(lab: LabelEvent) -> list:
     """Frames of one LabelEvent (empty payload frame)."""
-    stream = _check_stream_id(lab.stream_id)
+    topic = _topic(LABEL_TOPIC, lab.stream_id)
     header = {"v": WIRE_VERSION, "kind": "label"}
     header.update(lab.to_dict())
-    return [topic_for(LABEL_TOPIC, stream), msgpack.packb(header), b""]
+    return [topic, _packer().pack(header), b""]
 
 
 def encode(msg: EventPacket | LabelEvent) -> list:
