@@ -8,7 +8,7 @@ and reports the event rate between its first and last message. The last printed 
 object with events_per_s (best synthetic packet size), events_per_s_1ms (real N-MNIST cut into
 1 ms packets), codec_vs_raw (per-event payload cost, raw numpy tobytes+frombuffer over wire
 encode+decode: slopes of time against packet size), pacing_p50_ms / pacing_p99_ms (speed 1,
-1 ms packets) and details.
+1 ms packets) and details (details.message: per-message encode / decode microseconds).
 """
 
 from __future__ import annotations
@@ -192,6 +192,30 @@ def bench_codec(sizes: list[int], rounds: int) -> dict:
     }
 
 
+def bench_message_cost(sizes: list[int], repeats: int, number: int) -> dict:
+    """Per-message wire.encode and wire.decode time (median and best of ``repeats`` blocks).
+
+    The fixed cost a message pays whatever its size: header packing, validation, EventPacket
+    construction. Decode reads bytes frames, as a receiver would after ZeroMQ hands them over.
+    """
+    out: dict = {}
+    for size in sizes:
+        pkt = synthetic_packets(size, k=1)[0]
+        frames = [bytes(f) for f in wire.encode(pkt)]
+        fns = {"encode": lambda pkt=pkt: wire.encode(pkt),
+               "decode": lambda frames=frames: wire.decode(frames)}
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(repeats):
+            for name, fn in fns.items():  # alternating blocks: both see the same machine load
+                t0 = time.perf_counter()
+                for _ in range(number):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / number * 1e6)
+        out[size] = {f"{name}_us_{stat}": float(f(v)) for name, v in times.items()
+                     for stat, f in (("median", np.median), ("best", np.min))}
+    return out
+
+
 def bench_pacing(seconds: float, items: list | None) -> dict:
     if items is None:  # synthetic 1 ms packets of 20 events
         ev = np.zeros(20, dtype=DVS_DTYPE)
@@ -244,6 +268,11 @@ def main() -> None:
           f"{codec['raw_ns_per_event']:.2f} ns) ratio {codec['codec_vs_raw_per_event']:.2f}; "
           f"fixed {codec['codec_fixed_us_per_message']:.1f} us/message", flush=True)
 
+    message = bench_message_cost([16, 1024], 9 if quick else 25, 2000)
+    for size, m in message.items():
+        print(f"per message {size:5d} events: encode {m['encode_us_median']:.2f} us, decode "
+              f"{m['decode_us_median']:.2f} us (median)", flush=True)
+
     pace_seconds = 2.0 if quick else 10.0
     pace_items = None
     if items is not None:  # the first seconds of the N-MNIST stream
@@ -268,7 +297,8 @@ def main() -> None:
         "seconds": time.perf_counter() - t_all,
         "cpus": os.cpu_count(),
         "loadavg_1m": [round(load_start, 2), round(os.getloadavg()[0], 2)],
-        "details": {"throughput": throughput, "nmnist_1ms": nm, "codec": codec, "pacing": pacing},
+        "details": {"throughput": throughput, "nmnist_1ms": nm, "codec": codec, "message": message,
+                    "pacing": pacing},
     }
     print(json.dumps(result))
 
