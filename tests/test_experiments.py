@@ -89,3 +89,19 @@ def test_classification_protocol_runs(tmp_path):
     assert set(res["runs"]) == {"lsm", "logreg-input-pooled", "gru", "srnn"}
     assert np.mean([r["accuracy"] for r in res["runs"]["lsm"]]) > 0.8
     assert all(r["train_macs"] > 0 for rs in res["runs"].values() for r in rs)
+
+
+@pytest.mark.parametrize("loss", ["supcon", "proto"])
+def test_srnn_clip_baseline_trains_and_embeds(loss):
+    from streamlsm.experiments.baselines import SeqConfig, train_srnn_clip
+    from streamlsm.readout.train import TrainConfig
+
+    rng = np.random.default_rng(0)
+    xa, xb = rng.random((60, 5, 4), dtype=np.float32), rng.random((60, 5, 3), dtype=np.float32)
+    labels = np.repeat(["a", "b", "c"], 20)
+    r = train_srnn_clip(xa, labels, xb, labels.copy(), loss=loss,
+                        config=TrainConfig(epochs=2, batch_size=8, patience=2), seq=SeqConfig(hidden=8))
+    za, zb = r["embed"]("a", xa[:7]), r["embed"]("b", xb[:5])
+    assert za.shape == (7, 64) and zb.shape == (5, 64)
+    assert np.allclose(np.linalg.norm(za, axis=1), 1.0, atol=1e-5)
+    assert r["train_macs"] > 0 and 0.0 <= r["val_top1"] <= 1.0

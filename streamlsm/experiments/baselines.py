@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..readout.train import TrainConfig, fit_epochs, stratified_split
+from ..readout.train import TrainConfig, contrastive_epoch, fit_epochs, stratified_split
 
 __all__ = ["SeqConfig", "GRUClassifier", "SRNNClassifier", "SRNNEncoder", "train_sequence", "train_srnn_clip",
            "spike_fn"]
@@ -152,7 +152,6 @@ def train_srnn_clip(xa: np.ndarray, la, xb: np.ndarray, lb, *, dim: int = 64, lo
     (n, T, C) input sequences; pools paired by class each epoch as for the LSM projections. Returns
     the encoders (an ``embed(which, x)`` callable), the selected epoch, seconds and MACs."""
     from ..readout.metrics import retrieval_topk
-    from ..readout.train_losses import clip_loss, proto_loss, supcon_loss
 
     la, lb = np.asarray([str(v) for v in la]), np.asarray([str(v) for v in lb])
     tra, vaa = stratified_split(la, config.val_fraction, config.seed)
@@ -166,28 +165,10 @@ def train_srnn_clip(xa: np.ndarray, la, xb: np.ndarray, lb, *, dim: int = 64, lo
     by_class = {c: trb[lb[trb] == c] for c in set(la[tra].tolist())}
 
     def step(rng):
-        ea.train()
-        eb.train()
         order = rng.permutation(tra)
         partner = np.asarray([rng.choice(by_class[c]) for c in la[order]])
-        total = 0.0
-        for s in range(0, len(order), config.batch_size):
-            ia, ib = torch.from_numpy(order[s:s + config.batch_size]), torch.from_numpy(partner[s:s + config.batch_size])
-            if len(ia) < 2:
-                continue
-            za, zb = ea(ta[ia]), eb(tb[ib])
-            if loss == "clip":
-                value = clip_loss(za, zb, temperature)
-            elif loss == "proto":
-                value = proto_loss(za, zb, ya[ia], temperature)
-            else:
-                value = supcon_loss(za, zb, ya[ia], temperature)
-            opt.zero_grad()
-            value.backward()
-            nn.utils.clip_grad_norm_([*ea.parameters(), *eb.parameters()], 5.0)
-            opt.step()
-            total += float(value.detach()) * len(ia)
-        return total / len(order)
+        return contrastive_epoch(ea, eb, ta, tb, ya, order, partner, config.batch_size, loss, temperature,
+                                 opt, clip_norm=5.0)
 
     def embed(which: str, x) -> np.ndarray:
         enc = ea if which == "a" else eb

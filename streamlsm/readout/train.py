@@ -17,6 +17,7 @@ from .projection import ProjectionHead
 from .train_losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss
 
 __all__ = ["TrainConfig", "TorchHead", "train_classifier", "train_projections", "stratified_split",
+           "pair_loss", "contrastive_epoch",
            "to_numpy_head", "fit_epochs", "LOSSES"]
 
 LOSSES = ("clip", "soft_clip", "supcon", "proto")
@@ -272,29 +273,9 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     by_class = {c: trb[lb[trb] == c] for c in set(la[tra].tolist())}
 
     def step(rng):
-        ha.train()
-        hb.train()
         order = rng.permutation(tra)
         partner = order if paired else np.asarray([rng.choice(by_class[c]) for c in la[order]])
-        total = 0.0
-        for s in range(0, len(order), cfg.batch_size):
-            ia, ib = torch.from_numpy(order[s:s + cfg.batch_size]), torch.from_numpy(partner[s:s + cfg.batch_size])
-            if len(ia) < 2:
-                continue
-            za, zb = ha(ta[ia]), hb(tb[ib])
-            if loss == "clip":
-                value = clip_loss(za, zb, temperature)
-            elif loss == "soft_clip":
-                value = soft_clip_loss(za, zb, temperature)
-            elif loss == "supcon":
-                value = supcon_loss(za, zb, ya[ia], temperature)
-            else:
-                value = proto_loss(za, zb, ya[ia], temperature)
-            opt.zero_grad()
-            value.backward()
-            opt.step()
-            total += float(value.detach()) * len(ia)
-        return total / len(order)
+        return contrastive_epoch(ha, hb, ta, tb, ya, order, partner, cfg.batch_size, loss, temperature, opt)
 
     def validate():
         ha.train(False)
@@ -324,3 +305,40 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     return Bundle(heads={ma: to_numpy_head(ha, {"kind": "projection"}), mb: to_numpy_head(hb, {"kind": "projection"})},
                   classes=seen, seen_classes=seen, reservoirs={m: reservoirs.get(m) for m in modalities},
                   seed=cfg.seed, metrics=metrics)
+
+
+def pair_loss(loss: str, za: torch.Tensor, zb: torch.Tensor, y: torch.Tensor,
+              temperature: float) -> torch.Tensor:
+    """The contrastive loss named ``loss`` (clip, soft_clip, supcon, proto) of a batch of pairs."""
+    if loss == "clip":
+        return clip_loss(za, zb, temperature)
+    if loss == "soft_clip":
+        return soft_clip_loss(za, zb, temperature)
+    if loss == "supcon":
+        return supcon_loss(za, zb, y, temperature)
+    if loss == "proto":
+        return proto_loss(za, zb, y, temperature)
+    raise ModelError(f"unknown contrastive loss {loss!r}; known: clip, soft_clip, supcon, proto")
+
+
+def contrastive_epoch(ea: nn.Module, eb: nn.Module, ta: torch.Tensor, tb: torch.Tensor, ya: torch.Tensor,
+                      order: np.ndarray, partner: np.ndarray, batch_size: int, loss: str,
+                      temperature: float, opt: torch.optim.Optimizer,
+                      clip_norm: float | None = None) -> float:
+    """One epoch over pairs (order[i] of side a, partner[i] of side b); the mean loss per pair."""
+    ea.train()
+    eb.train()
+    total = 0.0
+    for s in range(0, len(order), batch_size):
+        ia = torch.from_numpy(order[s:s + batch_size])
+        ib = torch.from_numpy(partner[s:s + batch_size])
+        if len(ia) < 2:
+            continue
+        value = pair_loss(loss, ea(ta[ia]), eb(tb[ib]), ya[ia], temperature)
+        opt.zero_grad()
+        value.backward()
+        if clip_norm is not None:
+            nn.utils.clip_grad_norm_([*ea.parameters(), *eb.parameters()], clip_norm)
+        opt.step()
+        total += float(value.detach()) * len(ia)
+    return total / len(order)
