@@ -70,6 +70,11 @@ def test_sparsity_faults_and_drift():
     np.testing.assert_allclose(g1, g0 * 1000.0 ** -0.05, rtol=1e-9)
     d = conductances((200, 200), dataclasses.replace(RRAM, d2d=0.1), np.random.default_rng(3))
     assert d.std() > g0.std() * 0.99
+    # multiplicative log-normal d2d of unit mean: on-cell mean kept, spread from the moments
+    on = d > 5.0
+    assert abs(d[on].mean() - RRAM.g_on_us) < 0.1
+    d2d_sd = np.sqrt((RRAM.g_on_us ** 2 + RRAM.g_on_std_us ** 2) * np.exp(0.1 ** 2) - RRAM.g_on_us ** 2)
+    assert abs(d[on].std() - d2d_sd) < 0.06 and d[on].std() > RRAM.g_on_std_us + 0.25
 
 
 def test_two_blocks_share_one_crossbar():
@@ -79,6 +84,11 @@ def test_two_blocks_share_one_crossbar():
     wb_in, wb_rec = make_weights(64, 200, 1.0, 1.0, dev_b, seed=9)
     assert wa_in.shape == (256, 200) and wb_in.shape == (64, 200)
     assert not np.array_equal(wa_in[:64], wb_in)
+    # block b is rows 456.. of the one crossbar sampled from the seed (to within the weight grid)
+    g = signed_conductance(456 + 264, 200, dev_b, np.random.default_rng(9)) / nominal_sigma(dev_b)
+    half = grid_step(float(np.abs(g[456:]).max())) / 2
+    assert np.abs(wb_in - g[456:520]).max() <= half and np.abs(wb_rec - g[520:]).max() <= half
+    assert np.abs(wa_in - g[:256]).max() <= grid_step(float(np.abs(g[:456]).max())) / 2
     with pytest.raises(ConfigError):
         make_weights(64, 200, 1.0, 1.0, dataclasses.replace(dev_a, row_offset=600), seed=9)
 
