@@ -7,6 +7,7 @@ import zmq
 from streamlsm import wire
 from streamlsm.errors import TransportError
 from streamlsm.events import LabelEvent
+from streamlsm.security import check_bind
 
 __all__ = ["RelaySink"]
 
@@ -15,6 +16,8 @@ class RelaySink:
     """Publishes every label (wire format, topic ``lb/<stream>``) on ``endpoint`` (bound by default)."""
 
     def __init__(self, endpoint: str, bind: bool = True, hwm: int = 10_000) -> None:
+        if bind:  # the bind rule: the relay has no CURVE keys, so it binds only loopback/ipc/inproc
+            check_bind(endpoint, None, "sinks.relay.endpoint")
         self._sock = zmq.Context.instance().socket(zmq.PUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, int(hwm))

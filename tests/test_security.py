@@ -236,7 +236,7 @@ def test_no_default_binds_beyond_loopback():
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 v = node.value
-                if re.fullmatch(r"tcp://\S+:\d+", v) and not is_local_endpoint(v):
+                if re.fullmatch(r"tcp://\S+:(\d+|\*)", v) and not is_local_endpoint(v):
                     problems.append(f"{path}:{node.lineno}: default endpoint {v!r}")
     assert not problems, "\n".join(problems)
 
@@ -355,3 +355,18 @@ def test_shipped_configs_bind_to_loopback_or_carry_keys():
             found += 1
             assert is_local_endpoint(ep) or doc.get("security", {}).get("keys_dir"), (path, ep)
     assert found or not list((ROOT / "deploy").glob("*.toml"))
+
+
+def test_relay_sink_keeps_the_bind_rule():
+    """The relay sink has no CURVE keys: it binds loopback only, and connects anywhere."""
+    from streamlsm_sinks.relay import RelaySink
+
+    for ep in ("tcp://0.0.0.0:*", "tcp://*:*"):
+        with pytest.raises(ConfigError) as info:
+            RelaySink(ep)
+        assert info.value.key == "sinks.relay.endpoint"
+    sink = RelaySink("tcp://127.0.0.1:*")
+    try:
+        assert sink.endpoint.startswith("tcp://127.0.0.1:")
+    finally:
+        sink.close()
