@@ -47,6 +47,7 @@ def test_open_set_threshold_and_empty():
     assert m.match(np.array([1.0, 0.1, 0, 0])).label == "a"
     far = m.match(np.array([0, 0, 1.0, 0]))
     assert far.label == UNKNOWN and far.topk[0][0] in ("a", "b")
+    assert m.match(np.array([np.nan, 0, 0, 0])).label == UNKNOWN  # NaN < threshold is False
     single = PrototypeMatcher(2)
     single.add("x", np.array([1.0, 0.0]))
     assert single.match(np.array([1.0, 0.0])).margin == pytest.approx(2.0)

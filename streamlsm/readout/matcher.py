@@ -199,7 +199,7 @@ class PrototypeMatcher:
             second = float(row[idx[1]]) if c > 1 else -1.0
             topk = [(self._labels[j], float(row[j])) for j in idx[:kk]]
             label = self._labels[idx[0]]
-            if self.threshold is not None and best < self.threshold:
+            if self.threshold is not None and not best >= self.threshold:  # a NaN query is unknown too
                 label = UNKNOWN
             out.append(Match(label, best, topk, best - second))
         return out
