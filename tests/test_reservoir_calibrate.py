@@ -27,6 +27,9 @@ def test_calibrate_reaches_target_rate():
     samples = poisson_trials(np.random.default_rng(0), 8, 32, 40.0, 300_000)
     out, rep = calibrate(cfg, samples, [300_000] * 8, target=0.05)
     assert abs(rep["rate"] - 0.05) < 0.01
+    # stopped by the tolerance (rel_tol 5%), not by max_iter, at the scale it returns (4 digits)
+    assert rep["iterations"] < 30 and abs(rep["trace"][-1][1] - 0.05) <= 0.05 * 0.05
+    assert abs(rep["rate"] - 0.05) <= 0.05 * 0.05 * 1.5
     assert abs(out.rec_scale / out.weight_scale - 0.5) < 0.01
     assert abs(firing_rate(out, samples, [300_000] * 8)["rate"] - rep["rate"]) < 1e-12
 
