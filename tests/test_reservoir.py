@@ -333,3 +333,23 @@ def test_empty_inputs(small_cfg):
     assert out.shape == (2, res.n_features) and not out.any()
     (f,) = res.feed(EventPacket("e", 0, 0, 30_000, empty, sample_begin=True, sample_end=True))
     assert not f.counts.any()
+
+
+def test_threshold_is_strict_and_negative_ids_key_noise_alike(small_cfg):
+    # v == threshold does not spike (s = v > threshold, PAPER.md); the reference agrees
+    cfg = ReservoirConfig(modality="neural", layout="spikes", n_inputs=1, n_neurons=1, decay=0.5,
+                          threshold=5.0, bin_us=10, sensor=(1, 1), crop=(0, 0, 0, 0))
+    w = (np.array([[5.0]], np.float32), np.zeros((1, 1), np.float32))
+    ev = np.zeros(3, SPIKES_DTYPE)
+    ev["t"] = [1, 21, 22]  # bin 0: v = 5 (no spike); bin 2: v = 1.25 + 10 (spike)
+    feats = Reservoir(cfg, weights=w).encode([ev], [30])
+    ref, spikes = reference_run(input_frames(ev, 30, Reservoir(cfg, weights=w).map, 10), *w, 0.5, 5.0)
+    assert spikes[:, 0].tolist() == [False, False, True]
+    assert feats[0].tolist() == [1.0] and ref.tolist() == [1.0]
+    # a negative sample id keys the read noise the same way offline and streamed
+    noisy = dataclasses.replace(small_cfg, read_noise=0.1)
+    sample = random_dvs(np.random.default_rng(8), 2000, 90_000)
+    enc = Reservoir(noisy).encode([sample], [90_000], sample_ids=[-5])
+    fed = Reservoir(noisy).feed(packets_of(sample, 90_000, [30_000, 61_000], sample_id=-5))
+    np.testing.assert_array_equal(fed[0].counts, enc[0])
+    assert not np.array_equal(Reservoir(noisy).encode([sample], [90_000], sample_ids=[5]), enc)
