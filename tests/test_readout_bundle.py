@@ -48,6 +48,11 @@ def test_tamper_detected(tmp_path):
         Bundle.load(p)
     with pytest.raises(ModelError, match="missing"):
         Bundle.load(tmp_path / "nothing")
+    q = _bundle(rng).save(tmp_path / "t")
+    w = q / "weights.npz"
+    w.write_bytes(w.read_bytes()[:-30])  # truncated npz (a zip without its directory)
+    with pytest.raises(ModelError, match="unreadable weights"):
+        Bundle.load(q)
 
 
 def test_unknown_modality_and_bad_shapes():

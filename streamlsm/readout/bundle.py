@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,7 @@ class Bundle:
         try:
             with np.load(wpath) as z:
                 arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError) as exc:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{wpath}: unreadable weights: {exc}") from None
         got = _content_hash(arrays, manifest)
         if got != manifest.get("hash"):
