@@ -60,6 +60,25 @@ def test_router_refuses_remote_bind_without_keys():
     assert info.value.key == "router.input"
 
 
+def test_router_failed_bind_releases_the_sockets_already_bound():
+    ctx = zmq.Context()
+    taken = ctx.socket(zmq.PULL)
+    taken.linger = 0
+    port = taken.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        cfg = RouterConfig(input="tcp://127.0.0.1:*", workers=LOCAL, labels_in=LOCAL,
+                           labels=f"tcp://127.0.0.1:{port}")
+        with pytest.raises(ConfigError) as info:
+            Router(cfg, context=ctx)
+        assert info.value.key == "router.labels"
+    finally:
+        taken.close(0)
+    # every socket the failed router opened was closed: the context terminates at once
+    done = threading.Event()
+    threading.Thread(target=lambda: (ctx.term(), done.set()), daemon=True).start()
+    assert done.wait(10), "a socket of the failed router is still open"
+
+
 # ------------------------------------------------------------------ threads on loopback
 
 

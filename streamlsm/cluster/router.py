@@ -130,11 +130,23 @@ class Router:
     def _open(self) -> None:
         if self.keys is not None:
             self._auth = start_authenticator(self.ctx, f"{self.config.keys_dir}/authorized", asyncio=False)
-        self.inp = self._socket(zmq.PULL, "input")
-        self.router = self._socket(zmq.ROUTER, "workers")
-        self.xsub = self._socket(zmq.XSUB, "labels_in")
-        self.xsub.send(b"\x01")  # the router sees every label (for its accounting)
-        self.xpub = self._socket(zmq.XPUB, "labels")
+        opened = []  # a failed bind must not leave the earlier sockets bound or the authenticator running
+        try:
+            self.inp = self._socket(zmq.PULL, "input")
+            opened.append(self.inp)
+            self.router = self._socket(zmq.ROUTER, "workers")
+            opened.append(self.router)
+            self.xsub = self._socket(zmq.XSUB, "labels_in")
+            opened.append(self.xsub)
+            self.xsub.send(b"\x01")  # the router sees every label (for its accounting)
+            self.xpub = self._socket(zmq.XPUB, "labels")
+        except BaseException:
+            for s in opened:
+                s.close(0)
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
+            raise
         self._ctl_poller = zmq.Poller()
         for s in (self.router, self.xsub, self.xpub):
             self._ctl_poller.register(s, zmq.POLLIN)
