@@ -16,7 +16,7 @@ import zmq.asyncio
 from aiostream import stream
 
 from . import wire
-from .errors import ConfigError, ModelError
+from .errors import CheckpointError, ConfigError, ModelError
 from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
@@ -76,7 +76,7 @@ class Daemon(ControlCommands):
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
         self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
                          "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0,
-                         "sink_errors": 0}
+                         "sink_errors": 0, "checkpoint_errors": 0}
         self.last_sink_error: str | None = None
         self._sinks_failed: set[int] = set()
         self.busy_s = 0.0
@@ -263,8 +263,18 @@ class Daemon(ControlCommands):
             # online prototype updates (model.update) are checkpointed at most every 10 s
             if self.matcher.version != self._saved_version and time.monotonic() - last_save >= 10.0:
                 async with self._lock:
-                    self._checkpoint(force=False)
+                    self._checkpoint_quietly()
                 last_save = time.monotonic()
+
+    def _checkpoint_quietly(self) -> None:
+        """The periodic checkpoint: a failure (disk full) is counted, printed and retried later; it
+        must not end the observer task (sinks' status, later checkpoints) for the daemon's life."""
+        try:
+            self._checkpoint(force=False)
+        except (CheckpointError, OSError) as exc:
+            self.counters["checkpoint_errors"] += 1
+            print(f"streamlsm: checkpoint failed (counted in checkpoint_errors, retried): "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------ status and control
     def status(self) -> dict[str, Any]:

@@ -204,6 +204,25 @@ async def test_a_failing_sink_is_counted_and_labelling_goes_on(tmp_path, capsys)
     assert capsys.readouterr().err.count("sink failed") == 1  # printed once per sink
 
 
+def test_a_failing_periodic_checkpoint_is_counted_and_retried(tmp_path, capsys):
+    from streamlsm.errors import CheckpointError
+
+    daemon = Daemon(_config(tmp_path), sources=[], sinks=[], reservoir_factory=_factory)
+    daemon.matcher.add("0", np.ones(D))
+    save = daemon.matcher.save
+
+    def full(path):
+        raise CheckpointError(str(path), "No space left on device")
+
+    daemon.matcher.save = full
+    daemon._checkpoint_quietly()  # the observer task's periodic save: must not raise
+    assert daemon.counters["checkpoint_errors"] == 1 and daemon.counters["checkpoints"] == 0
+    assert "checkpoint failed" in capsys.readouterr().err
+    daemon.matcher.save = save
+    daemon._checkpoint_quietly()  # retried: the change is still unsaved
+    assert daemon.counters["checkpoints"] == 1 and daemon.status()["checkpoint_errors"] == 1
+
+
 def test_sink_construction_errors_name_the_sink(tmp_path):
     with pytest.raises(ConfigError) as err:
         make_sinks([SinkConfig("jsonl", {"path": str(tmp_path / "a.jsonl"), "bogus": 1})])
