@@ -39,3 +39,15 @@ def test_parser_lists_experiments(capsys):
     out = capsys.readouterr().out
     for name in ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi"):
         assert name in out
+
+
+def test_cochlea_parts_says_why_a_split_is_not_used(tmp_path):
+    from streamlsm.cli._experiment_data import cochlea_parts
+
+    real = tmp_path / "ntidigits" / "n-tidigits.hdf5"
+    real.parent.mkdir()
+    real.write_bytes(b"not an hdf5 file")
+    said = []
+    assert cochlea_parts(tmp_path, tmp_path / "cache", log=said.append) == {}
+    assert [s.split(":")[0] for s in said] == ["cochlea train split not used", "cochlea test split not used"]
+    assert all("HDF5" in s for s in said)

@@ -41,6 +41,7 @@ def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     """{"train", "test"}: Samples of spoken digits through the cochlea, speakers as groups. Real
     n-tidigits.hdf5 under root/ntidigits when present; else the FSDD recordings through the cochlea
     emulator (made once, cached); else synthesised eSpeak digits (cochlea-digits)."""
+    from ..errors import DataError
     from ..experiments.features import Samples
 
     em = emulated()
@@ -65,7 +66,8 @@ def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     for split in ("train", "test"):
         try:
             ds = NTidigitsDataset(folder, split=split)
-        except Exception:  # noqa: BLE001 - a split may be absent
+        except DataError as exc:  # a split may be absent (or the file unreadable): say which and why
+            log(f"cochlea {split} split not used: {exc}")
             continue
         parts[split] = Samples.from_dataset(ds, groups=ds.speaker, name=name)
     return parts
