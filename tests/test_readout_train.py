@@ -101,3 +101,14 @@ def test_lbfgs_classifier_selects_l2_and_refits():
     b = train_classifier(x, y, config=TrainConfig(epochs=50, seed=0), refit=True, l2_grid=(1e-3, 1e-1))
     assert b.metrics["best_l2"] in (1e-3, 1e-1) and b.metrics["refit"] and b.metrics["n_train"] == 90
     assert (b.classify("features", x) == y).mean() > 0.9
+
+
+def test_classifier_without_validation_samples_and_nan_scores():
+    from streamlsm.errors import ModelError
+    from streamlsm.readout.train import fit_epochs
+
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    b = train_classifier(x, ["a", "b", "c"], config=TrainConfig(epochs=3, seed=0))  # no class has 2 samples
+    assert b.metrics["val_accuracy"] == b.metrics["val_accuracy"] and b.metrics["best_epoch"] >= 0
+    with pytest.raises(ModelError, match="never a number"):
+        fit_epochs(lambda rng: 0.0, lambda: float("nan"), dict, TrainConfig(epochs=3), "nan")

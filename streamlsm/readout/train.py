@@ -117,6 +117,8 @@ def fit_epochs(step: Callable[[np.random.Generator], float], validate: Callable[
         if epoch - best_epoch >= cfg.patience:
             break
     bar.close()
+    if best_state is None:
+        raise ModelError(f"{desc}: the validation score was never a number ({history[-1]['val']!r})")
     return {"best_val": float(best), "best_epoch": best_epoch, "epochs_run": len(history),
             "seconds": time.perf_counter() - t0, "history": history, "state": best_state}
 
@@ -207,6 +209,8 @@ def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence |
     if val is None and config.val_fraction > 0:
         tr, va = stratified_split(y, config.val_fraction, config.seed)
         xv, yv, xt_, yt_ = x[va], y[va], x[tr], y[tr]
+        if len(va) == 0:  # every class a singleton: select on the training data (as train_projections)
+            xv, yv = xt_, yt_
     elif val is not None:
         xv = np.asarray(val[0], dtype=np.float32)
         yv = np.asarray([index[str(v)] for v in val[1]], dtype=np.int64)
