@@ -148,6 +148,13 @@ def test_corrupt_checkpoints_raise(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(CheckpointError):
         PrototypeMatcher.load(path)
+    m.add("b", np.array([1.0, 0.0, 0.0]))
+    good = m.save(tmp_path / "q.json")
+    doc = json.loads(good.read_text())
+    doc["labels"] = ["a", "a"]  # arrays still match 2 classes: the repeat alone must be refused
+    good.write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match="repeat"):
+        PrototypeMatcher.load(good)
     path.write_text("{not json")
     with pytest.raises(CheckpointError):
         PrototypeMatcher.load(path)

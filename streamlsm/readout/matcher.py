@@ -278,6 +278,8 @@ class PrototypeMatcher:
         except (KeyError, TypeError, ValueError, OSError) as exc:
             raise CheckpointError(f"{path}: corrupt prototype checkpoint: {exc!r}") from exc
         c = len(labels)
+        if len(set(labels)) != c:
+            raise CheckpointError(f"{path}: class labels repeat: {labels}")
         if sums.shape != (c, m.dim) or counts.shape != (c,) or protos.shape != (c, m.dim):
             raise CheckpointError(f"{path}: array shapes do not match {c} classes of dim {m.dim}")
         m._labels = labels
