@@ -105,13 +105,16 @@ def test_replay_serve_subscribe_equals_offline_and_restart_keeps_classes(real_da
 
 
 def test_demo_runs_end_to_end_and_reports_honestly(real_data, tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
     r = subprocess.run([sys.executable, "-c", CLI, "demo", "--data", str(real_data / "nmnist"),
                         "--limit", "24", "--streams", "3", "--speed", "max", "--quiet", "--json"],
                        capture_output=True, text=True, timeout=280,
-                       env={**os.environ, "STREAMLSM_CACHE": str(tmp_path / "cache")})
+                       env={**os.environ, "STREAMLSM_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp)})
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["labels"] == summary["expected"] == 24 and summary["drops"] == 0
+    assert not list(tmp.glob("streamlsm-demo-*")), "the demo's work folder is left behind"
     assert summary["seen_n"] + summary["unseen_n"] == 24 and summary["unseen_classes"] == ["8", "9"]
     assert "accuracy, unseen classes" in r.stdout and "few-shot" in r.stdout
     assert summary["seen_accuracy"] is not None and summary["latency_p99_ms"] > 0

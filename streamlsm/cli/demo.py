@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import tempfile
     import time
+    from pathlib import Path
 
     from ..errors import ConfigError
     from ..replay import parse_speed
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args.data, args.limit, args.seed, args.retrain)
     for note in plan.notes:
         say(note)
-    summary = asyncio.run(_stream(plan, args, speed))
+    with tempfile.TemporaryDirectory(prefix="streamlsm-demo-") as work:  # the daemon's checkpoint: removed after
+        summary = asyncio.run(_stream(plan, args, speed, Path(work)))
     summary["wall_s"] = round(time.monotonic() - t0, 1)
     _table(summary, plan)
     if args.json:
@@ -47,12 +50,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if summary["labels"] == summary["expected"] else 1
 
 
-async def _stream(plan, args, speed) -> dict:
+async def _stream(plan, args, speed, work) -> dict:
     import asyncio
     import dataclasses
-    import tempfile
     import time
-    from pathlib import Path
 
     from ..clock import pace
     from ..pipeline import PipelineConfig
@@ -63,7 +64,6 @@ async def _stream(plan, args, speed) -> dict:
     from ..transport import Receiver, Sender
     from ._demo_plan import Subset, say
 
-    work = Path(tempfile.mkdtemp(prefix="streamlsm-demo-"))
     cfg = DaemonConfig(model=ModelConfig(bundle=work / "unused", prototypes=work / "prototypes.json"),
                        inputs=[InputConfig("tcp://127.0.0.1:*", "pull", hwm=100_000)],
                        outputs=OutputConfig(labels="tcp://127.0.0.1:*", hwm=100_000),
