@@ -194,9 +194,11 @@ def test_late_and_out_of_packet_events_are_counted(small_cfg):
     res = Reservoir(small_cfg)
     ev = np.zeros(2, DVS_DTYPE)
     ev["x"], ev["y"], ev["t"] = 12, 12, [50_000, 7_000]
-    res.feed(EventPacket("l", 0, 0, 40_000, ev[:1], sample_begin=True))  # t >= t_end: dropped
+    res.feed(EventPacket("l", 0, 0, 40_000, ev[:1], sample_begin=True))  # t >= t_end: counted late
     res.feed(EventPacket("l", 1, 40_000, 60_000, ev[1:]))  # bin already closed: late
     assert res.stats("l")["late"] == 2
+    assert res.stats("l")["events"] == 2 and res.stats("l")["dropped"] == 0
+    np.testing.assert_array_equal(res.membrane("l"), 0)  # neither event reached the membrane
 
 
 def test_no_allocation_in_steady_state(small_cfg):
