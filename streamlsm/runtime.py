@@ -121,6 +121,7 @@ class Daemon(ControlCommands):
         lim = self.config.limits
         limits = wire.WireLimits(max_events=lim.max_events)
         async with contextlib.AsyncExitStack() as stack:
+            stack.callback(self._close_sinks)  # also when start-up fails (bind rule, endpoint in use)
             if lim.gil_switch_ms > 0:  # the loop thread gets the GIL back from the worker sooner
                 stack.callback(sys.setswitchinterval, sys.getswitchinterval())
                 sys.setswitchinterval(lim.gil_switch_ms / 1000)
@@ -182,9 +183,11 @@ class Daemon(ControlCommands):
                     t.cancel()
                 await asyncio.gather(*helpers, source, stopper, worker, return_exceptions=True)
                 self._checkpoint(force=False)
-                for s in self.sinks:
-                    with contextlib.suppress(Exception):
-                        s.close()
+
+    def _close_sinks(self) -> None:
+        for s in self.sinks:
+            with contextlib.suppress(Exception):
+                s.close()
 
     async def _source(self) -> None:
         iters = [*(_batches(r) for r in self._receivers), *(_singles(s) for s in self.extra_sources)]

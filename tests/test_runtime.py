@@ -324,3 +324,13 @@ async def test_reload_mid_stream_loses_no_sample(tmp_path):
     assert [lab.sample_id for lab in sink.labels] == list(range(10))
     hashes = [lab.bundle_hash for lab in sink.labels]
     assert hashes[0] == old and hashes[-1] == reply["bundle_hash"]
+
+
+def test_sinks_are_closed_when_start_up_fails(tmp_path):
+    cfg = _config(tmp_path, control={"endpoint": "tcp://0.0.0.0:*"})  # the bind rule refuses it
+    sink = ListSink()
+    daemon = Daemon(cfg, sources=[], sinks=[sink], reservoir_factory=_factory)
+    with pytest.raises(ConfigError) as info:
+        asyncio.run(daemon.run())
+    assert info.value.key == "control.endpoint"
+    assert sink.closed, "a daemon that failed to start left its sinks open"
