@@ -62,3 +62,12 @@ def test_default_bundle_trains_caches_and_loads(tmp_path):
     assert default_bundle(tmp_path, loader=loader) == path  # found again, not retrained
     assert (path / "weights.npz").stat().st_mtime_ns == mtime
     assert len(calls) == 2
+    # "z" is read as digit 0 and "o" dropped: 10 digits x 6 training utterances; 8 seen x 3 test queries
+    assert b.extra["data"]["audio"]["train"]["n"] == 60 and b.metrics["test_seen_n_queries"] == 24
+    assert 0.0 <= b.metrics["test_unseen_top1"] <= 1.0 and b.metrics["test_unseen_n_queries"] == 6
+    # a damaged bundle is retrained in place
+    w = path / "weights.npz"
+    w.write_bytes(w.read_bytes()[:-30])
+    assert default_bundle(tmp_path, loader=loader) == path and len(calls) == 3
+    again = Bundle.load(path)  # same data, seed and settings: the same weights (metrics hold timings)
+    np.testing.assert_array_equal(again.heads["audio"].weights[0], b.heads["audio"].weights[0])
