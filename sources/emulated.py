@@ -299,18 +299,20 @@ def ensure_default_data(cache=None, *, kinds=DEFAULT_KINDS, n_per_class: int = 1
                     raise  # else another process made the same (deterministic) set first
     else:
         queue, running = list(todo), []
-        while queue or running:
-            while queue and len(running) < jobs:
-                k = queue.pop(0)
-                running.append((k, _make_in_child(k, folders[k], n_per_class, seed)))
-            k, proc = running.pop(0)
-            _, err = proc.communicate()
-            if not _matches(folders[k], k, n_per_class, seed):  # made here or by another process
-                for _, other in running:
-                    other.kill()
-                    other.wait()
-                tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
-                raise DataError(folders[k], f"making {k} failed: {tail[0]}")
-            if progress and (cb := progress(k)):
-                cb(len(read_manifest(folders[k]).get("classes", [])) * n_per_class)
+        try:
+            while queue or running:
+                while queue and len(running) < jobs:
+                    k = queue.pop(0)
+                    running.append((k, _make_in_child(k, folders[k], n_per_class, seed)))
+                k, proc = running.pop(0)
+                _, err = proc.communicate()
+                if not _matches(folders[k], k, n_per_class, seed):  # made here or by another process
+                    tail = err.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
+                    raise DataError(folders[k], f"making {k} failed: {tail[0]}")
+                if progress and (cb := progress(k)):
+                    cb(len(read_manifest(folders[k]).get("classes", [])) * n_per_class)
+        finally:  # a failure or Ctrl-C here must not leave the other makers running
+            for _, other in running:
+                other.kill()
+                other.wait()
     return folders

@@ -153,6 +153,28 @@ def test_ensure_default_data_in_worker_processes(tmp_path):
     assert (got["cortex-letters"] / "train.npz").is_file()
 
 
+def test_ensure_default_data_kills_the_other_makers_when_one_step_fails(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    started, done = {}, set()
+
+    def child(kind, folder, n_per_class, seed):
+        code = "pass" if kind == "a" else "import time; time.sleep(60)"
+        started[kind] = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+        return started[kind]
+
+    def progress(kind):
+        raise KeyboardInterrupt  # Ctrl-C while the other maker is still running
+
+    monkeypatch.setattr(emulated, "_make_in_child", child)
+    monkeypatch.setattr(emulated, "_matches", lambda folder, kind, n, seed: kind in done or (
+        kind == "a" and "a" in started and started["a"].poll() is not None))
+    with pytest.raises(KeyboardInterrupt):
+        emulated.ensure_default_data(tmp_path, kinds=("a", "b"), n_per_class=1, jobs=2, progress=progress)
+    assert started["b"].poll() is not None, "the other maker process was left running"
+
+
 def test_camera_digits_from_sklearn_handwriting(tmp_path):
     pytest.importorskip("sklearn")
     from streamlsm_sources.nmnist import NMNISTDataset
