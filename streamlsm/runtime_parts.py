@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, StreamLSMError
 from .plugins import SINK_GROUP, load
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
@@ -93,7 +93,8 @@ def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
         cls = load(SINK_GROUP, spec.name)
         try:
             out.append(cls(**spec.options))
-        except (TypeError, ValueError, OSError) as exc:  # bad option, port in use, unwritable path
+        except (TypeError, ValueError, OSError, StreamLSMError) as exc:  # bad option, port in use,
+            # unwritable path, a sink's own check (the relay's bind rule, its endpoint in use)
             for made in out:  # e.g. a metrics server already listening
                 made.close()
             raise ConfigError(f"outputs.sinks[{i}].options", f"{spec.name}: {exc}") from None

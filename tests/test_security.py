@@ -370,3 +370,10 @@ def test_relay_sink_keeps_the_bind_rule():
         assert sink.endpoint.startswith("tcp://127.0.0.1:")
     finally:
         sink.close()
+
+    from streamlsm.runtime import SinkConfig, make_sinks
+
+    with pytest.raises(ConfigError) as info:  # from a daemon config: the sink's key, the rule's reason
+        make_sinks([SinkConfig("relay", {"endpoint": "tcp://127.0.0.1:*"}),
+                    SinkConfig("relay", {"endpoint": "tcp://*:*"})])
+    assert info.value.key == "outputs.sinks[1].options" and "CURVE" in str(info.value)
