@@ -58,8 +58,8 @@ class GRUClassifier(nn.Module):
 
 
 class SRNNClassifier(nn.Module):
-    """Recurrent LIF layer (the paper's neuron: hard reset, no refractory period), readout on the
-    mean spike count plus the final membrane (the "SRNN-ANN" variant: non-spiking readout)."""
+    """Recurrent LIF layer (the paper's neuron: hard reset, no refractory period), linear readout on
+    the mean spike count per bin (the "SRNN-ANN" variant: non-spiking readout; no membrane term)."""
 
     def __init__(self, n_in: int, n_classes: int, cfg: SeqConfig) -> None:
         super().__init__()
