@@ -68,12 +68,13 @@ class Daemon(ControlCommands):
                  reservoir_factory=None, stop_at_eof: bool | None = None) -> None:
         self.config = config
         self.extra_sources = list(sources)
-        self.sinks = list(sinks) if sinks is not None else make_sinks(config.outputs.sinks)
         self.stop_at_eof = (not config.inputs) if stop_at_eof is None else stop_at_eof
         self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle)
         self.matcher = self._restore_matcher()
         self._factory = reservoir_factory
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
+        # the sinks last: a bad bundle or checkpoint must not leave files, sockets or a metrics server open
+        self.sinks = list(sinks) if sinks is not None else make_sinks(config.outputs.sinks)
         self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
                          "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0,
                          "sink_errors": 0, "checkpoint_errors": 0}

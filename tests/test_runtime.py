@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from streamlsm import wire
 from streamlsm.config import from_dict
-from streamlsm.errors import ConfigError
+from streamlsm.errors import ConfigError, ModelError
 from streamlsm.events import DVS_DTYPE
 from streamlsm.pipeline import Pipeline
 from streamlsm.runtime import Daemon, DaemonConfig, SinkConfig, make_sinks
@@ -334,3 +334,13 @@ def test_sinks_are_closed_when_start_up_fails(tmp_path):
         asyncio.run(daemon.run())
     assert info.value.key == "control.endpoint"
     assert sink.closed, "a daemon that failed to start left its sinks open"
+
+
+def test_a_bad_bundle_opens_no_sinks(tmp_path):
+    raw = daemon_test_config(tmp_path, F, D, outputs={"sinks": [
+        {"name": "jsonl", "options": {"path": str(tmp_path / "out" / "labels.jsonl")}}]})
+    raw["model"]["bundle"] = str(tmp_path / "no-such-bundle")
+    with pytest.raises(ModelError) as info:
+        Daemon(from_dict(DaemonConfig, raw), reservoir_factory=_factory)
+    assert "no-such-bundle" in str(info.value)
+    assert not (tmp_path / "out").exists(), "a sink was opened (and left open) before the bundle failed"
