@@ -60,6 +60,35 @@ def test_router_refuses_remote_bind_without_keys():
     assert info.value.key == "router.input"
 
 
+def test_drive_counts_a_malformed_label_and_keeps_collecting():
+    from streamlsm import wire
+    from streamlsm.events import LabelEvent
+
+    ctx = zmq.Context()
+    inp, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.XPUB)
+    inp.linger = pub.linger = 0
+    ep_in = f"tcp://127.0.0.1:{inp.bind_to_random_port('tcp://127.0.0.1')}"
+    ep_pub = f"tcp://127.0.0.1:{pub.bind_to_random_port('tcp://127.0.0.1')}"
+
+    def fake_cluster():  # garbage first, then a good label for the driver's one sample
+        if pub.poll(10_000):
+            pub.recv()
+            time.sleep(0.5)  # the driver's collector thread is running by now
+            pub.send_multipart([wire.LABEL_TOPIC + b"s0", b"\xc1garbage", b""])
+            pub.send_multipart(wire.encode(LabelEvent("s0", 0, 0, 100_000, "0", 0.5)))
+
+    t = threading.Thread(target=fake_cluster)
+    t.start()
+    try:
+        res = drive(ep_in, ep_pub, streams=1, samples=1, settle_s=2.0, timeout_s=10, context=ctx)
+    finally:
+        t.join()
+        inp.close(0)
+        pub.close(0)
+        ctx.term()
+    assert res["bad_labels"] == 1 and res["labels"] == 1 == res["expected_labels"]
+
+
 def test_router_failed_bind_releases_the_sockets_already_bound():
     ctx = zmq.Context()
     taken = ctx.socket(zmq.PULL)

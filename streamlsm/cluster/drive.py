@@ -15,6 +15,7 @@ import numpy as np
 import zmq
 
 from .. import wire
+from ..errors import WireError
 from ..events import LAYOUTS, EventPacket
 from ..testing_procs import packets_from_samples, random_samples
 
@@ -56,7 +57,7 @@ def drive(input: str, labels: str, streams: int = 4, samples: int = 4, duration_
     push.connect(input)
     expected = streams * samples
     got: dict[str, list] = {}
-    n_labels = [0]
+    n_labels, bad_labels = [0], [0]
     done = threading.Event()
 
     def collect() -> None:
@@ -64,7 +65,11 @@ def drive(input: str, labels: str, streams: int = 4, samples: int = 4, duration_
             if not sub.poll(100):
                 continue
             frames = sub.recv_multipart()
-            lab = wire.decode(frames)
+            try:
+                lab = wire.decode(frames)
+            except WireError:  # counted: a dead collector would report every later label as lost
+                bad_labels[0] += 1
+                continue
             got.setdefault(lab.stream_id, []).append([lab.sample_id, lab.label, time.monotonic()])
             n_labels[0] += 1
 
@@ -107,7 +112,7 @@ def drive(input: str, labels: str, streams: int = 4, samples: int = 4, duration_
     sub.close()
     stream_s = streams * samples * duration_us / 1e6
     return {"streams": streams, "samples": samples, "expected_labels": expected,
-            "labels": n_labels[0], "packets": sent, "bad_messages": bad,
+            "labels": n_labels[0], "bad_labels": bad_labels[0], "packets": sent, "bad_messages": bad,
             "t_start": t_start, "t_sent": t_sent, "t_end": t_end,
             "wall_s": t_end - t_start, "stream_s": stream_s,
             "realtime_factor": stream_s / max(t_end - t_start, 1e-9), "got": got}
