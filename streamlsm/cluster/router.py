@@ -361,6 +361,7 @@ class Router:
         st = self.streams.get(lab.stream_id)
         if st is not None and st.failed_at is not None:
             self.failover_ms.append((time.monotonic() - st.failed_at) * 1000)
+            del self.failover_ms[:-1000]  # the latest only: a long-running router with churn must not grow
             st.failed_at = None
 
     def status(self) -> dict[str, Any]:
