@@ -8,7 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..readout.train import TrainConfig, contrastive_epoch, fit_epochs, stratified_split
+from ..readout.train import (
+    TrainConfig,
+    classification_epoch,
+    contrastive_epoch,
+    fit_epochs,
+    stratified_split,
+)
 
 __all__ = ["SeqConfig", "GRUClassifier", "SRNNClassifier", "SRNNEncoder", "train_sequence", "train_srnn_clip",
            "spike_fn"]
@@ -101,18 +107,7 @@ def train_sequence(kind: str, x: np.ndarray, labels, x_test: np.ndarray, classes
     yt = torch.from_numpy(y)
 
     def step(rng):
-        model.train()
-        order = rng.permutation(tr)
-        total = 0.0
-        for s in range(0, len(order), config.batch_size):
-            b = torch.from_numpy(order[s:s + config.batch_size])
-            loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        return total / len(order)
+        return classification_epoch(model, xt, yt, rng.permutation(tr), config.batch_size, opt, clip_norm=5.0)
 
     def predict(xx):
         model.train(False)

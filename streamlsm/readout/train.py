@@ -17,7 +17,7 @@ from .projection import ProjectionHead
 from .train_losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss
 
 __all__ = ["TrainConfig", "TorchHead", "train_classifier", "train_projections", "stratified_split",
-           "pair_loss", "contrastive_epoch",
+           "pair_loss", "contrastive_epoch", "classification_epoch",
            "to_numpy_head", "fit_epochs", "LOSSES"]
 
 LOSSES = ("clip", "soft_clip", "supcon", "proto")
@@ -151,17 +151,7 @@ def _train_linear(x, y, xv, yv, n_classes, hidden, config, modality, fixed_epoch
     xt, yt, xvt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xv)
 
     def step(rng):
-        head.train()
-        order = rng.permutation(len(xt))
-        total = 0.0
-        for s in range(0, len(order), config.batch_size):
-            b = torch.from_numpy(order[s:s + config.batch_size])
-            loss = nn.functional.cross_entropy(head(xt[b]), yt[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(b)
-        return total / len(xt)
+        return classification_epoch(head, xt, yt, rng.permutation(len(xt)), config.batch_size, opt)
 
     def validate():
         with torch.no_grad():
@@ -309,6 +299,24 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     return Bundle(heads={ma: to_numpy_head(ha, {"kind": "projection"}), mb: to_numpy_head(hb, {"kind": "projection"})},
                   classes=seen, seen_classes=seen, reservoirs={m: reservoirs.get(m) for m in modalities},
                   seed=cfg.seed, metrics=metrics)
+
+
+def classification_epoch(model: nn.Module, xt: torch.Tensor, yt: torch.Tensor, order: np.ndarray,
+                         batch_size: int, opt: torch.optim.Optimizer,
+                         clip_norm: float | None = None) -> float:
+    """One epoch of cross-entropy over the samples in ``order``; the mean loss per sample."""
+    model.train()
+    total = 0.0
+    for s in range(0, len(order), batch_size):
+        b = torch.from_numpy(order[s:s + batch_size])
+        loss = nn.functional.cross_entropy(model(xt[b]), yt[b])
+        opt.zero_grad()
+        loss.backward()
+        if clip_norm is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        opt.step()
+        total += float(loss.detach()) * len(b)
+    return total / len(order)
 
 
 def pair_loss(loss: str, za: torch.Tensor, zb: torch.Tensor, y: torch.Tensor,
