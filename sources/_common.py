@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from streamlsm.errors import ConfigError, DataError
+from streamlsm.events import as_layout
 
 __all__ = [
     "ON_ERROR",
@@ -134,14 +135,24 @@ class SampleDataset:
     ``on_error="skip"`` every sample is read once at construction and the bad ones move to
     ``skipped`` as (path, reason); with "raise" (default) reading is lazy and ``events(i)`` raises
     the DataError. ``limit`` keeps at most that many samples, class-balanced (``balanced_limit``).
+
+    Indexable like a tonic dataset: ``ds[i] -> (events, label)`` and ``len(ds)``. ``transform``
+    (any callable on a structured events array, e.g. a tonic transform) is applied to every sample:
+    ``ds[i]`` returns what it gives (frames, for ``ToFrame``); ``events(i)``, which replay and the
+    experiments read, converts its output back to the dataset's layout by field name
+    (``events.as_layout``), so an event-to-event transform also changes what is replayed.
     """
 
     name: ClassVar[str] = ""
     modality: ClassVar[str] = ""
     layout: ClassVar[str] = ""
 
-    def __init__(self, *, on_error: str = "raise", limit: int | None = None) -> None:
+    def __init__(self, *, on_error: str = "raise", limit: int | None = None,
+                 transform: Callable[[np.ndarray], Any] | None = None) -> None:
         self.on_error = check_on_error(on_error)
+        if transform is not None and not callable(transform):
+            raise ConfigError("transform", f"must be callable (events -> events), got {transform!r}")
+        self.transform = transform
         if limit is not None and (not isinstance(limit, int) or limit < 0):
             raise ConfigError("limit", f"must be an integer >= 0 or None, got {limit!r}")
         self.limit = limit
@@ -203,8 +214,21 @@ class SampleDataset:
 
     def events(self, i: int) -> np.ndarray:
         ev = self._read(self._keys[i])
+        if self.transform is not None:
+            ev = as_layout(self.transform(ev), self.layout)
         self._last_t[i] = int(ev["t"][-1]) if len(ev) else None
         return ev
+
+    def __getitem__(self, i: int) -> tuple[Any, str | None]:
+        """(events, label) of sample i, the transform applied (tonic's convention)."""
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise TypeError(f"dataset index must be an integer, got {type(i).__name__}")
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} out of range: {n} samples")
+        i = int(i) % n
+        ev = self._read(self._keys[i])
+        return (self.transform(ev) if self.transform is not None else ev), self.label(i)
 
     def duration_us(self, i: int) -> int:
         if i not in self._last_t:

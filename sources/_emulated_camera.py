@@ -78,12 +78,12 @@ class CameraTreeDataset(NMNISTDataset):
     name = "emulated-camera"
 
     def __init__(self, root, split: str = "train", *, on_error: str = "raise",
-                 limit: int | None = None, sort: bool = False) -> None:
+                 limit: int | None = None, sort: bool = False, transform=None) -> None:
         folder = Path(root) / NMNIST_SPLITS.get(split, "")
         names = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key) \
             if folder.is_dir() else []
         self._class_names = tuple(names)
-        super().__init__(root, split, on_error=on_error, limit=limit, sort=sort)
+        super().__init__(root, split, on_error=on_error, limit=limit, sort=sort, transform=transform)
 
     def _finish(self) -> None:  # NMNISTDataset lists digit folders; take every class folder here
         self.classes = self._class_names

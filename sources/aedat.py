@@ -166,8 +166,8 @@ class NASDataset(SampleDataset):
     def __init__(self, root: str | Path, *, stereo: str = "fold", on_off: str = "fold",
                  addr_bytes: int | None = None, tick_us: float | None = None,
                  channels: int | None = None, on_error: str = "raise",
-                 limit: int | None = None) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+                 limit: int | None = None, transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         root = Path(root)
         if not list(root.glob("*.aedat")) and (root / "nas_cochlea").is_dir():
             root = root / "nas_cochlea"

@@ -189,8 +189,8 @@ class AuditoryCortexDataset(_TrialsDataset):
     name = "auditory-cortex"
 
     def __init__(self, root_or_csv: str | Path, role: str | None = None, *, session: str | None = None,
-                 on_error: str = "raise", limit: int | None = None) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+                 on_error: str = "raise", limit: int | None = None, transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         if role is not None and role not in ROLES:
             raise ConfigError("role", f"must be one of {list(ROLES)} or None, got {role!r}")
         self.file = _find(Path(root_or_csv), "neural/auditory_cortex", "*.csv", session)
@@ -208,7 +208,8 @@ class STNDataset(_TrialsDataset):
 
     name = "stn"
 
-    def __init__(self, root: str | Path, *, on_error: str = "raise", limit: int | None = None) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+    def __init__(self, root: str | Path, *, on_error: str = "raise", limit: int | None = None,
+                 transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         self.file = _find(Path(root), "neural/stn", "*.mat", None)
         self._setup(read_stn(self.file), ("0", "1"))

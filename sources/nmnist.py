@@ -117,8 +117,8 @@ class NMNISTDataset(SampleDataset):
     layout = "dvs"
 
     def __init__(self, root: str | Path, split: str = "train", *, on_error: str = "raise",
-                 limit: int | None = None, sort: bool = False) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+                 limit: int | None = None, sort: bool = False, transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         if split not in SPLITS:
             raise ConfigError("split", f"must be one of {sorted(SPLITS)}, got {split!r}")
         self.root = Path(root)

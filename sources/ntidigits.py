@@ -153,8 +153,8 @@ class NTidigitsDataset(SampleDataset):
     layout = "cochlea"
 
     def __init__(self, root: str | Path, split: str = "train", *, single_digits: bool = True,
-                 on_error: str = "raise", limit: int | None = None) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+                 on_error: str = "raise", limit: int | None = None, transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         import h5py
 
         if split not in SPLITS:

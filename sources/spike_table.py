@@ -208,8 +208,8 @@ class SpikeTableDataset(TrialsDataset):
     name = "spike-table"
 
     def __init__(self, path: str | Path, *, seed: int = 0, on_error: str = "raise",
-                 limit: int | None = None) -> None:
-        super().__init__(on_error=on_error, limit=limit)
+                 limit: int | None = None, transform=None) -> None:
+        super().__init__(on_error=on_error, limit=limit, transform=transform)
         self.file = Path(path)
         trials = read_spike_table(self.file, seed=seed, on_error=self.on_error)
         classes = tuple(sorted({lab for lab in trials.labels if lab is not None}, key=natural_key))

@@ -20,6 +20,7 @@ __all__ = [
     "LabelEvent",
     "slice_time",
     "empty_events",
+    "as_layout",
 ]
 
 # Field names and units follow tonic: t is int64 microseconds; cochlea and neural data put the
@@ -53,6 +54,64 @@ def layout_of(events: np.ndarray) -> str:
         if events.dtype == dt:
             return name
     raise WireError("events", f"dtype {events.dtype} is not a streamlsm layout")
+
+
+def _layout_by_names(names: tuple[str, ...]) -> str | None:
+    """The layout whose fields an array's field names cover best (dvs, then cochlea, then spikes)."""
+    have = set(names)
+    for name in ("dvs", "cochlea", "spikes"):
+        if set(LAYOUTS[name].names) <= have:
+            return name
+    return None
+
+
+def as_layout(events: np.ndarray, layout: str | None = None) -> np.ndarray:
+    """``events`` in a streamlsm layout, converted field by field by NAME (tonic's x, y, t, p).
+
+    Any structured array holding the layout's fields (any integer, bool or float widths, any field
+    order, extra fields ignored: e.g. ``tonic.io`` arrays) is converted; an array already of the
+    layout is returned as is (no copy). ``layout`` None picks the richest layout the field names
+    cover (dvs > cochlea > spikes). ``t`` is microseconds: floats are rounded to whole
+    microseconds. WireError (naming the field) for a missing field, a non-finite time or a value
+    that does not fit the layout's width.
+    """
+    fields = getattr(getattr(events, "dtype", None), "fields", None)
+    names = tuple(fields) if fields else None  # field names and titles (aedat's p is a title)
+    if layout is None:
+        if names is None:
+            raise WireError("events", f"need a structured array with fields t, x (y, p), got "
+                            f"{getattr(events, 'dtype', type(events).__name__)}")
+        layout = _layout_by_names(names)
+        if layout is None:
+            raise WireError("events", f"fields {list(names)} hold no streamlsm layout "
+                            f"(need t and x, optionally y and p)")
+    want = dtype_for(layout)
+    if isinstance(events, np.ndarray) and events.dtype == want:
+        return events
+    if names is None:
+        raise WireError("events", f"need a structured array with fields {list(want.names)}, got "
+                        f"{getattr(events, 'dtype', type(events).__name__)}")
+    missing = [f for f in want.names if f not in names]
+    if missing:
+        raise WireError("events", f"layout {layout!r} needs fields {list(want.names)}; "
+                        f"missing {missing} (have {list(names)})")
+    out = np.empty(len(events), dtype=want)
+    for f in want.names:
+        src = np.asarray(events[f])
+        dst = want[f]
+        if src.dtype.kind == "f":
+            if len(src) and not np.isfinite(src).all():
+                raise WireError(f, "holds NaN or infinite values")
+            src = np.rint(src)
+        elif src.dtype.kind not in "biu":
+            raise WireError(f, f"must be numeric, got {src.dtype}")
+        if len(src) and src.dtype != dst and src.dtype.kind != "b":
+            info = np.iinfo(dst)
+            lo, hi = src.min(), src.max()
+            if lo < info.min or hi > info.max:
+                raise WireError(f, f"values {lo}..{hi} do not fit {dst} ({info.min}..{info.max})")
+        out[f] = src
+    return out
 
 
 def empty_events(layout: str) -> np.ndarray:

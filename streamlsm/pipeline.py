@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ModelError, ReservoirError
-from .events import LAYOUTS, EventPacket, LabelEvent, slice_time
+from .errors import ConfigError, ModelError, ReservoirError, WireError
+from .events import LAYOUTS, EventPacket, LabelEvent, as_layout, slice_time
 from .pipeline_parts import (
     PipelineConfig,
     PipelineStats,
@@ -25,6 +25,8 @@ from .readout.matcher import PrototypeMatcher
 
 __all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "default_reservoir_factory", "offline_labels",
            "embed", "feature_transform"]
+
+_LAYOUT_NAME = {dt: name for name, dt in LAYOUTS.items()}  # dtype -> layout name
 
 
 @dataclass(slots=True)
@@ -211,6 +213,11 @@ class Pipeline:
             st.next_seq = pkt.seq + 1
             want = self._dtype(st.modality)
             if want is not None and pkt.events.dtype != want:
+                try:  # tonic-style arrays (x, y, t, p of any widths) are converted by field name
+                    pkt = replace(pkt, events=as_layout(pkt.events, _LAYOUT_NAME[want]))
+                except WireError:
+                    pkt = None
+            if pkt is None:
                 self.stats.rejected_packets += 1
                 if st.in_sample or st.windows:
                     self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)

@@ -12,7 +12,8 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .events import EventPacket, dtype_for
 
-__all__ = ["ReplayConfig", "schedule", "merge", "sample_order", "split_sample", "stream_ids", "parse_speed"]
+__all__ = ["ReplayConfig", "schedule", "merge", "sample_order", "split_sample", "split_chunks",
+           "stream_ids", "parse_speed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,56 @@ def split_sample(events: np.ndarray, duration: int, cfg: ReplayConfig) -> Iterat
         yield int(times[k]), int(times[k + 1]), events[idx[k]: idx[k + 1]]
 
 
+def split_chunks(chunks: Iterable[np.ndarray], packet_us: int, want: np.dtype | None = None,
+                 where: str = "recording", unit_us: int = 1000) -> Iterator[tuple[int, int, np.ndarray, bool]]:
+    """(t_start, t_end, events, is_last) packets of ``packet_us`` covering a sample given as
+    consecutive sorted chunks (t from the sample's start), without holding more than a chunk and
+    one packet: the same packets ``split_sample`` cuts from the whole sample when its duration is
+    its last event time + 1 rounded up to a whole ``unit_us`` (the readers' rule; one unit when
+    there is no event); the last packet may be shorter.
+    DataError (naming ``where``) for a chunk of another layout, a negative time or time going back.
+    """
+    buf = None          # events not yet packed (all at or after ``edge``)
+    edge = 0            # start of the next packet
+    pending = None      # the last packet cut, held back until we know whether it is the last
+    last_t = -1
+    for chunk in chunks:
+        if want is not None and chunk.dtype != want:
+            raise DataError(where, f"events dtype {chunk.dtype} is not the layout {want}")
+        if not len(chunk):
+            continue
+        t = chunk["t"]
+        if int(t[0]) < max(last_t, 0) or (len(t) > 1 and np.count_nonzero(t[1:] < t[:-1])):
+            raise DataError(where, "negative event time" if int(t[0]) < 0 else
+                            "events are not sorted by time")
+        last_t = int(t[-1])
+        buf = chunk if buf is None or not len(buf) else np.concatenate((buf, chunk))
+        # packets ending at or before the last time seen are complete (later events come after it)
+        tb = buf["t"]
+        ends = np.arange(edge + packet_us, last_t + 1, packet_us, dtype=np.int64)
+        if not len(ends):
+            continue
+        cut = np.searchsorted(tb, ends, side="left")
+        start = 0
+        for e, c in zip(ends.tolist(), cut.tolist(), strict=True):
+            if pending is not None:
+                yield (*pending, False)
+            pending = (edge, e, buf[start:c])
+            edge, start = e, c
+        buf = buf[start:]
+    end = max(unit_us, -(-(last_t + 1) // unit_us) * unit_us)
+    if buf is None:
+        buf = np.zeros(0, want) if want is not None else np.zeros(0)
+    while edge < end:
+        e = min(edge + packet_us, end)
+        c = int(np.searchsorted(buf["t"], e, side="left")) if len(buf) else 0
+        if pending is not None:
+            yield (*pending, False)
+        pending = (edge, e, buf[:c])
+        buf, edge = buf[c:], e
+    yield (*pending, True)
+
+
 def schedule(dataset: Any, stream_id: str, cfg: ReplayConfig) -> Iterator[tuple[int, EventPacket]]:
     """(due_us, packet) of one stream: each packet is due when its span has passed in stream time.
 
@@ -144,7 +195,20 @@ def schedule(dataset: Any, stream_id: str, cfg: ReplayConfig) -> Iterator[tuple[
     want = dtype_for(layout) if layout else None
     seq = 0
     offset = 0  # stream time at which the current sample starts
+    chunked = callable(getattr(dataset, "chunks", None)) and cfg.packet_events is None
     for i in sample_order(len(dataset), cfg):
+        if chunked:  # a long recording: streamed chunk by chunk, memory bounded by a chunk
+            label = dataset.label(i)
+            duration = 0
+            for t0, t1, ev, last in split_chunks(dataset.chunks(i), cfg.packet_us, want,
+                                                 f"{getattr(dataset, 'name', 'dataset')}[{i}]"):
+                yield offset + t1, EventPacket(stream_id=stream_id, seq=seq, t_start=t0, t_end=t1,
+                                               events=ev, modality=modality, sample_id=i,
+                                               label=label, sample_begin=t0 == 0, sample_end=last)
+                seq += 1
+                duration = t1
+            offset += duration + cfg.gap_us
+            continue
         events = dataset.events(i)
         if want is not None and events.dtype != want:
             raise DataError(f"{getattr(dataset, 'name', 'dataset')}[{i}]",

@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 
 from .errors import WireError
-from .events import LAYOUTS, MODALITIES, EventPacket, LabelEvent, layout_of
+from .events import LAYOUTS, MODALITIES, EventPacket, LabelEvent, as_layout
 
 __all__ = [
     "WIRE_VERSION",
@@ -103,8 +103,9 @@ def encode_packet(pkt: EventPacket) -> list:
     topic = _topic(EVENTS_TOPIC, stream)
     ev = pkt.events
     layout = _LAYOUT_OF.get(getattr(ev, "dtype", None)) if isinstance(ev, np.ndarray) else None
-    if layout is None:
-        layout = layout_of(ev)
+    if layout is None:  # not a layout's exact dtype: convert by field name (tonic arrays)
+        ev = as_layout(ev)
+        layout = _LAYOUT_OF[ev.dtype]
     if not ev.flags.c_contiguous:
         ev = np.ascontiguousarray(ev)
     header = {

@@ -95,8 +95,29 @@ def _open(path: Path, split: str):
         return _source("ntidigits")(path, split)
     if (path / "Train").is_dir() or (path / "Test").is_dir():
         return _emulated().CameraTreeDataset(path, split)
+    found = _by_probe(path)
+    if found is not None:
+        return found
     raise DataError(path, "not a data set `streamlsm data info` knows (N-MNIST tree, "
-                    "n-tidigits.hdf5, spike table .npz)")
+                    "n-tidigits.hdf5, spike table .npz, camera files .aedat4 .raw .dat)")
+
+
+def _by_probe(path: Path):
+    """A dataset from the first source plug-in whose class says it ``accepts(path)`` (the camera
+    file readers: AEDAT 4, EVT 2.0 / 3.0 RAW, DAT), else None."""
+    from importlib.metadata import entry_points
+
+    from ..plugins import SOURCE_GROUP
+
+    for ep in entry_points(group=SOURCE_GROUP):
+        try:
+            cls = ep.load()
+        except ImportError:
+            continue
+        accepts = getattr(cls, "accepts", None)
+        if callable(accepts) and accepts(path):
+            return cls(path)
+    return None
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from itertools import accumulate
 
 import numpy as np
 
-from ..errors import ConfigError, ReservoirError
-from ..events import LAYOUTS, EventPacket
+from ..errors import ConfigError, ReservoirError, WireError
+from ..events import LAYOUTS, EventPacket, as_layout
 from . import _kernel as _k
 from .config import ReservoirConfig
 from .device import make_weights
@@ -160,12 +161,14 @@ class Reservoir:
         """Advance the streams of these packets (in order); features of every sample that ended."""
         if isinstance(packets, EventPacket):
             packets = (packets,)
+        dt = self._dtype
+        if any(pk.events.dtype is not dt and pk.events.dtype != dt for pk in packets):
+            packets = [self._by_name(pk) for pk in packets]
         if self.config.segment == "window" and not (packets and "\x00" in packets[0].stream_id):
             return self._feed_windows(packets, received_ns)
         P = len(packets)
         if P == 0:
             return []
-        dt = self._dtype
         evs = [pk.events for pk in packets]
         for i, e in enumerate(evs):
             if e.dtype is not dt and e.dtype != dt:  # identity first: structured == is slow
@@ -205,6 +208,17 @@ class Reservoir:
                                 self._out[r].copy(), pk.label, pk.modality or self.config.modality,
                                 pk.seq, pk.sent_ns, received_ns))
         return out
+
+    def _by_name(self, pk: EventPacket) -> EventPacket:
+        """The packet with its events converted to this reservoir's layout by field name (tonic's
+        x, y, t, p of any widths); ReservoirError naming the stream when they do not fit."""
+        if pk.events.dtype == self._dtype:
+            return pk
+        try:
+            return replace(pk, events=as_layout(pk.events, self.config.layout))
+        except WireError as exc:
+            raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {pk.events.dtype} do not fit "
+                                 f"layout {self.config.layout!r}: {exc}") from None
 
     def _feed_windows(self, packets: Sequence[EventPacket], received_ns: int) -> list[Features]:
         """Sliding windows: window k of a stream covers [T0 + k hop, T0 + k hop + window) (T0 = its
@@ -290,8 +304,11 @@ class Reservoir:
         n = len(samples)
         for i, smp in enumerate(samples):
             if smp.dtype != self._dtype:
-                raise ReservoirError(f"sample {i}: events of dtype {smp.dtype}, this reservoir takes "
-                                     f"layout {self.config.layout!r}")
+                try:  # tonic-style arrays (x, y, t, p of any widths) are converted by field name
+                    samples[i] = as_layout(smp, self.config.layout)
+                except WireError as exc:
+                    raise ReservoirError(f"sample {i}: events of dtype {smp.dtype}, this reservoir "
+                                         f"takes layout {self.config.layout!r}: {exc}") from None
         lengths = np.array([len(smp) for smp in samples], np.int64)
         offsets = np.zeros(n + 1, np.int64)
         np.cumsum(lengths, out=offsets[1:])
