@@ -122,17 +122,17 @@ class RecordingDataset(SampleDataset):
                 last = int(t[0])
                 self._t0.setdefault(path, last)
             t0 = self._t0[path]
-            back = np.flatnonzero(np.diff(t, prepend=last) < 0)
-            if len(back):
+            if int(t[0]) < last or (len(t) > 1 and (t[1:] < t[:-1]).any()):  # one pass when good
+                back = np.flatnonzero(np.diff(t, prepend=last) < 0)
                 k = int(back[0])
                 raise DataError(path, f"timestamps go backwards at event {done + k} "
                                 f"({last if k == 0 else int(t[k - 1])} then {int(t[k])} us)")
-            if w and h:
+            # as unsigned, a negative coordinate is out of range too: one comparison per field
+            if w and h and ((ev["x"].view(np.uint16) >= w).any() or (ev["y"].view(np.uint16) >= h).any()):
                 bad = np.flatnonzero((ev["x"] < 0) | (ev["x"] >= w) | (ev["y"] < 0) | (ev["y"] >= h))
-                if len(bad):
-                    k = int(bad[0])
-                    raise DataError(path, f"event {done + k} lies outside the {w}x{h} sensor "
-                                    f"(x={int(ev['x'][k])}, y={int(ev['y'][k])})")
+                k = int(bad[0])
+                raise DataError(path, f"event {done + k} lies outside the {w}x{h} sensor "
+                                f"(x={int(ev['x'][k])}, y={int(ev['y'][k])})")
             last = int(t[-1])
             done += len(ev)
             t -= t0
