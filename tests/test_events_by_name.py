@@ -118,3 +118,30 @@ def test_datasets_are_indexable_and_take_a_transform(tmp_path):
     assert 0 < len(ev) < len(ev1)
     frames = SpikeTableDataset(path, transform=lambda e: np.zeros((2, 3)))[0][0]
     assert frames.shape == (2, 3)
+
+
+def test_pipeline_labels_tonic_packets_as_it_labels_its_own():
+    from dataclasses import replace
+
+    from streamlsm.config import to_dict
+    from streamlsm.pipeline import Pipeline
+    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.testing import make_bundle, packets_from_samples, random_samples
+
+    cfg = preset("nmnist", n_neurons=64, crop=(0, 0, 34, 34))
+    bundle = make_bundle(Reservoir(cfg).n_features, 8, reservoirs={"vision": to_dict(cfg)})
+    matcher = PrototypeMatcher(8)
+    rng = np.random.default_rng(0)
+    for lab in ("a", "b", "c"):
+        matcher.add(lab, rng.normal(size=8))
+    samples = random_samples(4, DVS_DTYPE, duration_us=20_000, seed=5)
+    ours = packets_from_samples(samples, "cam")
+    theirs = [replace(p, events=_as(p.events, TONIC_DTYPE)) for p in ours]
+    a, b = Pipeline(bundle, matcher), Pipeline(bundle, matcher)
+    la, lb = a(ours), b(theirs)
+    assert len(la) == 4 and [x.label for x in la] == [x.label for x in lb]
+    assert [x.score for x in la] == [x.score for x in lb]
+    assert b.stats.rejected_packets == 0
+    bad = [replace(p, stream_id="liar", events=np.zeros(1, [("t", "<i8"), ("x", "<i2")]))
+           for p in ours[:2]]
+    assert b(bad) == [] and b.stats.rejected_packets == 2
