@@ -76,10 +76,40 @@ class RecordingDataset(SampleDataset):
         self.classes = tuple(sorted({lab for lab in labels if lab is not None}, key=natural_key))
         w, h = self._size
         if w is None or h is None:
-            fw, fh = self._file_size(files[0])
+            fw = fh = None
+            for f in files:  # the first file that can say (with "skip", a bad one is passed over)
+                try:
+                    fw, fh = self._file_size(f)
+                    break
+                except DataError:
+                    if self.on_error != "skip":
+                        raise
             w, h = w or fw, h or fh
         self.sensor_size = (int(w), int(h), 2) if w and h else ()
         self._finish()
+
+    def _finish(self) -> None:
+        """The limit, and with on_error="skip" a screening that reads only each file's header and
+        first chunk (the base class would read every recording whole)."""
+        if self.on_error == "skip":
+            keep = []
+            for i, path in enumerate(self._keys):
+                try:
+                    self._file_size(path)
+                    for _ in self._chunks(path):
+                        break
+                except DataError as exc:
+                    self.skipped.append((exc.path, str(exc)))
+                    continue
+                keep.append(i)
+            self._keys = [self._keys[i] for i in keep]
+            self._labels = [self._labels[i] for i in keep]
+            self.on_error, screened = "raise", True
+        else:
+            screened = False
+        super()._finish()
+        if screened:
+            self.on_error = "skip"
 
     # -- subclass hooks -------------------------------------------------------------------
     def _raw_chunks(self, path: Path) -> Iterator[np.ndarray]:

@@ -210,3 +210,15 @@ def test_bad_files_are_clear_errors(sensors, tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(DataError, match="no .raw files"):
         EVT3Dataset(tmp_path / "empty_dir")
+
+
+def test_skip_screens_a_folder_by_header_and_first_chunk(sensors, tmp_path):
+    body = (sensors / "evt3_sample.raw").read_bytes()
+    (tmp_path / "a_good.raw").write_bytes(body)
+    (tmp_path / "b_evt2.raw").write_bytes((sensors / "evt2_sample.raw").read_bytes())
+    (tmp_path / "c_bad.raw").write_bytes(b"% evt 3.0\n" + bytes(range(256)) * 40)
+    with pytest.raises(DataError):
+        EVT3Dataset(tmp_path).events(1)
+    ds = EVT3Dataset(tmp_path, on_error="skip")
+    assert len(ds) == 1 and ds.path(0).endswith("a_good.raw") and len(ds.events(0)) == 219_596
+    assert [Path(p).name for p, _ in ds.skipped] == ["b_evt2.raw", "c_bad.raw"]
