@@ -31,7 +31,8 @@ SENSOR_SIZES = {"gen3": (640, 480), "gen31": (640, 480), "gen4": (1280, 720), "g
                 "imx636": (1280, 720), "imx646": (1280, 720), "genx320": (320, 320),
                 "imx8": (320, 320), "atis": (304, 240)}
 _ENCODINGS = {"evt3": "evt3", "evt3.0": "evt3", "evt2": "evt2", "evt2.0": "evt2"}
-_HEADER_MAX = 1 << 16  # a header longer than this is not a Prophesee header
+_HEADER_MAX = 1 << 16
+_WORD = {"evt3": 2, "evt2": 4, "dat": 8}  # bytes per word / event of the body  # a header longer than this is not a Prophesee header
 
 
 def read_header(path: str | Path) -> tuple[int, dict[str, str]]:
@@ -110,6 +111,11 @@ def iter_prophesee(path: str | Path, *, chunk_events: int = 1 << 20,
     size_hdr, header = read_header(path)
     enc = encoding or encoding_of(path, header)
     body = path.stat().st_size - size_hdr
+    word = _WORD[enc]
+    tail = (body - (2 if enc == "dat" else 0)) % word if body > 0 else 0
+    if tail:  # a file cut inside a word (a recording that was not closed properly)
+        raise DataError(path, f"truncated: {tail} trailing bytes do not make a {word}-byte "
+                        f"{enc} word", offset=path.stat().st_size - tail)
     wiz = Wizard(encoding=enc, fpath=str(path), chunk_size=int(chunk_events))
     n = 0
     for chunk in wiz.read_chunk():

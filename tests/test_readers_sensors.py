@@ -201,6 +201,19 @@ def test_bad_files_are_clear_errors(sensors, tmp_path):
     other.write_bytes(b"% format EVT21;height=720;width=1280\n% end\n" + b"\0" * 64)
     with pytest.raises(DataError, match="EVT 2.1 and others are not supported"):
         ProphRawDataset(other).events(0)
+    cut = tmp_path / "cut.raw"
+    cut.write_bytes((sensors / "evt2_sample.raw").read_bytes()[:-3])
+    with pytest.raises(DataError, match="cut.raw at byte .*truncated: 1 trailing bytes"):
+        EVT2Dataset(cut).events(0)
+    aedat4 = (sensors / "dvs_sample.aedat4").read_bytes()
+    (tmp_path / "half.aedat4").write_bytes(aedat4[: len(aedat4) // 2])
+    with pytest.raises(DataError, match="half.aedat4: AEDAT 4 packet"):
+        AEDAT4Dataset(tmp_path / "half.aedat4").events(0)
+    bad = bytearray(aedat4)
+    bad[len(bad) // 2: len(bad) // 2 + 2000] = bytes(np.random.default_rng(1).integers(0, 256, 2000, np.uint8))
+    (tmp_path / "bad.aedat4").write_bytes(bytes(bad))
+    with pytest.raises(DataError, match="bad.aedat4: AEDAT 4 packet"):
+        AEDAT4Dataset(tmp_path / "bad.aedat4").events(0)
     fake = tmp_path / "x.aedat4"
     fake.write_bytes(b"#!AER-DAT2.0\r\n" + b"\0" * 64)
     with pytest.raises(DataError, match="not an AEDAT 4.0 file"):
