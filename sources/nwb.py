@@ -141,6 +141,11 @@ class NWBUnitsDataset(TrialsDataset):
 
     name = "nwb"
 
+    @classmethod
+    def accepts(cls, path: str | Path) -> bool:
+        """Whether ``path`` is an ``.nwb`` file (how ``streamlsm data info`` finds this reader)."""
+        return Path(path).suffix.lower() == ".nwb" and Path(path).is_file()
+
     def __init__(self, path: str | Path, *, label_column: str | None = None, on_error: str = "raise",
                  limit: int | None = None, transform: Callable[[np.ndarray], Any] | None = None) -> None:
         SampleDataset.__init__(self, on_error=on_error, limit=limit, transform=transform)

@@ -63,6 +63,16 @@ def test_nwb_round_trip_of_the_real_auditory_cortex_session(session):
     assert sum(len(p.events) for p in packets) == sum(len(ds.events(i)) for i in range(4))
 
 
+def test_data_info_reads_the_nwb_file(session, capsys):
+    from streamlsm.cli import main
+
+    _, path = session
+    assert main(["data", "info", str(path), "--limit", "50"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("NWBUnitsDataset: 1800 samples, layout spikes, sensor (50,)")
+    assert "per class: " in out and "1=100" in out
+
+
 def test_nwb_errors_name_the_problem(session, tmp_path):
     _, path = session
     with pytest.raises(ConfigError, match="no trials column 'stim'.*sound_id"):
