@@ -173,7 +173,8 @@ class NTidigitsDataset(SampleDataset):
             self._from_bs1(root, bs1)
             return
         if not self.file.exists():
-            raise DataError(self.file, f"not found: {root} holds neither {HDF5_NAME} nor .bs1 files")
+            raise DataError(self.file, f"cannot open: no such file (a data set folder holds "
+                            f"{HDF5_NAME} or .bs1 files)")
         try:
             with h5py.File(self.file, "r") as f:
                 missing = [g for g in (f"{split}_labels", f"{split}_addresses", f"{split}_timestamps")
