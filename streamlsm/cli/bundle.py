@@ -46,6 +46,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--preset", default=None, help="reservoir preset (default: the data set's name "
                    "if it is one, else by modality)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--prototypes", type=Path, default=None, metavar="FILE",
+                   help="also write the seen classes' prototypes (from the training samples) as a "
+                        "daemon checkpoint ([model] prototypes, e.g. state/prototypes.json)")
     t.set_defaults(func=cmd_train)
 
     s = bsub.add_parser("support", help="write one class's samples as a support .npz for `ctl register`",
@@ -113,8 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ids = [int(i) for c in seen for i in rng.permutation(groups[c])[: args.per_class]]
     t0 = time.monotonic()
     _say(f"encoding {len(ids)} samples of {len(seen)} classes with the {name!r} reservoir preset ...")
-    x = np.log1p(Reservoir(cfg).encode([ds.events(i) for i in ids],
-                                       [int(ds.duration_us(i)) for i in ids], sample_ids=ids))
+    counts = Reservoir(cfg).encode([ds.events(i) for i in ids],
+                                   [int(ds.duration_us(i)) for i in ids], sample_ids=ids)
+    x = np.log1p(counts)
     y = [str(ds.label(i)) for i in ids]
     mod = ds.modality
     _say(f"training the {mod} projection head (SupCon, 64-d, up to {args.epochs} epochs) ...")
@@ -129,6 +133,18 @@ def cmd_train(args: argparse.Namespace) -> int:
                     extra={"trained_by": "streamlsm bundle train", "dataset": args.dataset,
                            "preset": name, "feature_transform": "log1p"})
     path = bundle.save(args.out)
+    if args.prototypes:
+        from ..pipeline_parts import embed
+        from ..readout.matcher import PrototypeMatcher
+
+        emb = embed(bundle, mod, counts)
+        matcher = PrototypeMatcher(int(emb.shape[1]))
+        for c in seen:
+            matcher.add(c, emb[[k for k, lab in enumerate(y) if lab == c]],
+                        source=f"bundle train: {args.dataset} training samples")
+        args.prototypes.parent.mkdir(parents=True, exist_ok=True)
+        matcher.save(args.prototypes)
+        _say(f"prototypes of {len(seen)} seen classes in {args.prototypes}")
     _say(f"trained in {time.monotonic() - t0:.1f} s (validation top-1 "
          f"{b.metrics.get('val_top1', float('nan')):.3f})")
     print(json.dumps({"bundle": str(path), "hash": bundle.hash, "classes": bundle.classes,
