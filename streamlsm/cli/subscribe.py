@@ -155,8 +155,8 @@ async def _watch_peers(peers, args) -> None:
 
     waited, warned_failed, next_warning = 0.0, 0, 3.0
     while True:
-        await asyncio.sleep(0.5)
-        waited += 0.5
+        await asyncio.sleep(0.1)
+        waited += 0.1
         peers.poll()
         if peers.failed > warned_failed:
             warned_failed = peers.failed
@@ -165,6 +165,8 @@ async def _watch_peers(peers, args) -> None:
             print(f"subscribe: the peer at {args.endpoint} failed the handshake ({peers.last_failure}): "
                   f"a {args.kind.upper()} talks to a {other} only", file=sys.stderr, flush=True)
         if peers.handshakes:
+            print(f"subscribe: a peer is there ({args.endpoint}): listening", file=sys.stderr,
+                  flush=True)
             return
         if waited >= next_warning:
             next_warning = waited + 30.0
