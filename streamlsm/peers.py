@@ -17,11 +17,14 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .errors import TransportError
 
-__all__ = ["PeerWatch"]
+__all__ = ["PeerWatch", "CLOSED_IN_HANDSHAKE"]
 
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECTED
+           | zmq.EVENT_ACCEPTED)
+#: what a connection closed before its handshake completed most often means
+CLOSED_IN_HANDSHAKE = "closed during the handshake: socket types that cannot talk, or keys refused"
 for _e in _FAILED:
     _EVENTS |= _e
 
@@ -30,8 +33,9 @@ class PeerWatch:
     """Counts a socket's peers from its monitor events (poll it; nothing runs in the background).
 
     ``peers`` is the number of peers connected now (handshakes done minus disconnects),
-    ``handshakes`` all handshakes so far, ``failed`` the handshakes that failed, with the last
-    failure's event name in ``last_failure``.
+    ``handshakes`` all handshakes so far, ``failed`` the connections that failed their handshake
+    or closed before it completed (ZeroMQ closes a pair of socket types that cannot talk, e.g. a
+    SUB and a PUSH, without a failure event), with the reason in ``last_failure``.
     """
 
     def __init__(self) -> None:
@@ -39,6 +43,7 @@ class PeerWatch:
         self.handshakes = 0
         self.failed = 0
         self.last_failure = ""
+        self._pending = 0  # connections whose handshake has not completed
         self._sock: zmq.Socket | None = None
         self._mon: zmq.Socket | None = None
 
@@ -60,12 +65,21 @@ class PeerWatch:
             wait_ms = 0
             msg = recv_monitor_message(self._mon)
             event = msg["event"]
-            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if event in (zmq.EVENT_CONNECTED, zmq.EVENT_ACCEPTED):
+                self._pending += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._pending = max(0, self._pending - 1)
                 self.peers += 1
                 self.handshakes += 1
             elif event == zmq.EVENT_DISCONNECTED:
-                self.peers = max(0, self.peers - 1)
+                if self._pending:
+                    self._pending -= 1
+                    self.failed += 1
+                    self.last_failure = CLOSED_IN_HANDSHAKE
+                else:
+                    self.peers = max(0, self.peers - 1)
             elif event in _FAILED:
+                self._pending = max(0, self._pending - 1)
                 self.failed += 1
                 self.last_failure = zmq.Event(event).name
         return self.peers

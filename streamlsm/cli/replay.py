@@ -218,6 +218,10 @@ async def _replay(items, cfg, args, total_samples: int) -> dict:
                 if bar is not None and pkt.sample_end:
                     bar.update(1)
             elapsed = time.perf_counter() - t0
+            peers.poll()
+            if kind == "push" and not peers.handshakes:
+                _say(f"no consumer ever connected to {sender.endpoint}: the {sender.stats['sent']} "
+                     f"packets only queued are lost after --linger-ms ({args.linger_ms} ms)")
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -228,6 +232,7 @@ async def _replay(items, cfg, args, total_samples: int) -> dict:
             auth.stop()
         ctx.term()  # waits up to linger_ms for queued messages
     out = {"replay": True, "socket": kind, "endpoint": sender.endpoint, **sender.stats,
+           "peers_seen": peers.handshakes,
            "elapsed_s": round(elapsed, 6),
            "events_per_s": round(sender.stats["events"] / elapsed, 1) if elapsed > 0 else 0.0}
     if cfg.speed != "max":
