@@ -240,3 +240,23 @@ def test_serve_status_line():
     assert status_line(now, before, 2.0) == (
         "received 300 packets (100/s), 8 labels (2/s); 2 streams; queue 3/10; dropped 1, wire "
         "errors 0, sink errors 0; 2 classes; real-time factor 0.250")
+
+
+def test_replay_progress_bar_counts_samples_on_stderr(real_data):
+    r = subprocess.run(CLI + ["replay", "nmnist", "--root", str(real_data / "nmnist"), "--limit", "3",
+                              "--speed", "max", "--no-wait", "--progress", "on",
+                              "--endpoint", _free_endpoint()],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "replay: 100%" in r.stderr and "3/3" in r.stderr
+    assert "replay: 100%" not in r.stdout  # stdout keeps only the JSON summary
+    quiet = subprocess.run(CLI + ["replay", "nmnist", "--root", str(real_data / "nmnist"), "--limit", "1",
+                                  "--speed", "max", "--no-wait", "--endpoint", _free_endpoint()],
+                           capture_output=True, text=True, timeout=120)
+    assert "%|" not in quiet.stderr  # auto: no bar when stderr is not a terminal
+
+
+def test_live_command_lists_valid_options(capsys):
+    assert main(["live", "playback", "-o", "colour=red"]) == 1
+    err = capsys.readouterr().err
+    assert "playback has no option colour; valid: dataset='nmnist', root=''" in err
