@@ -36,6 +36,7 @@ class Publisher(Sender):
         super().__init__(endpoint, "pub", bind=bind, hwm=hwm, linger_ms=linger_ms, stamp=stamp,
                          context=context, setup=setup)
         self.topics: set[bytes] = set()
+        self._heard: dict[bytes, bool] = {}  # topic -> matched, until the subscriptions change
         self.stats.update({"unheard": 0, "unheard_events": 0})
 
     def _update(self) -> None:
@@ -43,20 +44,23 @@ class Publisher(Sender):
         sync = self._sync
         if sync is None:
             raise TransportError(f"pub socket {self.endpoint} is not open (use 'async with')")
-        while True:
-            try:
-                msg = sync.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+        while sync.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # cheaper than recv raising Again
+            msg = sync.recv(zmq.NOBLOCK)
             if msg[:1] == b"\x01":
                 self.topics.add(msg[1:])
             elif msg[:1] == b"\x00":
                 self.topics.discard(msg[1:])
+            self._heard.clear()
 
     def heard(self, topic: bytes) -> bool:
         """Whether a subscription now matches ``topic`` (a subscription is a topic prefix)."""
         self._update()
-        return any(topic.startswith(t) for t in self.topics)
+        known = self._heard.get(topic)
+        if known is None:
+            if len(self._heard) >= 4096:
+                self._heard.clear()
+            known = self._heard[topic] = any(topic.startswith(t) for t in self.topics)
+        return known
 
     async def wait_for_subscriber(self, topic: bytes = wire.EVENTS_TOPIC, *,
                                   timeout: float | None = None, every_s: float = 5.0,
