@@ -140,7 +140,9 @@ def write_hdf5(path: str | Path, split: str, utterances: Mapping[str, object]) -
 
 
 class NTidigitsDataset(SampleDataset):
-    """N-TIDIGITS from ``n-tidigits.hdf5`` (``root`` is the file or a folder holding it).
+    """N-TIDIGITS from ``n-tidigits.hdf5`` (``root`` is the file or a folder holding it), or from
+    ``.bs1`` files (``root`` is one, or a folder of them without the HDF5 file): one unlabelled
+    utterance per file.
 
     ``single_digits=True`` (default) keeps the one-digit utterances, labelled by their digit
     (11 classes ``z``, ``1``..``9``, ``o``); False keeps all, labelled by the digit string.
@@ -166,6 +168,13 @@ class NTidigitsDataset(SampleDataset):
         self.sensor_size = (N_CHANNELS,)
         self.classes = DIGITS
         self._parts: list[dict[str, str]] = []
+        bs1 = sorted(root.glob("*.bs1")) if root.is_dir() else [root] if root.suffix == ".bs1" else []
+        if bs1 and not self.file.is_file() or root.suffix == ".bs1":
+            self._from_bs1(root, bs1)
+            return
+        if not self.file.exists():
+            raise DataError(self.file, f"cannot open: no such file (a data set folder holds "
+                            f"{HDF5_NAME} or .bs1 files)")
         try:
             with h5py.File(self.file, "r") as f:
                 missing = [g for g in (f"{split}_labels", f"{split}_addresses", f"{split}_timestamps")
@@ -193,11 +202,30 @@ class NTidigitsDataset(SampleDataset):
         self._finish()
         self._parts = [by_key[k] for k in self._keys]
 
-    def _key_path(self, key: str) -> str:
+    def _from_bs1(self, root: Path, files: list[Path]) -> None:
+        """Utterances in SLAYER's ``.bs1`` format, one per file: no label (it is not in the file)."""
+        self.file = root
+        self.classes = ()
+        for path in files:
+            self._keys.append(path)
+            self._labels.append(None)
+            self._parts.append({"gender": "", "speaker": "", "digits": ""})
+        by_key = dict(zip(self._keys, self._parts, strict=True))
+        self._finish()
+        self._parts = [by_key[k] for k in self._keys]
+
+    def _key_path(self, key: str | Path) -> str:
+        if isinstance(key, Path):
+            return str(key)
         return f"{self.file}:{self.split}/{key}"
 
-    def _read(self, key: str) -> np.ndarray:
+    def _read(self, key: str | Path) -> np.ndarray:
         import h5py
+
+        if isinstance(key, Path):
+            ev = read_bs1(key)
+            check_sorted(str(key), ev["t"])
+            return ev
 
         where = self._key_path(key)
         try:
@@ -230,8 +258,8 @@ class NTidigitsDataset(SampleDataset):
         return ev
 
     def utterance(self, i: int) -> str:
-        """The full label string of sample i (``<gender>-<speaker>-<a|b>-<digits>``)."""
-        return self._keys[i]
+        """The full label string of sample i (``<gender>-<speaker>-<a|b>-<digits>``; a .bs1 file's name)."""
+        return str(self._keys[i])
 
     def speaker(self, i: int) -> str:
         return self._parts[i]["speaker"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -10,11 +12,14 @@ import numpy as np
 from .errors import ConfigError
 from .events import LabelEvent
 
-__all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "Dataset", "Sink", "available", "load"]
+__all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "LIVE_GROUP", "PLUGIN_GROUPS", "Dataset",
+           "Sink", "LiveSource", "available", "load"]
 
 SOURCE_GROUP = "streamlsm.sources"      # name -> Dataset class, constructed as cls(root, **options)
 SINK_GROUP = "streamlsm.sinks"          # name -> Sink class, constructed as cls(**options)
 EMULATOR_GROUP = "streamlsm.emulators"  # name -> function making a data set on disk
+LIVE_GROUP = "streamlsm.live"           # name -> LiveSource class, constructed as cls(**options)
+PLUGIN_GROUPS = (SOURCE_GROUP, SINK_GROUP, EMULATOR_GROUP, LIVE_GROUP)
 
 
 @runtime_checkable
@@ -44,6 +49,26 @@ class Sink(Protocol):
 
     def write(self, label: LabelEvent) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LiveSource(Protocol):
+    """A sensor producing events now (a camera SDK, a cochlea board): what `streamlsm live <name>` runs.
+
+    ``run(emit, stop)`` reads the sensor until ``stop`` (a ``threading.Event``) is set or the sensor
+    ends, calling ``emit(events)`` with each buffer of new events: a structured array with the
+    layout's field names (``t`` in microseconds of the sensor's clock, sorted; the dtype may be the
+    SDK's own, e.g. unsigned ``x``/``y``), in the order they happened. ``emit`` is
+    ``live.LiveSender.send_events``: it cuts nothing, rebases time, converts fields by name and
+    never blocks the sensor (a full queue drops the buffer and counts it).
+    """
+
+    name: ClassVar[str]
+    modality: ClassVar[str]
+    layout: ClassVar[str]
+    sensor_size: tuple[int, ...]
+
+    def run(self, emit: Callable[[np.ndarray], object], stop: threading.Event) -> None: ...
 
 
 def available(group: str) -> dict[str, str]:

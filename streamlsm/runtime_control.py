@@ -102,7 +102,10 @@ class ControlCommands:
         for d in self.config.control.allowed_dirs:
             if p.is_relative_to(Path(d).expanduser().resolve()):
                 return p
-        raise ControlError(f"{what} {raw!r} lies outside the allowed directories")
+        dirs = [str(Path(d).expanduser().resolve()) for d in self.config.control.allowed_dirs]
+        raise ControlError(f"{what} {raw!r} lies outside control.allowed_dirs {dirs}: put it in one "
+                           "of them, or add its folder to [control] allowed_dirs in the daemon's "
+                           "config")
 
     async def _control(self, sock) -> None:
         while True:

@@ -26,6 +26,9 @@ LAYERS = {
     "streamlsm.pipeline": 3,
     "streamlsm.experiments": 3,
     "streamlsm.transport": 4,
+    "streamlsm.peers": 4,  # a socket's peers counted from its monitor events
+    "streamlsm.publisher": 5,  # a PUB sender (XPUB) that knows its subscriptions
+    "streamlsm.live": 5,  # live sensors: the synchronous LiveSender and the LiveSource plug-ins
     "streamlsm.security": 4,
     "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
     "streamlsm.runtime_control": 4,  # the daemon's control commands (a mixin) and support files
@@ -34,15 +37,17 @@ LAYERS = {
     "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
     "streamlsm.testing": 5,
     "streamlsm.cli": 6,
+    "streamlsm.__main__": 7,  # `python -m streamlsm`: runs the CLI
 }
 # third-party imports allowed only under these prefixes
 ONLY_IN = {
     "numba": ("streamlsm.reservoir._kernel",),
     "msgpack": ("streamlsm.wire",),
     "torch": ("streamlsm.readout.train", "streamlsm.experiments", "streamlsm.cli"),
-    "zmq": ("streamlsm.transport", "streamlsm.security", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
+    "zmq": ("streamlsm.transport", "streamlsm.security", "streamlsm.peers", "streamlsm.publisher",
+            "streamlsm.live", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
             "streamlsm.testing"),
-    "asyncio": ("streamlsm.clock", "streamlsm.transport", "streamlsm.runtime", "streamlsm.cluster",
+    "asyncio": ("streamlsm.clock", "streamlsm.transport", "streamlsm.publisher", "streamlsm.runtime", "streamlsm.cluster",
                 "streamlsm.cli", "streamlsm.testing"),
     "aiostream": ("streamlsm.transport", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
                   "streamlsm.testing"),

@@ -19,13 +19,32 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ROOT = DEPLOY.parent
 
 
-def test_edge_toml_loads_and_serve_check_accepts_it(capsys):
+def test_edge_toml_loads_and_serve_check_accepts_it(tmp_path, monkeypatch, capsys):
     cfg = load_toml(DEPLOY / "edge.toml", DaemonConfig)
     assert cfg.inputs and cfg.inputs[0].kind == "pull"
     assert cfg.control.endpoint.startswith("tcp://127.0.0.1") and cfg.control.allowed_dirs
     assert cfg.limits.overflow in ("block", "drop_oldest")
+    from streamlsm.testing import make_bundle
+
+    monkeypatch.chdir(tmp_path)  # the config's relative paths are taken from here
+    make_bundle().save(tmp_path / "bundle")
     assert main(["serve", "--config", str(DEPLOY / "edge.toml"), "--check"]) == 0
-    assert '"ok": true' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"ok": true' in out and '"bundle_hash": "sha256:' in out
+
+
+def test_serve_check_fails_without_a_bundle_and_says_how_to_make_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["serve", "--config", str(DEPLOY / "edge.toml"), "--check"]) == 1
+    cap = capsys.readouterr()
+    assert '"ok": false' in cap.out
+    assert "model.bundle 'bundle'" in cap.err and "does not exist" in cap.err
+    assert "streamlsm bundle train" in cap.err
+    (tmp_path / "bundle").mkdir()  # a folder that is not a bundle
+    assert main(["serve", "--config", str(DEPLOY / "edge.toml"), "--check"]) == 1
+    assert "is not a bundle (no manifest.json)" in capsys.readouterr().err
+    assert main(["serve", "--config", str(DEPLOY / "edge.toml")]) == 1  # not only --check
+    assert "streamlsm bundle train" in capsys.readouterr().err
 
 
 def test_serve_check_names_the_bad_key(tmp_path, capsys):

@@ -9,7 +9,7 @@ import sys
 
 from ..errors import StreamLSMError
 
-__all__ = ["main", "COMMAND_MODULES"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES", "HelpFormatter", "Parser"]
 
 #: modules of this package (every public module, found by name); each defines
 #: ``add_parser(subparsers)``, which adds its command(s) and sets ``func`` (called with the parsed
@@ -19,10 +19,38 @@ COMMAND_MODULES: tuple[str, ...] = tuple(
 )
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (unless its help already names one or it has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) \
+                or action.default == []:
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse.ArgumentParser whose help lists defaults (sub-commands inherit the class)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def _plugins_epilog() -> str:
+    from ..plugins import PLUGIN_GROUPS, available
+
+    lines = ["installed plug-ins (entry-point groups):"]
+    for group in PLUGIN_GROUPS:
+        lines.append(f"  {group}: {', '.join(sorted(available(group))) or '(none)'}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamlsm", description=__doc__)
+    parser = Parser(prog="streamlsm", description=__doc__, epilog=_plugins_epilog())
     parser.add_argument("--version", action="store_true", help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in COMMAND_MODULES:
         mod = importlib.import_module(f"{__name__}.{module}")
         mod.add_parser(sub)

@@ -8,7 +8,7 @@ import sys
 
 from ._net import add_key_options, socket_setup
 
-__all__ = ["add_parser", "run", "request"]
+__all__ = ["add_parser", "run", "request", "CONNECT_S"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -38,14 +38,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None) -> dict:
+#: seconds to wait for the daemon's socket to answer the connection before saying it is not there
+CONNECT_S = 3.0
+
+
+def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None,
+            connect_s: float = CONNECT_S) -> dict:
     """Send one control request and return the reply (ControlError on timeout).
 
-    ``setup(sock)`` runs before connecting (e.g. CURVE client keys from ``--keys``).
+    ``setup(sock)`` runs before connecting (e.g. CURVE client keys from ``--keys``). When no
+    daemon has completed the connection after ``connect_s`` seconds, ControlError asks whether
+    `serve` is running there (the reply itself may take up to ``timeout``).
     """
+    import time
+
     import zmq
 
     from ..errors import ConfigError, ControlError
+    from ..peers import PeerWatch
     from ..wire import pack_control, unpack_control
 
     if not timeout > 0:
@@ -53,7 +63,9 @@ def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None) -> dict
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    peers = PeerWatch()
     try:
+        peers(sock)
         if setup is not None:
             setup(sock)
         try:
@@ -61,10 +73,21 @@ def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None) -> dict
         except zmq.ZMQError as exc:
             raise ConfigError("endpoint", f"cannot connect to {endpoint!r}: {exc}") from None
         sock.send(pack_control(req))
-        if not sock.poll(int(timeout * 1000)):
-            raise ControlError(f"no reply from {endpoint} within {timeout} s")
+        t0 = time.monotonic()
+        while not sock.poll(100):
+            waited = time.monotonic() - t0
+            if peers.poll() == 0 and not peers.handshakes and waited >= min(connect_s, timeout):
+                if peers.failed:
+                    raise ControlError(f"no reply from {endpoint}: the connection failed its "
+                                       f"handshake ({peers.last_failure}); a daemon with CURVE keys "
+                                       "answers `--keys DIR` clients only")
+                raise ControlError(f"no daemon answers at {endpoint} after {waited:.0f} s: is "
+                                   f"`streamlsm serve` running at {endpoint}?")
+            if waited >= timeout:
+                raise ControlError(f"no reply from {endpoint} within {timeout} s")
         return unpack_control(sock.recv())
     finally:
+        peers.close()
         sock.close(0)
 
 
