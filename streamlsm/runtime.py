@@ -136,8 +136,11 @@ class Daemon(ControlCommands):
                     sec.check(ep, key)
             sec.start(zmq.asyncio.Context.instance(), [ep for _k, ep in binds if ep])
             stack.callback(sec.close)
+            # labels: a subscriber that stops reading loses labels at its own high-water mark
+            # (ZeroMQ drops per peer); it never costs the other subscribers theirs (no XPUB_NODROP)
             pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
                                                          hwm=self.config.outputs.hwm, stamp=False,
+                                                         nodrop=False,
                                                          setup=sec.setup(self.config.outputs.labels)))
             self.label_endpoint, self._pub = pub.endpoint, pub
             self._receivers = [await stack.enter_async_context(
@@ -150,6 +153,8 @@ class Daemon(ControlCommands):
             if self.config.control.endpoint:
                 ctl = zmq.asyncio.Context.instance().socket(zmq.REP)
                 ctl.setsockopt(zmq.LINGER, 0)
+                # a bigger request disconnects its peer before it is in memory
+                ctl.setsockopt(zmq.MAXMSGSIZE, wire.DEFAULT_LIMITS.max_control_bytes + 1024)
                 stack.callback(ctl.close, 0)
                 if (curve := sec.setup(self.config.control.endpoint)) is not None:
                     curve(ctl)  # remote control clients need an authorised CURVE key
@@ -217,7 +222,25 @@ class Daemon(ControlCommands):
                 await asyncio.sleep(wait)
                 if self._queue.items:
                     items += await self._queue.take(batch - len(items))
-            await self._process(items)
+            for part in self._split(items):
+                await self._process(part)
+
+    def _split(self, items: list) -> list[list]:
+        """The batch in calls of at most limits.max_call_us of stream time each (the declared spans):
+        one batch of long packets cannot hold the pipeline lock (control, stop) for long."""
+        limit = self.config.limits.max_call_us
+        parts, part, span = [], [], 0
+        for item in items:
+            pkt = item[0]
+            d = max(0, pkt.t_end - pkt.t_start)
+            if part and span + d > limit:
+                parts.append(part)
+                part, span = [], 0
+            part.append(item)
+            span += d
+        if part:
+            parts.append(part)
+        return parts
 
     async def _process(self, items: list) -> None:
         pkts = [p for p, _ in items]

@@ -72,6 +72,10 @@ class LimitsConfig:
     coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
     warm_up: bool = True         # run one tiny sample per modality before reading input
     gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
+    max_call_us: int = 60_000_000  # stream time (sum of packet spans) per pipeline call: a batch
+    #                                covering more is split, so control and stop get the lock between
+    max_neurons: int = 8192      # `ctl reload`: a bundle's reservoir larger than this is refused
+    model_mb: float = 1024.0     # `ctl reload`: weights a bundle may need (reservoirs + heads, MiB)
 
     def validate(self) -> None:
         if self.queue < 1:
@@ -82,6 +86,14 @@ class LimitsConfig:
             raise ConfigError("coalesce_us", f"must lie in [0, 1000000], got {self.coalesce_us}")
         if self.max_events < 1:
             raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
+        if not 0.05 <= self.stats_every_s <= 3600:  # 0 spun an idle daemon at 100 % CPU
+            raise ConfigError("stats_every_s", f"must lie in [0.05, 3600] seconds, got {self.stats_every_s}")
+        if self.max_call_us < 1:
+            raise ConfigError("max_call_us", f"must be >= 1, got {self.max_call_us}")
+        if self.max_neurons < 1:
+            raise ConfigError("max_neurons", f"must be >= 1, got {self.max_neurons}")
+        if not 0 < self.model_mb < float("inf"):
+            raise ConfigError("model_mb", f"must be a finite number > 0, got {self.model_mb}")
         if not 0 <= self.gil_switch_ms <= 100:
             raise ConfigError("gil_switch_ms", f"must lie in [0, 100], got {self.gil_switch_ms}")
 

@@ -219,13 +219,18 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 nf = ist[s, I_NF]
                 nsp = ist[s, I_NSP]
                 if nf == 0 and nsp == 0:
-                    # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads
-                    nz = False
+                    # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads.
+                    # Once a leak step changes no membrane (all 0, or stuck where decay * v rounds
+                    # back to v: a denormal, or decay = 1) every later bin up to `target` is the
+                    # same step again: jump there. Bit-identical to stepping each bin, and the
+                    # cost of an empty span no longer depends on the leak reaching exactly zero.
+                    moved = False
                     for n in range(N):
-                        vv = decay * v[s, n]
+                        vo = v[s, n]
+                        vv = decay * vo
                         v[s, n] = vv
-                        nz = nz or vv != 0.0
-                    ist[s, I_CUR] = b + 1 if nz else target
+                        moved = moved or vv != vo
+                    ist[s, I_CUR] = b + 1 if moved else target
                     continue
                 for n in range(N):
                     cur[n] = 0.0
