@@ -21,7 +21,7 @@ from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
-from .runtime_control import ControlCommands, load_support
+from .runtime_control import ControlCommands, load_support, vet_bundle
 from .runtime_parts import (
     ControlConfig,
     InputConfig,
@@ -32,7 +32,7 @@ from .runtime_parts import (
     SinkConfig,
     make_sinks,
 )
-from .security import SecurityConfig, ServerSecurity
+from .security import SecurityConfig, ServerSecurity, load_signing_key
 from .transport import Receiver, Sender
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
@@ -69,8 +69,11 @@ class Daemon(ControlCommands):
         self.config = config
         self.extra_sources = list(sources)
         self.stop_at_eof = (not config.inputs) if stop_at_eof is None else stop_at_eof
-        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle)
+        self._signing_key = load_signing_key(config.model.signing_key) if config.model.signing_key else None
+        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle, self._signing_key)
         self.matcher = self._restore_matcher()
+        lim = config.limits
+        vet_bundle(self.bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
         self._factory = reservoir_factory
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
         # the sinks last: a bad bundle or checkpoint must not leave files, sockets or a metrics server open

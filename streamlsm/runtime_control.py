@@ -10,12 +10,49 @@ from typing import Any
 import numpy as np
 
 from . import wire
-from .errors import ControlError, WireError
-from .pipeline_parts import embed
+from .errors import ConfigError, ControlError, ModelError, WireError
+from .pipeline import Pipeline
+from .pipeline_parts import embed, feature_transform
 from .plugins import SOURCE_GROUP, load
 from .readout.bundle import Bundle
 
-__all__ = ["load_support", "ControlCommands"]
+__all__ = ["load_support", "ControlCommands", "vet_bundle"]
+
+
+def vet_bundle(bundle: Bundle, matcher_dim: int, max_neurons: int, model_mb: float) -> None:
+    """ModelError naming why the daemon could not run this bundle, checked before it is used:
+    each reservoir config valid and within ``max_neurons``, each head's input the size of its
+    reservoir's features, a known feature transform, a projection head of the matcher's dimension,
+    and the weights it needs (reservoirs and heads) within ``model_mb``."""
+    from .reservoir import ReservoirConfig  # late: importing it compiles nothing, but is not free
+
+    need = 0
+    for m in bundle.modalities:
+        head = bundle.head(m)
+        need += sum(w.size * 4 + b.size * 4 for w, b in zip(head.weights, head.biases, strict=True))
+        feature_transform(bundle, m)  # ModelError on an unknown one
+        if bundle.reservoirs.get(m) is None:
+            continue
+        try:
+            cfg = bundle.reservoir_config(m, ReservoirConfig)
+        except ConfigError as exc:
+            raise ModelError(f"bundle reservoir {m!r}: {exc}") from None
+        if cfg.n_neurons > max_neurons:
+            raise ModelError(f"bundle reservoir {m!r}: n_neurons {cfg.n_neurons} exceeds limits.max_neurons "
+                             f"= {max_neurons}")
+        want = cfg.n_neurons * cfg.feature_windows
+        if head.in_features != want:
+            raise ModelError(f"bundle head {m!r} takes {head.in_features} features, its reservoir makes "
+                             f"{want} (n_neurons x feature_windows)")
+        copies = 2 if cfg.read_noise > 0 else 1  # W and W**2 when noisy
+        need += copies * 4 * cfg.n_neurons * (cfg.n_neurons + max(cfg.n_inputs, 1))
+    if need > model_mb * (1 << 20):
+        raise ModelError(f"the bundle needs about {need / (1 << 20):.0f} MiB of weights, more than "
+                         f"limits.model_mb = {model_mb:g}")
+    dims = {h.out_features for h in bundle.heads.values() if h.normalise}
+    if matcher_dim not in dims:
+        raise ModelError(f"no projection head of the bundle gives the prototypes' dimension {matcher_dim} "
+                         f"(heads give {sorted(dims)})")
 
 
 _LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
@@ -151,13 +188,27 @@ class ControlCommands:
             return {"ok": True, "path": str(path), "prototype_version": self.matcher.version}
         if cmd == "reload":
             path = self.confine(req["path"], "bundle") if req.get("path") else self.config.model.bundle
-            bundle = await asyncio.to_thread(Bundle.load, path)
+            bundle = await asyncio.to_thread(Bundle.load, path, self._signing_key)
+            await asyncio.to_thread(self._try_bundle, bundle)
             async with self._lock:  # between two batches: input keeps queueing meanwhile
                 self.pipeline.swap_bundle(bundle, self._factory)
                 self.bundle = bundle
                 self.counters["reloads"] += 1
             return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
         raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
+
+    def _try_bundle(self, bundle: Bundle) -> None:
+        """Accept a bundle only once it has run: vet it, then label one tiny sample per modality in
+        a trial pipeline of the daemon's own config (the running one is untouched until the swap)."""
+        lim = self.config.limits
+        vet_bundle(bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
+        trial = Pipeline(bundle, copy.deepcopy(self.matcher), self.config.pipeline, self._factory)
+        try:
+            trial.warm_up()
+        except MemoryError:
+            raise ModelError("the bundle's reservoir does not fit in memory") from None
+        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            raise ModelError(f"the bundle fails on a test sample: {type(exc).__name__}: {exc}") from None
 
     def _embed(self, kind: str, data: Any, modality: str):
         if kind == "embeddings":

@@ -36,6 +36,7 @@ class ModelConfig:
     threshold: float | None = None
     update: Literal["none", "mean", "ema"] = "none"
     ema: float = 0.1
+    signing_key: Path | None = None  # set: load (and reload) only bundles signed with this key
 
 
 @dataclass(frozen=True, slots=True)

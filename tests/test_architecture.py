@@ -33,6 +33,7 @@ LAYERS = {
     "streamlsm.cluster": 5,
     "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
     "streamlsm.testing": 5,
+    "streamlsm.testing_hostile": 6,  # hostile peers against a running daemon (tests and bench only)
     "streamlsm.cli": 6,
 }
 # third-party imports allowed only under these prefixes
