@@ -65,8 +65,13 @@ def make_keys(directory: str | os.PathLike, clients: tuple[str, ...] = ("client"
             raise ConfigError("keys.name", f"key names are letters, digits, - and _; got {name!r}")
         if (root / f"{name}.key_secret").exists() and not overwrite:
             raise ConfigError("keys.dir", f"{root / name}.key_secret exists (use --force to replace)")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / AUTHORIZED_DIR).mkdir(exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError("keys.dir", f"{root} exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / AUTHORIZED_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("keys.dir", f"cannot make {root}: {exc.strerror or exc}") from None
     os.chmod(root, 0o700)
     pairs = {name: _write_pair(root, name) for name in names}
     for name in clients:
@@ -131,15 +136,23 @@ def load_signing_key(path: str | os.PathLike) -> bytes:
     return key
 
 
+_TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "ws", "wss", "tipc", "vmci", "udp")
+
+
 def is_local_endpoint(endpoint: str) -> bool:
     """True for ipc://, inproc:// and tcp:// on a loopback address or ``localhost``."""
     scheme, sep, rest = endpoint.partition("://")
     if not sep:
         raise ConfigError("endpoint", f"{endpoint!r} is not a ZeroMQ endpoint (scheme://address)")
+    if scheme not in _TRANSPORTS:
+        raise ConfigError("endpoint", f"{endpoint!r}: unknown transport {scheme!r}; use tcp://, ipc:// or inproc://")
     if scheme in ("ipc", "inproc"):
         return True
     if scheme != "tcp":
         return False
+    port = rest.rsplit(":", 1)[-1] if ":" in rest else ""
+    if port.isdigit() and not 0 <= int(port) <= 65535:  # libzmq would bind the port modulo 65536
+        raise ConfigError("endpoint", f"{endpoint!r}: port {port} is not in [0, 65535]")
     host = rest.rsplit(":", 1)[0] if ":" in rest else rest
     host = host.split(";")[-1]  # "tcp://source;dest" connect syntax: the destination decides
     host = host.strip("[]")

@@ -23,6 +23,10 @@ _SCHEMES = ("tcp://", "ipc://", "inproc://")
 def _check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES):
         raise ConfigError("endpoint", f"must start with one of {list(_SCHEMES)}, got {endpoint!r}")
+    if endpoint.startswith("tcp://"):
+        port = endpoint.rsplit(":", 1)[-1]
+        if port.isdigit() and int(port) > 65535:  # libzmq would take it modulo 65536
+            raise ConfigError("endpoint", f"port {port} of {endpoint!r} is not in [0, 65535]")
     return endpoint
 
 
