@@ -21,7 +21,7 @@ from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
-from .runtime_control import ControlCommands, load_support, vet_bundle
+from .runtime_control import ControlCommands, load_support, sweep_checkpoint_orphans, vet_bundle
 from .runtime_parts import (
     ControlConfig,
     InputConfig,
@@ -99,6 +99,7 @@ class Daemon(ControlCommands):
 
     def _restore_matcher(self) -> PrototypeMatcher:
         m, path = self.config.model, Path(self.config.model.prototypes)
+        self.orphans_removed = sweep_checkpoint_orphans(path)
         if path.is_file():
             matcher = PrototypeMatcher.load(path)
         else:

@@ -16,7 +16,35 @@ from .pipeline_parts import embed, feature_transform
 from .plugins import SOURCE_GROUP, load
 from .readout.bundle import Bundle
 
-__all__ = ["load_support", "ControlCommands", "vet_bundle"]
+__all__ = ["load_support", "ControlCommands", "vet_bundle", "sweep_checkpoint_orphans"]
+
+
+def sweep_checkpoint_orphans(path: Path) -> int:
+    """Remove what a kill -9 during ``PrototypeMatcher.save`` can leave beside the checkpoint
+    ``path``: ``<stem>.<token>.npz(.tmp)`` not named by the manifest, ``<name>.<token>.tmp``.
+    Returns how many files were removed (run at start, before anything writes a checkpoint)."""
+    import json
+    import re
+
+    folder = path.parent
+    if not folder.is_dir():
+        return 0
+    keep = None
+    try:
+        keep = json.loads(path.read_text(encoding="utf-8")).get("arrays")
+    except (OSError, ValueError, AttributeError):
+        pass
+    arrays = re.compile(rf"{re.escape(path.stem)}\.[0-9a-f]{{12}}\.npz(\.tmp)?\Z")
+    manifest_tmp = re.compile(rf"{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp\Z")
+    removed = 0
+    for p in folder.iterdir():
+        if p.name != keep and (arrays.match(p.name) or manifest_tmp.match(p.name)) and p.is_file():
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
 
 
 def vet_bundle(bundle: Bundle, matcher_dim: int, max_neurons: int, model_mb: float) -> None:
@@ -171,8 +199,11 @@ class ControlCommands:
             label = req.get("label")
             path = self.confine(req.get("path"))
             modality = req.get("modality") or ""
+            if req.get("dataset"):  # a symlink inside the data set must not lead outside allowed_dirs
+                await asyncio.to_thread(self._confine_tree, path)
             kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
-            emb = await asyncio.to_thread(self._embed, kind, data, mod)
+            async with self._lock:  # Reservoir.encode may not run beside a feed (shared reservoir)
+                emb = await asyncio.to_thread(self._embed, kind, data, mod)
             async with self._lock:
                 add = self.matcher.replace if req.get("replace") else self.matcher.add
                 self._transact(lambda: add(label, emb, source=str(path)))
@@ -196,6 +227,16 @@ class ControlCommands:
                 self.counters["reloads"] += 1
             return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
         raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
+
+    def _confine_tree(self, root: Path) -> None:
+        """ControlError if any symlink under ``root`` resolves outside control.allowed_dirs."""
+        import os
+
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            for name in dirs + files:
+                p = Path(folder) / name
+                if p.is_symlink():
+                    self.confine(str(p), "a link in the data set")
 
     def _try_bundle(self, bundle: Bundle) -> None:
         """Accept a bundle only once it has run: vet it, then label one tiny sample per modality in

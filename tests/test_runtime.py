@@ -366,3 +366,42 @@ def test_jsonl_sink_flushes_on_time_not_only_every_n_labels(tmp_path):
         sink.write(bad)
     sink.close()
     assert all(json.loads(x) for x in (tmp_path / "l.jsonl").read_text().splitlines())
+
+
+def test_start_removes_checkpoint_orphans_of_a_kill_9(tmp_path):
+    """Issue 11, minor list: each kill -9 during a checkpoint could leave prototypes.*.npz(.tmp)."""
+    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.runtime_control import sweep_checkpoint_orphans
+
+    path = tmp_path / "protos.json"
+    m = PrototypeMatcher(4)
+    m.add("a", np.ones(4))
+    m.save(path)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    for name in ("protos.0123456789ab.npz", "protos.0123456789ac.npz.tmp", "protos.json.01234567.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "other.npz").write_bytes(b"x")
+    assert sweep_checkpoint_orphans(path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["other.npz"])
+    assert PrototypeMatcher.load(path).labels == ["a"]
+
+
+@pytest.mark.asyncio
+async def test_register_dataset_refuses_a_symlink_leading_outside_allowed_dirs(tmp_path):
+    """Issue 11, minor list: `register --dataset` followed symlinks inside the data set root."""
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"\0" * 10)
+    root = tmp_path / "support" / "ds" / "Train" / "0"
+    root.mkdir(parents=True)
+    (root / "00001.bin").symlink_to(secret)
+    daemon = Daemon(_config(tmp_path), reservoir_factory=_factory)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    try:
+        reply = await daemon_ctl(daemon, {"cmd": "register", "label": "0", "dataset": "nmnist",
+                                          "path": str(tmp_path / "support" / "ds")})
+        assert reply["ok"] is False and "outside the allowed directories" in reply["error"]
+    finally:
+        daemon.request_stop()
+        await task
