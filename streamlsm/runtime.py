@@ -92,7 +92,8 @@ class Daemon(ControlCommands):
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._inline = config.limits.compute == "inline"
-        self._queue = PacketBuffer(config.limits.queue, config.limits.overflow)
+        self._queue = PacketBuffer(config.limits.queue, config.limits.overflow,
+                                   int(config.limits.queue_mb * (1 << 20)))
         self._saved_version = self.matcher.version
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()

@@ -67,7 +67,8 @@ class LimitsConfig:
     queue: int = 10_000
     overflow: Literal["block", "drop_oldest"] = "block"
     batch: int = 256
-    max_events: int = 1 << 20
+    max_events: int = 1 << 16     # per packet (a frame above it disconnects its peer): 0.85 MB of DVS
+    queue_mb: float = 256.0      # events waiting in the queue, in MiB (block: wait; drop_oldest: drop)
     stats_every_s: float = 1.0
     compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
     coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
@@ -87,6 +88,8 @@ class LimitsConfig:
             raise ConfigError("coalesce_us", f"must lie in [0, 1000000], got {self.coalesce_us}")
         if self.max_events < 1:
             raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
+        if not 0 < self.queue_mb < float("inf"):
+            raise ConfigError("queue_mb", f"must be a finite number > 0, got {self.queue_mb}")
         if not 0.05 <= self.stats_every_s <= 3600:  # 0 spun an idle daemon at 100 % CPU
             raise ConfigError("stats_every_s", f"must lie in [0.05, 3600] seconds, got {self.stats_every_s}")
         if self.max_call_us < 1:
@@ -119,10 +122,13 @@ class PacketBuffer:
 
     ``block``: ``put`` waits while full (back-pressure to the socket, then to a PUSH sender).
     ``drop_oldest``: ``put`` never waits; the oldest packet is dropped and counted.
+    Full means ``limit`` packets or ``limit_bytes`` bytes of events (one packet is always taken).
     """
 
-    def __init__(self, limit: int, policy: str) -> None:
+    def __init__(self, limit: int, policy: str, limit_bytes: int = 1 << 62) -> None:
         self.limit, self.policy = limit, policy
+        self.limit_bytes = limit_bytes
+        self.nbytes = 0
         self.items: deque = deque()
         self.dropped = 0
         self.closed = False
@@ -135,16 +141,20 @@ class PacketBuffer:
     async def put(self, batch: list, received_ns: int) -> None:
         items = self.items
         for pkt in batch:
-            if len(items) >= self.limit:
+            size = pkt.events.nbytes
+            if items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
                 if self.policy == "drop_oldest":
-                    items.popleft()
-                    self.dropped += 1
+                    while items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
+                        old, _ = items.popleft()
+                        self.nbytes -= old.events.nbytes
+                        self.dropped += 1
                 else:
                     self._ready.set()
-                    while len(items) >= self.limit:
+                    while items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
                         self._space.clear()
                         await self._space.wait()
             items.append((pkt, received_ns))
+            self.nbytes += size
         self._ready.set()
 
     def close(self) -> None:
@@ -161,5 +171,6 @@ class PacketBuffer:
         items = self.items
         n = min(most, len(items))
         out = [items.popleft() for _ in range(n)]
+        self.nbytes -= sum(p.events.nbytes for p, _ in out)
         self._space.set()
         return out

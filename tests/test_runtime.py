@@ -405,3 +405,29 @@ async def test_register_dataset_refuses_a_symlink_leading_outside_allowed_dirs(t
     finally:
         daemon.request_stop()
         await task
+
+
+@pytest.mark.asyncio
+async def test_packet_buffer_bounds_bytes_too():
+    """Issue 11, item 4 / budgets: the queue is bounded in event bytes (limits.queue_mb), not only in
+    packets: 10,000 queued packets of 1M events were ~13 GB."""
+    from streamlsm.events import EventPacket
+    from streamlsm.runtime_parts import PacketBuffer
+
+    def pkt(i, n):
+        return EventPacket("s", i, 0, 1, np.zeros(n, DVS_DTYPE))
+
+    buf = PacketBuffer(100, "drop_oldest", limit_bytes=1000)
+    await buf.put([pkt(i, 20) for i in range(5)], 0)  # 13 bytes per DVS event: 260 each
+    assert len(buf) == 3 and buf.dropped == 2 and buf.nbytes == 780
+    await buf.put([pkt(9, 100)], 0)  # one packet larger than the bound is still taken alone
+    assert [p.seq for p, _ in buf.items] == [9] and buf.nbytes == 1300
+    assert [p.seq for p, _ in await buf.take(10)] == [9] and buf.nbytes == 0
+    block = PacketBuffer(100, "block", limit_bytes=600)
+    await block.put([pkt(0, 20), pkt(1, 20)], 0)
+    waiter = asyncio.create_task(block.put([pkt(2, 20)], 0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and len(block) == 2  # waits for room
+    await block.take(1)
+    await asyncio.wait_for(waiter, 5)
+    assert [p.seq for p, _ in block.items] == [1, 2]
