@@ -13,7 +13,7 @@ from .errors import ConfigError, StreamLSMError
 from .plugins import SINK_GROUP, load
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
-           "PacketBuffer", "make_sinks"]
+           "PacketBuffer", "make_sinks", "give_back_freed_memory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +100,22 @@ class LimitsConfig:
             raise ConfigError("model_mb", f"must be a finite number > 0, got {self.model_mb}")
         if not 0 <= self.gil_switch_ms <= 100:
             raise ConfigError("gil_switch_ms", f"must lie in [0, 100], got {self.gil_switch_ms}")
+
+
+def give_back_freed_memory() -> bool:
+    """glibc only (else False, nothing changed): blocks of 256 KiB and more (ZeroMQ frames of a
+    flood of big messages, numpy arrays) always come from mmap and go back to the OS when freed,
+    and the heap is trimmed above 4 MiB free. By default glibc raises its mmap threshold after
+    such frees, so a burst of big input stayed in the daemon's RSS for good (issue 11, item 4)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 * 1024)) and bool(mallopt(m_trim_threshold, 4 << 20))
 
 
 def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:

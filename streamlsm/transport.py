@@ -259,7 +259,9 @@ class Receiver(_Endpoint):
             msg = wire.decode(frames, self.limits)
         except WireError as exc:
             self.stats["wire_errors"] += 1
-            self.last_error = exc
+            # without its traceback: that would keep the bad message's frames (up to the largest
+            # message ZeroMQ admits) alive until the next error
+            self.last_error = exc.with_traceback(None)
             return None
         stats = self.stats
         stats["received"] += 1

@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=1, default=str))
         return 0
 
+    from ..runtime_parts import give_back_freed_memory
+
+    give_back_freed_memory()  # a burst of big messages must not stay in the RSS (glibc)
+
     async def main() -> dict:
         daemon = Daemon(cfg)
         loop = asyncio.get_running_loop()
