@@ -260,12 +260,13 @@ class Pipeline:
                 continue
             # what this packet costs the reservoir: the time it moves its stream forward
             fresh = st.last_end is None or (pkt.sample_begin and not window)
-            if pkt.t_end - (pkt.t_start if fresh else st.last_end) > cfg.max_advance_us:
+            advance = pkt.t_end - (pkt.t_start if fresh else st.last_end)
+            if not 0 <= advance <= cfg.max_advance_us:  # too far forward, or back in time
                 self.stats.refused_spans += 1
                 self._break(st)
                 continue
             if window or pkt.sample_begin or st.in_sample:
-                st.last_end = pkt.t_end if fresh else max(st.last_end, pkt.t_end)
+                st.last_end = pkt.t_end
             self.stats.stream_us += pkt.t_end - pkt.t_start
             out = feed.setdefault(st.modality, [])
             if window:

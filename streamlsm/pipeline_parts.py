@@ -78,7 +78,7 @@ class PipelineStats:
     rejected_packets: int = 0     # streams the model cannot embed (no modality / no head for it)
     duplicate_packets: int = 0    # seq already seen: dropped, the sample goes on
     updates: int = 0
-    refused_spans: int = 0        # packets moving their stream more than max_advance_us forward
+    refused_spans: int = 0        # packets moving their stream > max_advance_us forward, or back in time
     seq_resets: int = 0           # seq jumps beyond max_seq_jump (a restart, or a spoof): stream restarted
     refused_streams: int = 0      # new streams refused: max_streams or state_mb full of active streams
     nonfinite_labels: int = 0     # embeddings or scores not finite: no label sent

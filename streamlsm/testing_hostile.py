@@ -20,6 +20,7 @@ import zmq
 
 from . import wire
 from .config import to_dict
+from .errors import WireError
 from .events import DVS_DTYPE, EventPacket
 from .readout.bundle import sign_bundle
 from .security import load_signing_key, make_signing_key
@@ -113,6 +114,7 @@ class HostileDaemon:
         self.ctx = zmq.Context()
         self.latencies_ms: list[float] = []
         self.lost = 0
+        self.bad_labels = 0  # labels the daemon published that a subscriber cannot decode
         self._good_seq = 0
         self._good_t = 0
         self._good_sample = 0
@@ -198,7 +200,11 @@ class HostileDaemon:
             if not self.sub.poll(50):
                 continue
             while self.sub.poll(0):
-                lab = wire.decode(self.sub.recv_multipart())
+                try:
+                    lab = wire.decode(self.sub.recv_multipart())
+                except WireError:  # the daemon published a label a subscriber cannot read
+                    self.bad_labels += 1
+                    continue
                 now = time.time_ns()
                 if lab.stream_id == GOOD:
                     sent = self.pending.pop(lab.sample_id, None)
@@ -230,7 +236,11 @@ class HostileDaemon:
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
             if self.sub.poll(50):
-                lab = wire.decode(self.sub.recv_multipart())
+                try:
+                    lab = wire.decode(self.sub.recv_multipart())
+                except WireError:
+                    self.bad_labels += 1
+                    continue
                 self.others.setdefault(lab.stream_id, []).append(lab)
 
     # ---- one case
@@ -280,6 +290,11 @@ def _window_span(d: HostileDaemon) -> None:  # item 2 (the packet of the window-
 def _span_by_gap(d: HostileDaemon) -> None:  # item 1 by a continuation packet far ahead
     d.send(_one("h3", 0, 0, 1_000, end=False))
     d.send(_one("h3", 1, 2 ** 62 - 10, 2 ** 62, begin=False))
+
+
+def _end_of_time(d: HostileDaemon) -> None:  # found by the generator: t near 2^63 spun the kernel
+    d.send(_one("h4", 0, 2 ** 63 - 2, 2 ** 63 - 1, n=5, end=False))
+    d.send(_one("h5", 0, 0, 2 ** 63 - 1))
 
 
 def _stalled_subscribers(d: HostileDaemon) -> bool:  # item 3
@@ -429,6 +444,7 @@ def regression_cases() -> list[tuple[str, Callable[[HostileDaemon], object]]]:
     list are not daemon traffic: see tests/test_hostile.py and tests/test_cli_bad_values.py)."""
     return [
         ("1_span_2^62", _huge_span), ("2_span_5e9", _window_span), ("1_span_by_gap", _span_by_gap),
+        ("1_times_near_2^63", _end_of_time),
         ("3_stalled_subscribers", _stalled_subscribers), ("3_vanishing_subscribers", _vanishing_subscribers),
         ("4_multiframe", _multiframe), ("4_oversized_frame", _oversized_frame),
         ("4_control_oversized", _control_oversized),
@@ -516,6 +532,7 @@ def summary(outcomes: list[Outcome], d: HostileDaemon, baseline_p99: float | Non
         "crashes": sum(o.crashed for o in outcomes),
         "hangs": sum(o.hung for o in outcomes),
         "good_stream_labels_lost": d.lost,
+        "undecodable_labels": d.bad_labels,
         "max_rss_mb": round(d.max_rss, 1),
         "rss_start_mb": round(d.rss_start, 1),
         "state_mb": d.state_mb,

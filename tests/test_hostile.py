@@ -68,7 +68,7 @@ def test_after_all_cases_nothing_was_lost_and_rss_stayed_in_budget(daemon):
     daemon.good_round(5)
     s = summary([], daemon)
     print(s)
-    assert daemon.alive() and daemon.lost == 0
+    assert daemon.alive() and daemon.lost == 0 and daemon.bad_labels == 0
     assert daemon.max_rss <= daemon.rss_start + daemon.state_mb + RSS_SLACK_MB, s
     assert max(daemon.latencies_ms) < daemon.latency_bound_s * 1000
     st = daemon.status()

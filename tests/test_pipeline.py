@@ -369,3 +369,15 @@ def test_non_finite_embeddings_send_no_label():
     bundle.heads["vision"].weights[0][:] = np.nan
     assert pipe(packets_from_samples(random_samples(2, DVS_DTYPE), "n")) == []
     assert pipe.stats.nonfinite_labels == 2 and pipe.stats.labels == 0
+
+
+def test_a_packet_going_back_in_time_is_refused():
+    """Found by the hostile generator: a sample begun at t = 2^63 - 2 and closed by a packet ending
+    at 2^40 gave a label with t_end < t_start, which no subscriber can decode."""
+    _, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    assert pipe([_one_event("b", 0, 2 ** 63 - 2, 2 ** 63 - 1, end=False),
+                 _one_event("b", 1, 2 ** 40, 2 ** 40 + 1, begin=False)]) == []
+    assert pipe.stats.refused_spans == 1
+    labels = pipe(packets_from_samples(random_samples(1, DVS_DTYPE), "b", seq0=2))
+    assert len(labels) == 1 and labels[0].t_start <= labels[0].t_end
