@@ -75,6 +75,9 @@ class Pipeline:
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._state_bytes = 0
         self._slot_bytes: dict[str, int] = {}
+        # (window slot, index) -> starts (stream time) of the windows of that key not labelled yet,
+        # oldest first: a restarted stream can open a window of the same key before the old one's label
+        self._wstart: dict[tuple[str, int], list[int]] = {}
         self._n_windows = -(-self.config.window_us // self.config.hop_us) + 1
         self._set_bundle(bundle, reservoir_factory)
 
@@ -107,7 +110,7 @@ class Pipeline:
             if keep:
                 self._reservoirs[modality] = res
         for sid in [sid for sid, st in self._streams.items() if st.modality not in self._reservoirs]:
-            del self._streams[sid]
+            self._drop_windows(self._streams.pop(sid))
         self._slot_bytes = {}
         self._state_bytes = sum(st.slot_bytes for st in self._streams.values())
 
@@ -183,7 +186,16 @@ class Pipeline:
         st.seen_ns = now_ns
         return st
 
+    def _drop_windows(self, st: _Stream) -> None:
+        for w in st.windows:
+            starts = self._wstart.get((w.slot, w.index))
+            if starts and w.t_start in starts:
+                starts.remove(w.t_start)
+                if not starts:
+                    del self._wstart[(w.slot, w.index)]
+
     def _release(self, stream_id: str, st: _Stream) -> None:
+        self._drop_windows(st)
         self._state_bytes -= st.slot_bytes
         st.slot_bytes = 0
         release = getattr(self._reservoirs.get(st.modality), "release", None)
@@ -297,6 +309,7 @@ class Pipeline:
                 self._reservoirs.pop(modality, None)
                 for st in self._streams.values():
                     if st.modality == modality:
+                        self._drop_windows(st)
                         st.in_sample, st.windows, st.origin = False, [], None
                 continue
             for f in feats:
@@ -307,6 +320,7 @@ class Pipeline:
         """End a stream's sample or windows in flight (counted incomplete) and its timeline."""
         if st.in_sample or st.windows:
             self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
+        self._drop_windows(st)
         st.in_sample, st.windows, st.origin, st.last_end = False, [], None, None
 
     # ------------------------------------------------------------ sliding windows
@@ -318,6 +332,7 @@ class Pipeline:
             t0 = st.origin + st.next_window * cfg.hop_us
             slot = f"{pkt.stream_id}#{st.next_window % self._n_windows}"
             st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, slot))
+            self._wstart.setdefault((slot, st.next_window), []).append(t0)
             st.next_window += 1
         keep, pieces = [], []
         for w in st.windows:
@@ -368,7 +383,15 @@ class Pipeline:
                 if st is not None:
                     seq, st.labels = st.labels, st.labels + 1
                     if _slot:  # a window: its span in stream time
-                        w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
+                        # the window's own start, recorded when it opened: the stream's origin may
+                        # have moved since (a refused packet restarts its windows)
+                        starts = self._wstart.get((f.stream_id, int(f.sample_id)))
+                        if starts:
+                            w0 = starts.pop(0)
+                            if not starts:
+                                del self._wstart[(f.stream_id, int(f.sample_id))]
+                        else:
+                            w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
                         t_start, t_end = t_start + w0, t_end + w0
                 truth = f.label
                 if self.config.update == "truth" and truth is not None and truth in self.matcher:

@@ -105,7 +105,7 @@ class HostileDaemon:
             "outputs": {"labels": "tcp://127.0.0.1:*"},
             "control": {"endpoint": "tcp://127.0.0.1:*",
                         "allowed_dirs": [str(self.work / "support"), str(self.work / "bundles")]},
-            "limits": {"overflow": "block", "max_events": 65536, "stats_every_s": 0.5,
+            "limits": {"overflow": "block", "max_events": 65536, "stats_every_s": 0.5, "queue_mb": 32,
                        "max_call_us": 5_000_000},
             "pipeline": {"max_streams": 512, "state_mb": state_mb, "max_advance_us": 2_000_000,
                          "stream_idle_s": 30.0, "segment": segment},
@@ -115,6 +115,7 @@ class HostileDaemon:
         self.latencies_ms: list[float] = []
         self.lost = 0
         self.bad_labels = 0  # labels the daemon published that a subscriber cannot decode
+        self.last_bad_label = ""
         self._good_seq = 0
         self._good_t = 0
         self._good_sample = 0
@@ -202,8 +203,9 @@ class HostileDaemon:
             while self.sub.poll(0):
                 try:
                     lab = wire.decode(self.sub.recv_multipart())
-                except WireError:  # the daemon published a label a subscriber cannot read
+                except WireError as exc:  # the daemon published a label a subscriber cannot read
                     self.bad_labels += 1
+                    self.last_bad_label = str(exc)
                     continue
                 now = time.time_ns()
                 if lab.stream_id == GOOD:
@@ -238,8 +240,9 @@ class HostileDaemon:
             if self.sub.poll(50):
                 try:
                     lab = wire.decode(self.sub.recv_multipart())
-                except WireError:
+                except WireError as exc:
                     self.bad_labels += 1
+                    self.last_bad_label = str(exc)
                     continue
                 self.others.setdefault(lab.stream_id, []).append(lab)
 

@@ -91,5 +91,12 @@ def test_window_mode_one_packet_of_5e9_us_is_refused(tmp_path):
         assert len(d.others.get("w2", [])) == 19  # windows of 100 ms every 50 ms ending by 1 s
         assert "w" not in d.others
         assert d.rss() < before + 64
+        for seed in range(N_RANDOM, 3 * N_RANDOM):  # the generator in window mode too
+            name, attack = random_case(seed)
+            attack(d)
+            assert d.alive() and d.status() is not None, name
+            d.collect_others(0.02)
+        d.collect_others(0.5)
+        assert d.bad_labels == 0, d.last_bad_label  # every label decodes (spans within int64)
     finally:
         assert d.stop() == 0

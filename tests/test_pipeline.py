@@ -381,3 +381,23 @@ def test_a_packet_going_back_in_time_is_refused():
     assert pipe.stats.refused_spans == 1
     labels = pipe(packets_from_samples(random_samples(1, DVS_DTYPE), "b", seq0=2))
     assert len(labels) == 1 and labels[0].t_start <= labels[0].t_end
+
+
+def test_window_labels_keep_their_own_span_when_the_stream_restarts_in_the_same_call():
+    """Found by the hostile generator in window mode: a label's span was computed from the stream's
+    origin at labelling time; a refused packet later in the same call moved the origin, and the
+    label went out with t_start beyond 2^63 - 1 (undecodable)."""
+    cfg = PipelineConfig(segment="window", window_us=100_000, hop_us=50_000, max_advance_us=1_000_000)
+    _, matcher, pipe, _ = _setup(config=cfg)
+    matcher.add("a", np.ones(D))
+    good = packets_from_samples(random_samples(1, DVS_DTYPE, duration_us=200_000), "w", duration_us=200_000,
+                                t0=2 ** 62)
+    spoof = _one_event("w", len(good), 2 ** 63 - 2, 2 ** 63 - 1, begin=False, end=False)  # refused, restarts
+    labels = pipe(good + [spoof, _one_event("w", len(good) + 1, 2 ** 63 - 2, 2 ** 63 - 1)])
+    spans = [(lab.t_start - 2 ** 62, lab.t_end - 2 ** 62) for lab in labels if lab.t_start < 2 ** 63 - 10]
+    assert spans == [(0, 100_000), (50_000, 150_000), (100_000, 200_000)]
+    assert all(0 <= lab.t_start <= lab.t_end < 2 ** 63 for lab in labels)
+    assert pipe.stats.refused_spans == 1
+    assert pipe._wstart == {("w#0", 0): [2 ** 63 - 2]}  # only the window still open
+    pipe.forget("w")
+    assert not pipe._wstart
