@@ -42,7 +42,7 @@ class Outcome:
     """What one hostile case did to the daemon."""
 
     name: str
-    rejected: bool = False       # the daemon refused it and counted it (or replied with an error)
+    rejected: bool = False       # refused and counted (or an error reply); for the control case: accepted
     crashed: bool = False        # the daemon process ended
     hung: bool = False           # no status reply within the bound afterwards
     lost: int = 0                # labels of the well-behaved stream not received within the bound
@@ -348,63 +348,69 @@ def _control_oversized(d: HostileDaemon) -> bool:  # item 4: a control request o
     return reply is None and d.status(timeout=5) is not None
 
 
+_RELOAD_SAYS = {  # what the daemon's error reply must name, per malformed bundle
+    "in_features": "takes", "transform": "feature_transform", "neurons": "max_neurons",
+    "nan": "non-finite", "unsigned": "unsigned", "tampered": "bad signature",
+    "heads_list": "heads", "layers_inf": "layers", "deep": "nested",
+}
+
+
+def _sign(path: Path, key: bytes) -> None:
+    """Sign whatever the directory holds (sign_bundle would refuse a bundle that does not load)."""
+    from .readout import bundle as bmod
+
+    h = json.loads((path / "manifest.json").read_text())["hash"]
+    (path / bmod.SIGNATURE).write_text(json.dumps({"alg": "hmac-sha256", "hash": h, "mac": bmod._mac(key, h)}))
+
+
+def _rehash(path: Path, m: dict) -> None:
+    """Write manifest ``m`` with its content hash recomputed (anyone can: it proves nothing)."""
+    from .readout import bundle as bmod
+
+    m["hash"] = bmod._content_hash(dict(np.load(path / "weights.npz")), m)
+    (path / "manifest.json").write_text(json.dumps(m))
+
+
+def _reload_good(d: HostileDaemon) -> bool:
+    """The control case: a well-formed bundle signed with the daemon's key is accepted."""
+    path = _bundle(d.work / "bundles" / "good", d.key)
+    reply = d.ctl({"cmd": "reload", "path": str(path)}, timeout=60)
+    return bool(reply) and reply.get("ok") is True and (d.status() or {}).get("bundle_hash") == reply["bundle_hash"]
+
+
 def _reload(kind: str) -> Callable[[HostileDaemon], bool]:  # items 5, 10, 12
     def attack(d: HostileDaemon) -> bool:
-        path = d.work / "bundles" / kind
-        cfg = _reservoir_cfg()
         from .reservoir import Reservoir
 
-        n = Reservoir(cfg).n_features
-        rc = to_dict(cfg)
-        sign = True
-        if kind == "in_features":
-            b = make_bundle(n + 1, D, reservoirs={"vision": rc})
-        elif kind == "transform":
-            b = make_bundle(n, D, reservoirs={"vision": rc})
-            b.extra["feature_transform"] = "sqrt"
-        elif kind == "neurons":
+        path = d.work / "bundles" / kind
+        cfg = _reservoir_cfg()
+        n, rc = Reservoir(cfg).n_features, to_dict(cfg)
+        if kind == "neurons":
             rc = {**rc, "n_neurons": 10 ** 6}
-            b = make_bundle(n, D, reservoirs={"vision": rc})
-        elif kind == "nan":
-            b = make_bundle(n, D, reservoirs={"vision": rc})
+        b = make_bundle(n + (kind == "in_features"), D, reservoirs={"vision": rc})
+        if kind == "transform":
+            b.extra["feature_transform"] = "sqrt"
+        if kind == "nan":
             b.heads["vision"].weights[0][0, 0] = np.nan
-        elif kind == "unsigned":
-            b = make_bundle(n, D, reservoirs={"vision": rc})
-            sign = False
-        else:
-            b = make_bundle(n, D, reservoirs={"vision": rc})
         b.save(path)
-        if sign:  # the signature only: a signed bundle must still pass every check at load
-            from .readout import bundle as bmod
-
-            h = json.loads((path / "manifest.json").read_text())["hash"]
-            doc = {"alg": "hmac-sha256", "hash": h, "mac": bmod._mac(d.key, h)}
-            (path / bmod.SIGNATURE).write_text(json.dumps(doc))
-        if kind == "tampered":  # a valid bundle changed after signing, hash recomputed
-            m = json.loads((path / "manifest.json").read_text())
-            m["classes"] = list(reversed(m["classes"]))
-            arrays = dict(np.load(path / "weights.npz"))
-            from .readout import bundle as bmod
-
-            m["hash"] = bmod._content_hash(arrays, m)
-            (path / "manifest.json").write_text(json.dumps(m))
-        if kind in ("heads_list", "layers_inf", "deep"):
-            m = json.loads((path / "manifest.json").read_text())
-            if kind == "heads_list":
-                m["heads"] = []
-            elif kind == "layers_inf":
-                m["heads"]["vision"]["layers"] = float("inf")
-            if kind != "deep":  # the hash is recomputable by anyone: only the signature can tell
-                from .readout import bundle as bmod
-
-                m["hash"] = bmod._content_hash(dict(np.load(path / "weights.npz")), m)
-            if kind == "deep":
-                text = json.dumps(m)[:-1] + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}"
-            else:
-                text = json.dumps(m)
-            (path / "manifest.json").write_text(text)
+        m = json.loads((path / "manifest.json").read_text())
+        if kind == "heads_list":
+            m["heads"] = []
+            _rehash(path, m)
+        elif kind == "layers_inf":
+            m["heads"]["vision"]["layers"] = float("inf")
+            _rehash(path, m)
+        if kind != "unsigned":
+            _sign(path, d.key)  # signed by the right key: the other checks must refuse it
+        if kind == "tampered":  # a valid bundle changed after signing, its hash recomputed
+            m["classes"] = m["seen_classes"] = list(reversed(m["classes"]))
+            _rehash(path, m)
+        if kind == "deep":
+            text = (path / "manifest.json").read_text().rstrip()[:-1]
+            (path / "manifest.json").write_text(text + ', "deep": ' + "[" * 100_000 + "]" * 100_000 + "}")
         reply = d.ctl({"cmd": "reload", "path": str(path)}, timeout=60)
-        return bool(reply) and reply.get("ok") is False and d.status() is not None
+        ok = bool(reply) and reply.get("ok") is False and _RELOAD_SAYS[kind] in str(reply.get("error"))
+        return ok and d.status() is not None
     return attack
 
 
@@ -455,7 +461,7 @@ def regression_cases() -> list[tuple[str, Callable[[HostileDaemon], object]]]:
         ("5_reload_n_neurons_1e6", _reload("neurons")), ("5_reload_unsigned", _reload("unsigned")),
         ("5_reload_tampered", _reload("tampered")), ("12_reload_nan", _reload("nan")),
         ("10_reload_heads_list", _reload("heads_list")), ("10_reload_layers_inf", _reload("layers_inf")),
-        ("10_reload_deep", _reload("deep")),
+        ("10_reload_deep", _reload("deep")), ("5_reload_good_signed_accepted", _reload_good),
         ("6_bad_ids", _bad_ids), ("9_spoofed_seq", _spoofed_seq), ("7_state_flood", _state_flood),
         ("nonfinite_header", _nonfinite_header),
     ]
