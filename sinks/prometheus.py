@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from streamlsm.errors import ConfigError
 from streamlsm.events import LabelEvent
+from streamlsm.security import is_local_endpoint
 
 __all__ = ["PrometheusSink"]
 
@@ -19,6 +21,12 @@ class PrometheusSink:
     """
 
     def __init__(self, port: int = 9108, addr: str = "127.0.0.1", serve: bool = True) -> None:
+        if type(port) is not int or not 0 <= port <= 65535:
+            raise ConfigError("sinks.prometheus.port", f"must be an integer in [0, 65535], got {port!r}")
+        if not isinstance(addr, str) or not is_local_endpoint(f"tcp://{addr}:{port}"):
+            # the bind rule: beyond loopback only with keys, and HTTP /metrics has none
+            raise ConfigError("sinks.prometheus.addr", f"{addr!r} is not a loopback address: /metrics has "
+                              "no authentication; bind 127.0.0.1 and scrape through a proxy or tunnel")
         self.registry = CollectorRegistry()
         r = self.registry
         self.packets = Counter("streamlsm_packets", "Event packets received", registry=r)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import zmq
 
 from streamlsm import wire
-from streamlsm.errors import TransportError
+from streamlsm.errors import ConfigError, TransportError
 from streamlsm.events import LabelEvent
 from streamlsm.security import check_bind
 
@@ -16,6 +16,8 @@ class RelaySink:
     """Publishes every label (wire format, topic ``lb/<stream>``) on ``endpoint`` (bound by default)."""
 
     def __init__(self, endpoint: str, bind: bool = True, hwm: int = 10_000) -> None:
+        if type(hwm) is not int or hwm < 0:
+            raise ConfigError("sinks.relay.hwm", f"must be an integer >= 0 (0 = no limit), got {hwm!r}")
         if bind:  # the bind rule: the relay has no CURVE keys, so it binds only loopback/ipc/inproc
             check_bind(endpoint, None, "sinks.relay.endpoint")
         self._sock = zmq.Context.instance().socket(zmq.PUB)

@@ -164,6 +164,14 @@ def load_toml(path: str | Path, cls: type[T]) -> T:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError("", f"config file {p} not found") from None
+    except IsADirectoryError:
+        raise ConfigError("", f"config file {p} is a directory") from None
+    except PermissionError:
+        raise ConfigError("", f"config file {p}: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{p}: not UTF-8 text (byte {exc.start}): not a TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{p}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("", f"config file {p}: {exc.strerror or exc}") from None
     return from_dict(cls, data)

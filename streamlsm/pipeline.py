@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -47,6 +48,13 @@ class _Stream:
     next_window: int = 0
     windows: list[_Window] = field(default_factory=list)
     labels: int = 0                               # labels published so far (their seq)
+    last_end: int | None = None                   # t_end of the last packet fed (None: a fresh timeline)
+    seen_ns: int = 0                              # when its last packet arrived (the pipeline's clock)
+    slot_bytes: int = 0                           # reservoir state it holds (counted in state_mb)
+
+
+class _Refused(Exception):
+    """A new stream the stream table or the state budget has no room for (counted, never fatal)."""
 
 
 class Pipeline:
@@ -67,6 +75,11 @@ class Pipeline:
         self.stats = PipelineStats()
         self._clock_ns = clock_ns
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
+        self._state_bytes = 0
+        self._slot_bytes: dict[str, int] = {}
+        # (window slot, index) -> starts (stream time) of the windows of that key not labelled yet,
+        # oldest first: a restarted stream can open a window of the same key before the old one's label
+        self._wstart: dict[tuple[str, int], list[int]] = {}
         self._n_windows = -(-self.config.window_us // self.config.hop_us) + 1
         self._set_bundle(bundle, reservoir_factory)
 
@@ -99,7 +112,9 @@ class Pipeline:
             if keep:
                 self._reservoirs[modality] = res
         for sid in [sid for sid, st in self._streams.items() if st.modality not in self._reservoirs]:
-            del self._streams[sid]
+            self._drop_windows(self._streams.pop(sid))
+        self._slot_bytes = {}
+        self._state_bytes = sum(st.slot_bytes for st in self._streams.values())
 
     def reservoir(self, modality: str):
         """The (shared, multi-stream) reservoir of a modality, built on first use."""
@@ -132,22 +147,59 @@ class Pipeline:
             raise ModelError(f"stream {pkt.stream_id!r} names no modality (set pipeline.modality or streams)")
         return m
 
-    def _stream(self, pkt: EventPacket) -> _Stream:
+    def slot_bytes(self, modality: str) -> int:
+        """Reservoir state bytes one stream of a modality holds (all its window slots)."""
+        got = self._slot_bytes.get(modality)
+        if got is None:
+            per = int(getattr(self.reservoir(modality), "slot_bytes", 0))
+            got = self._slot_bytes[modality] = per * (self._n_windows if self.config.segment == "window" else 1)
+        return got
+
+    @property
+    def state_bytes(self) -> int:
+        """Reservoir state held by the streams now (bounded by ``config.state_mb``)."""
+        return self._state_bytes
+
+    def _stream(self, pkt: EventPacket, now_ns: int) -> _Stream:
         st = self._streams.get(pkt.stream_id)
         if st is None:
-            if len(self._streams) >= self.config.max_streams:
-                old_id, old = self._streams.popitem(last=False)
-                self._release(old_id, old)
-                self.stats.evicted_streams += 1
             modality = self._modality(pkt)
             self.bundle.head(modality)  # ModelError now if the bundle cannot embed this modality
             self._dtype(modality)       # ... or has no reservoir for it
-            st = self._streams[pkt.stream_id] = _Stream(modality)
+            need = self.slot_bytes(modality)
+            cfg = self.config
+            budget = int(cfg.state_mb * (1 << 20))
+            idle_ns = int(cfg.stream_idle_s * 1e9)
+            # a full table makes room only from streams idle for stream_idle_s: a flood of new ids
+            # is refused (counted) instead of evicting the active streams' samples in flight
+            while self._streams and (len(self._streams) >= cfg.max_streams or self._state_bytes + need > budget):
+                old_id, old = next(iter(self._streams.items()))
+                if now_ns - old.seen_ns < idle_ns:
+                    raise _Refused(pkt.stream_id)
+                del self._streams[old_id]
+                self._release(old_id, old)
+                self.stats.evicted_streams += 1
+            if self._state_bytes + need > budget:
+                raise _Refused(pkt.stream_id)
+            st = self._streams[pkt.stream_id] = _Stream(modality, slot_bytes=need)
+            self._state_bytes += need
         else:
             self._streams.move_to_end(pkt.stream_id)
+        st.seen_ns = now_ns
         return st
 
+    def _drop_windows(self, st: _Stream) -> None:
+        for w in st.windows:
+            starts = self._wstart.get((w.slot, w.index))
+            if starts and w.t_start in starts:
+                starts.remove(w.t_start)
+                if not starts:
+                    del self._wstart[(w.slot, w.index)]
+
     def _release(self, stream_id: str, st: _Stream) -> None:
+        self._drop_windows(st)
+        self._state_bytes -= st.slot_bytes
+        st.slot_bytes = 0
         release = getattr(self._reservoirs.get(st.modality), "release", None)
         if release is not None:
             release(stream_id)
@@ -190,26 +242,30 @@ class Pipeline:
         feed: dict[str, list[EventPacket]] = {}
         recv_of: dict[tuple[str, int], int] = {}
         window = self.config.segment == "window"
+        cfg = self.config
         for i, pkt in enumerate(packets):
-            recv = received_ns[i] if received_ns is not None else self._clock_ns()
+            now = self._clock_ns()
+            recv = received_ns[i] if received_ns is not None else now
             self.stats.packets += 1
             self.stats.events += len(pkt.events)
-            self.stats.stream_us += pkt.t_end - pkt.t_start
             try:
-                st = self._stream(pkt)
+                st = self._stream(pkt, now)
             except (ModelError, ConfigError):  # a stream the model cannot take: counted, never fatal
                 self.stats.rejected_packets += 1
                 continue
-            if 0 < pkt.seq < st.next_seq:  # a duplicate (seq 0 = the source restarted)
-                self.stats.duplicate_packets += 1
+            except _Refused:
+                self.stats.refused_streams += 1
                 continue
-            if st.next_seq >= 0 and pkt.seq != st.next_seq:
-                self.stats.seq_gaps += max(1, pkt.seq - st.next_seq)
-                if st.in_sample or st.windows:
-                    self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
-                st.in_sample = False
-                st.windows.clear()
-                st.origin = None
+            gap = pkt.seq - st.next_seq
+            if st.next_seq >= 0 and 0 < pkt.seq < st.next_seq and -gap <= cfg.max_seq_jump:
+                self.stats.duplicate_packets += 1  # a duplicate (seq 0 = the source restarted)
+                continue
+            if st.next_seq >= 0 and gap:
+                if 0 < gap <= cfg.max_seq_jump:
+                    self.stats.seq_gaps += gap
+                else:  # far back or far ahead: a restarted source, or a spoofed seq; never a mute
+                    self.stats.seq_resets += 1
+                self._break(st)
             st.next_seq = pkt.seq + 1
             want = self._dtype(st.modality)
             if want is not None and pkt.events.dtype != want:
@@ -219,10 +275,18 @@ class Pipeline:
                     pkt = None
             if pkt is None:
                 self.stats.rejected_packets += 1
-                if st.in_sample or st.windows:
-                    self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
-                st.in_sample, st.windows, st.origin = False, [], None
+                self._break(st)
                 continue
+            # what this packet costs the reservoir: the time it moves its stream forward
+            fresh = st.last_end is None or (pkt.sample_begin and not window)
+            advance = pkt.t_end - (pkt.t_start if fresh else st.last_end)
+            if not 0 <= advance <= cfg.max_advance_us:  # too far forward, or back in time
+                self.stats.refused_spans += 1
+                self._break(st)
+                continue
+            if window or pkt.sample_begin or st.in_sample:
+                st.last_end = pkt.t_end
+            self.stats.stream_us += pkt.t_end - pkt.t_start
             out = feed.setdefault(st.modality, [])
             if window:
                 for piece in self._windows(st, pkt):
@@ -252,11 +316,19 @@ class Pipeline:
                 self._reservoirs.pop(modality, None)
                 for st in self._streams.values():
                     if st.modality == modality:
+                        self._drop_windows(st)
                         st.in_sample, st.windows, st.origin = False, [], None
                 continue
             for f in feats:
                 done.append((modality, f, recv_of.get((f.stream_id, f.seq), 0)))
         return self._label(done)
+
+    def _break(self, st: _Stream) -> None:
+        """End a stream's sample or windows in flight (counted incomplete) and its timeline."""
+        if st.in_sample or st.windows:
+            self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
+        self._drop_windows(st)
+        st.in_sample, st.windows, st.origin, st.last_end = False, [], None, None
 
     # ------------------------------------------------------------ sliding windows
     def _windows(self, st: _Stream, pkt: EventPacket) -> list[EventPacket]:
@@ -267,6 +339,7 @@ class Pipeline:
             t0 = st.origin + st.next_window * cfg.hop_us
             slot = f"{pkt.stream_id}#{st.next_window % self._n_windows}"
             st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, slot))
+            self._wstart.setdefault((slot, st.next_window), []).append(t0)
             st.next_window += 1
         keep, pieces = [], []
         for w in st.windows:
@@ -303,8 +376,12 @@ class Pipeline:
             emb = embed(self.bundle, modality, x)
             matches = self.matcher.match_many(emb, k)
             seed = self.seed_of(modality)
-            for j, e, m in zip(rows, emb, matches, strict=True):
+            finite = np.isfinite(emb).all(axis=1)
+            for j, e, m, fin in zip(rows, emb, matches, finite, strict=True):
                 _mod, f, recv = done[j]
+                if not (fin and math.isfinite(m.score) and math.isfinite(m.margin)):
+                    self.stats.nonfinite_labels += 1  # never a NaN score on the wire or in a sink
+                    continue
                 # a window's reservoir slot is "<stream>#<k>"; a stream id may hold "#" itself
                 sid, _slot = f.stream_id.rpartition("#")[::2] if windows else (f.stream_id, "")
                 t_start, t_end = int(f.t_start), int(f.t_end)
@@ -313,7 +390,15 @@ class Pipeline:
                 if st is not None:
                     seq, st.labels = st.labels, st.labels + 1
                     if _slot:  # a window: its span in stream time
-                        w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
+                        # the window's own start, recorded when it opened: the stream's origin may
+                        # have moved since (a refused packet restarts its windows)
+                        starts = self._wstart.get((f.stream_id, int(f.sample_id)))
+                        if starts:
+                            w0 = starts.pop(0)
+                            if not starts:
+                                del self._wstart[(f.stream_id, int(f.sample_id))]
+                        else:
+                            w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
                         t_start, t_end = t_start + w0, t_end + w0
                 truth = f.label
                 if self.config.update == "truth" and truth is not None and truth in self.matcher:
@@ -324,8 +409,9 @@ class Pipeline:
                     sample_id=int(f.sample_id), bundle_hash=bhash,
                     prototype_version=self.matcher.version, seed=seed,
                     source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv)
-        self.stats.labels += len(out)
-        return out  # type: ignore[return-value]
+        labels = [lab for lab in out if lab is not None]
+        self.stats.labels += len(labels)
+        return labels
 
     def embed_support(self, modality: str, samples: Sequence[np.ndarray],
                       durations_us: Sequence[int] | None = None) -> np.ndarray:

@@ -35,6 +35,11 @@ class PipelineConfig:
     modality: str = ""
     streams: dict[str, str] = field(default_factory=dict)
     update: Literal["none", "truth"] = "none"
+    # hostile or careless input: bounds on what one packet may cost (each refusal is counted)
+    max_advance_us: int = 10_000_000   # a packet may move its stream's time forward by at most this
+    max_seq_jump: int = 1 << 16        # a seq this far from the expected one restarts the stream
+    stream_idle_s: float = 30.0        # at max_streams, only a stream idle this long makes room
+    state_mb: float = 512.0            # reservoir state of all streams together (MiB)
 
     def validate(self) -> None:
         if self.window_us < 1:
@@ -47,6 +52,14 @@ class PipelineConfig:
             raise ConfigError("topk", f"must lie in [1, 64], got {self.topk}")
         if self.max_streams < 1:
             raise ConfigError("max_streams", f"must be >= 1, got {self.max_streams}")
+        if self.max_advance_us < 1:
+            raise ConfigError("max_advance_us", f"must be >= 1, got {self.max_advance_us}")
+        if self.max_seq_jump < 1:
+            raise ConfigError("max_seq_jump", f"must be >= 1, got {self.max_seq_jump}")
+        if not 0 <= self.stream_idle_s < float("inf"):
+            raise ConfigError("stream_idle_s", f"must be a finite number >= 0, got {self.stream_idle_s}")
+        if not 0 < self.state_mb < float("inf"):
+            raise ConfigError("state_mb", f"must be a finite number > 0, got {self.state_mb}")
 
 
 @dataclass(slots=True)
@@ -65,6 +78,10 @@ class PipelineStats:
     rejected_packets: int = 0     # streams the model cannot embed (no modality / no head for it)
     duplicate_packets: int = 0    # seq already seen: dropped, the sample goes on
     updates: int = 0
+    refused_spans: int = 0        # packets moving their stream > max_advance_us forward, or back in time
+    seq_resets: int = 0           # seq jumps beyond max_seq_jump (a restart, or a spoof): stream restarted
+    refused_streams: int = 0      # new streams refused: max_streams or state_mb full of active streams
+    nonfinite_labels: int = 0     # embeddings or scores not finite: no label sent
 
     def as_dict(self) -> dict[str, int]:
         return {k: getattr(self, k) for k in self.__slots__}

@@ -21,7 +21,7 @@ from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
 from .readout.matcher import PrototypeMatcher
-from .runtime_control import ControlCommands, load_support
+from .runtime_control import ControlCommands, load_support, sweep_checkpoint_orphans, vet_bundle
 from .runtime_parts import (
     ControlConfig,
     InputConfig,
@@ -32,7 +32,7 @@ from .runtime_parts import (
     SinkConfig,
     make_sinks,
 )
-from .security import SecurityConfig, ServerSecurity
+from .security import SecurityConfig, ServerSecurity, load_signing_key
 from .transport import Receiver, Sender
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
@@ -69,8 +69,11 @@ class Daemon(ControlCommands):
         self.config = config
         self.extra_sources = list(sources)
         self.stop_at_eof = (not config.inputs) if stop_at_eof is None else stop_at_eof
-        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle)
+        self._signing_key = load_signing_key(config.model.signing_key) if config.model.signing_key else None
+        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle, self._signing_key)
         self.matcher = self._restore_matcher()
+        lim = config.limits
+        vet_bundle(self.bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
         self._factory = reservoir_factory
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
         # the sinks last: a bad bundle or checkpoint must not leave files, sockets or a metrics server open
@@ -89,13 +92,15 @@ class Daemon(ControlCommands):
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
         self._inline = config.limits.compute == "inline"
-        self._queue = PacketBuffer(config.limits.queue, config.limits.overflow)
+        self._queue = PacketBuffer(config.limits.queue, config.limits.overflow,
+                                   int(config.limits.queue_mb * (1 << 20)))
         self._saved_version = self.matcher.version
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
 
     def _restore_matcher(self) -> PrototypeMatcher:
         m, path = self.config.model, Path(self.config.model.prototypes)
+        self.orphans_removed = sweep_checkpoint_orphans(path)
         if path.is_file():
             matcher = PrototypeMatcher.load(path)
         else:
@@ -136,8 +141,11 @@ class Daemon(ControlCommands):
                     sec.check(ep, key)
             sec.start(zmq.asyncio.Context.instance(), [ep for _k, ep in binds if ep])
             stack.callback(sec.close)
+            # labels: a subscriber that stops reading loses labels at its own high-water mark
+            # (ZeroMQ drops per peer); it never costs the other subscribers theirs (no XPUB_NODROP)
             pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
                                                          hwm=self.config.outputs.hwm, stamp=False,
+                                                         nodrop=False,
                                                          setup=sec.setup(self.config.outputs.labels)))
             self.label_endpoint, self._pub = pub.endpoint, pub
             self._receivers = [await stack.enter_async_context(
@@ -150,6 +158,8 @@ class Daemon(ControlCommands):
             if self.config.control.endpoint:
                 ctl = zmq.asyncio.Context.instance().socket(zmq.REP)
                 ctl.setsockopt(zmq.LINGER, 0)
+                # a bigger request disconnects its peer before it is in memory
+                ctl.setsockopt(zmq.MAXMSGSIZE, wire.DEFAULT_LIMITS.max_control_bytes + 1024)
                 stack.callback(ctl.close, 0)
                 if (curve := sec.setup(self.config.control.endpoint)) is not None:
                     curve(ctl)  # remote control clients need an authorised CURVE key
@@ -217,7 +227,25 @@ class Daemon(ControlCommands):
                 await asyncio.sleep(wait)
                 if self._queue.items:
                     items += await self._queue.take(batch - len(items))
-            await self._process(items)
+            for part in self._split(items):
+                await self._process(part)
+
+    def _split(self, items: list) -> list[list]:
+        """The batch in calls of at most limits.max_call_us of stream time each (the declared spans):
+        one batch of long packets cannot hold the pipeline lock (control, stop) for long."""
+        limit = self.config.limits.max_call_us
+        parts, part, span = [], [], 0
+        for item in items:
+            pkt = item[0]
+            d = max(0, pkt.t_end - pkt.t_start)
+            if part and span + d > limit:
+                parts.append(part)
+                part, span = [], 0
+            part.append(item)
+            span += d
+        if part:
+            parts.append(part)
+        return parts
 
     async def _process(self, items: list) -> None:
         pkts = [p for p, _ in items]

@@ -10,12 +10,77 @@ from typing import Any
 import numpy as np
 
 from . import wire
-from .errors import ControlError, WireError
-from .pipeline_parts import embed
+from .errors import ConfigError, ControlError, ModelError, WireError
+from .pipeline import Pipeline
+from .pipeline_parts import embed, feature_transform
 from .plugins import SOURCE_GROUP, load
 from .readout.bundle import Bundle
 
-__all__ = ["load_support", "ControlCommands"]
+__all__ = ["load_support", "ControlCommands", "vet_bundle", "sweep_checkpoint_orphans"]
+
+
+def sweep_checkpoint_orphans(path: Path) -> int:
+    """Remove what a kill -9 during ``PrototypeMatcher.save`` can leave beside the checkpoint
+    ``path``: ``<stem>.<token>.npz(.tmp)`` not named by the manifest, ``<name>.<token>.tmp``.
+    Returns how many files were removed (run at start, before anything writes a checkpoint)."""
+    import json
+    import re
+
+    folder = path.parent
+    if not folder.is_dir():
+        return 0
+    keep = None
+    try:
+        keep = json.loads(path.read_text(encoding="utf-8")).get("arrays")
+    except (OSError, ValueError, AttributeError):
+        pass
+    arrays = re.compile(rf"{re.escape(path.stem)}\.[0-9a-f]{{12}}\.npz(\.tmp)?\Z")
+    manifest_tmp = re.compile(rf"{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp\Z")
+    removed = 0
+    for p in folder.iterdir():
+        if p.name != keep and (arrays.match(p.name) or manifest_tmp.match(p.name)) and p.is_file():
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def vet_bundle(bundle: Bundle, matcher_dim: int, max_neurons: int, model_mb: float) -> None:
+    """ModelError naming why the daemon could not run this bundle, checked before it is used:
+    each reservoir config valid and within ``max_neurons``, each head's input the size of its
+    reservoir's features, a known feature transform, a projection head of the matcher's dimension,
+    and the weights it needs (reservoirs and heads) within ``model_mb``."""
+    from .reservoir import ReservoirConfig  # late: importing it compiles nothing, but is not free
+
+    need = 0
+    for m in bundle.modalities:
+        head = bundle.head(m)
+        need += sum(w.size * 4 + b.size * 4 for w, b in zip(head.weights, head.biases, strict=True))
+        feature_transform(bundle, m)  # ModelError on an unknown one
+        if bundle.reservoirs.get(m) is None:
+            continue
+        try:
+            cfg = bundle.reservoir_config(m, ReservoirConfig)
+        except ConfigError as exc:
+            raise ModelError(f"bundle reservoir {m!r}: {exc}") from None
+        if cfg.n_neurons > max_neurons:
+            raise ModelError(f"bundle reservoir {m!r}: n_neurons {cfg.n_neurons} exceeds limits.max_neurons "
+                             f"= {max_neurons}")
+        want = cfg.n_neurons * cfg.feature_windows
+        if head.in_features != want:
+            raise ModelError(f"bundle head {m!r} takes {head.in_features} features, its reservoir makes "
+                             f"{want} (n_neurons x feature_windows)")
+        copies = 2 if cfg.read_noise > 0 else 1  # W and W**2 when noisy
+        need += copies * 4 * cfg.n_neurons * (cfg.n_neurons + max(cfg.n_inputs, 1))
+    if need > model_mb * (1 << 20):
+        raise ModelError(f"the bundle needs about {need / (1 << 20):.0f} MiB of weights, more than "
+                         f"limits.model_mb = {model_mb:g}")
+    dims = {h.out_features for h in bundle.heads.values() if h.normalise}
+    if matcher_dim not in dims:
+        raise ModelError(f"no projection head of the bundle gives the prototypes' dimension {matcher_dim} "
+                         f"(heads give {sorted(dims)})")
 
 
 _LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
@@ -137,8 +202,11 @@ class ControlCommands:
             label = req.get("label")
             path = self.confine(req.get("path"))
             modality = req.get("modality") or ""
+            if req.get("dataset"):  # a symlink inside the data set must not lead outside allowed_dirs
+                await asyncio.to_thread(self._confine_tree, path)
             kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
-            emb = await asyncio.to_thread(self._embed, kind, data, mod)
+            async with self._lock:  # Reservoir.encode may not run beside a feed (shared reservoir)
+                emb = await asyncio.to_thread(self._embed, kind, data, mod)
             async with self._lock:
                 add = self.matcher.replace if req.get("replace") else self.matcher.add
                 self._transact(lambda: add(label, emb, source=str(path)))
@@ -154,13 +222,37 @@ class ControlCommands:
             return {"ok": True, "path": str(path), "prototype_version": self.matcher.version}
         if cmd == "reload":
             path = self.confine(req["path"], "bundle") if req.get("path") else self.config.model.bundle
-            bundle = await asyncio.to_thread(Bundle.load, path)
+            bundle = await asyncio.to_thread(Bundle.load, path, self._signing_key)
+            await asyncio.to_thread(self._try_bundle, bundle)
             async with self._lock:  # between two batches: input keeps queueing meanwhile
                 self.pipeline.swap_bundle(bundle, self._factory)
                 self.bundle = bundle
                 self.counters["reloads"] += 1
             return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
         raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
+
+    def _confine_tree(self, root: Path) -> None:
+        """ControlError if any symlink under ``root`` resolves outside control.allowed_dirs."""
+        import os
+
+        for folder, dirs, files in os.walk(root, followlinks=False):
+            for name in dirs + files:
+                p = Path(folder) / name
+                if p.is_symlink():
+                    self.confine(str(p), "a link in the data set")
+
+    def _try_bundle(self, bundle: Bundle) -> None:
+        """Accept a bundle only once it has run: vet it, then label one tiny sample per modality in
+        a trial pipeline of the daemon's own config (the running one is untouched until the swap)."""
+        lim = self.config.limits
+        vet_bundle(bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
+        trial = Pipeline(bundle, copy.deepcopy(self.matcher), self.config.pipeline, self._factory)
+        try:
+            trial.warm_up()
+        except MemoryError:
+            raise ModelError("the bundle's reservoir does not fit in memory") from None
+        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
+            raise ModelError(f"the bundle fails on a test sample: {type(exc).__name__}: {exc}") from None
 
     def _embed(self, kind: str, data: Any, modality: str):
         if kind == "embeddings":

@@ -13,7 +13,7 @@ from .errors import ConfigError, StreamLSMError
 from .plugins import SINK_GROUP, load
 
 __all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
-           "PacketBuffer", "make_sinks"]
+           "PacketBuffer", "make_sinks", "give_back_freed_memory"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +36,7 @@ class ModelConfig:
     threshold: float | None = None
     update: Literal["none", "mean", "ema"] = "none"
     ema: float = 0.1
+    signing_key: Path | None = None  # set: load (and reload) only bundles signed with this key
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +67,17 @@ class LimitsConfig:
     queue: int = 10_000
     overflow: Literal["block", "drop_oldest"] = "block"
     batch: int = 256
-    max_events: int = 1 << 20
+    max_events: int = 1 << 16     # per packet (a frame above it disconnects its peer): 0.85 MB of DVS
+    queue_mb: float = 256.0      # events waiting in the queue, in MiB (block: wait; drop_oldest: drop)
     stats_every_s: float = 1.0
     compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
     coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
     warm_up: bool = True         # run one tiny sample per modality before reading input
     gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
+    max_call_us: int = 60_000_000  # stream time (sum of packet spans) per pipeline call: a batch
+    #                                covering more is split, so control and stop get the lock between
+    max_neurons: int = 8192      # `ctl reload`: a bundle's reservoir larger than this is refused
+    model_mb: float = 1024.0     # `ctl reload`: weights a bundle may need (reservoirs + heads, MiB)
 
     def validate(self) -> None:
         if self.queue < 1:
@@ -82,8 +88,34 @@ class LimitsConfig:
             raise ConfigError("coalesce_us", f"must lie in [0, 1000000], got {self.coalesce_us}")
         if self.max_events < 1:
             raise ConfigError("max_events", f"must be >= 1, got {self.max_events}")
+        if not 0 < self.queue_mb < float("inf"):
+            raise ConfigError("queue_mb", f"must be a finite number > 0, got {self.queue_mb}")
+        if not 0.05 <= self.stats_every_s <= 3600:  # 0 spun an idle daemon at 100 % CPU
+            raise ConfigError("stats_every_s", f"must lie in [0.05, 3600] seconds, got {self.stats_every_s}")
+        if self.max_call_us < 1:
+            raise ConfigError("max_call_us", f"must be >= 1, got {self.max_call_us}")
+        if self.max_neurons < 1:
+            raise ConfigError("max_neurons", f"must be >= 1, got {self.max_neurons}")
+        if not 0 < self.model_mb < float("inf"):
+            raise ConfigError("model_mb", f"must be a finite number > 0, got {self.model_mb}")
         if not 0 <= self.gil_switch_ms <= 100:
             raise ConfigError("gil_switch_ms", f"must lie in [0, 100], got {self.gil_switch_ms}")
+
+
+def give_back_freed_memory() -> bool:
+    """glibc only (else False, nothing changed): blocks of 256 KiB and more (ZeroMQ frames of a
+    flood of big messages, numpy arrays) always come from mmap and go back to the OS when freed,
+    and the heap is trimmed above 4 MiB free. By default glibc raises its mmap threshold after
+    such frees, so a burst of big input stayed in the daemon's RSS for good (issue 11, item 4)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 * 1024)) and bool(mallopt(m_trim_threshold, 4 << 20))
 
 
 def make_sinks(specs: Sequence[SinkConfig]) -> list[Any]:
@@ -106,10 +138,13 @@ class PacketBuffer:
 
     ``block``: ``put`` waits while full (back-pressure to the socket, then to a PUSH sender).
     ``drop_oldest``: ``put`` never waits; the oldest packet is dropped and counted.
+    Full means ``limit`` packets or ``limit_bytes`` bytes of events (one packet is always taken).
     """
 
-    def __init__(self, limit: int, policy: str) -> None:
+    def __init__(self, limit: int, policy: str, limit_bytes: int = 1 << 62) -> None:
         self.limit, self.policy = limit, policy
+        self.limit_bytes = limit_bytes
+        self.nbytes = 0
         self.items: deque = deque()
         self.dropped = 0
         self.closed = False
@@ -122,16 +157,20 @@ class PacketBuffer:
     async def put(self, batch: list, received_ns: int) -> None:
         items = self.items
         for pkt in batch:
-            if len(items) >= self.limit:
+            size = pkt.events.nbytes
+            if items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
                 if self.policy == "drop_oldest":
-                    items.popleft()
-                    self.dropped += 1
+                    while items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
+                        old, _ = items.popleft()
+                        self.nbytes -= old.events.nbytes
+                        self.dropped += 1
                 else:
                     self._ready.set()
-                    while len(items) >= self.limit:
+                    while items and (len(items) >= self.limit or self.nbytes + size > self.limit_bytes):
                         self._space.clear()
                         await self._space.wait()
             items.append((pkt, received_ns))
+            self.nbytes += size
         self._ready.set()
 
     def close(self) -> None:
@@ -148,5 +187,6 @@ class PacketBuffer:
         items = self.items
         n = min(most, len(items))
         out = [items.popleft() for _ in range(n)]
+        self.nbytes -= sum(p.events.nbytes for p, _ in out)
         self._space.set()
         return out

@@ -27,6 +27,8 @@ __all__ = [
     "confine",
     "SecurityConfig",
     "ServerSecurity",
+    "make_signing_key",
+    "load_signing_key",
 ]
 
 SERVER_NAME = "server"
@@ -63,8 +65,13 @@ def make_keys(directory: str | os.PathLike, clients: tuple[str, ...] = ("client"
             raise ConfigError("keys.name", f"key names are letters, digits, - and _; got {name!r}")
         if (root / f"{name}.key_secret").exists() and not overwrite:
             raise ConfigError("keys.dir", f"{root / name}.key_secret exists (use --force to replace)")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / AUTHORIZED_DIR).mkdir(exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError("keys.dir", f"{root} exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / AUTHORIZED_DIR).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError("keys.dir", f"cannot make {root}: {exc.strerror or exc}") from None
     os.chmod(root, 0o700)
     pairs = {name: _write_pair(root, name) for name in names}
     for name in clients:
@@ -89,15 +96,63 @@ def load_keys(directory: str | os.PathLike, name: str = SERVER_NAME) -> KeyPair:
     raise ConfigError("keys.dir", f"no key named {name!r} in {root} (make one: streamlsm keys make DIR)")
 
 
+_SIGNING_KEY_BYTES = 32
+
+
+def make_signing_key(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write a new bundle-signing key (32 random bytes, hex, mode 0600) to ``path``.
+
+    The key signs bundles (HMAC-SHA256, ``streamlsm keys sign``) and a daemon whose
+    ``model.signing_key`` names it loads only bundles signed with it. Never overwrites unless asked.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError("keys.file", f"{p} is a directory; give a file name for the key")
+    if p.exists() and not overwrite:
+        raise ConfigError("keys.file", f"{p} exists (use --force to replace it)")
+    if not p.parent.is_dir():
+        raise ConfigError("keys.file", f"directory {p.parent} does not exist")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(os.urandom(_SIGNING_KEY_BYTES).hex() + "\n")
+    os.chmod(p, 0o600)
+    return p
+
+
+def load_signing_key(path: str | os.PathLike) -> bytes:
+    """The key bytes of a file written by ``make_signing_key`` (ConfigError naming the problem)."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > 1024:
+            raise ConfigError("model.signing_key", f"{p}: not a signing key (larger than 1 KiB)")
+        text = p.read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except FileNotFoundError:
+        raise ConfigError("model.signing_key", f"{p} not found (make one: streamlsm keys signing FILE)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError("model.signing_key", f"{p}: not a signing key ({type(exc).__name__})") from None
+    if len(key) < 16:
+        raise ConfigError("model.signing_key", f"{p}: a signing key has at least 16 bytes, got {len(key)}")
+    return key
+
+
+_TRANSPORTS = ("tcp", "ipc", "inproc", "pgm", "epgm", "ws", "wss", "tipc", "vmci", "udp")
+
+
 def is_local_endpoint(endpoint: str) -> bool:
     """True for ipc://, inproc:// and tcp:// on a loopback address or ``localhost``."""
     scheme, sep, rest = endpoint.partition("://")
     if not sep:
         raise ConfigError("endpoint", f"{endpoint!r} is not a ZeroMQ endpoint (scheme://address)")
+    if scheme not in _TRANSPORTS:
+        raise ConfigError("endpoint", f"{endpoint!r}: unknown transport {scheme!r}; use tcp://, ipc:// or inproc://")
     if scheme in ("ipc", "inproc"):
         return True
     if scheme != "tcp":
         return False
+    port = rest.rsplit(":", 1)[-1] if ":" in rest else ""
+    if port.isdigit() and not 0 <= int(port) <= 65535:  # libzmq would bind the port modulo 65536
+        raise ConfigError("endpoint", f"{endpoint!r}: port {port} is not in [0, 65535]")
     host = rest.rsplit(":", 1)[0] if ":" in rest else rest
     host = host.split(";")[-1]  # "tcp://source;dest" connect syntax: the destination decides
     host = host.strip("[]")

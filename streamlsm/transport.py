@@ -23,6 +23,10 @@ _SCHEMES = ("tcp://", "ipc://", "inproc://")
 def _check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES):
         raise ConfigError("endpoint", f"must start with one of {list(_SCHEMES)}, got {endpoint!r}")
+    if endpoint.startswith("tcp://"):
+        port = endpoint.rsplit(":", 1)[-1]
+        if port.isdigit() and int(port) > 65535:  # libzmq would take it modulo 65536
+            raise ConfigError("endpoint", f"port {port} of {endpoint!r} is not in [0, 65535]")
     return endpoint
 
 
@@ -146,6 +150,9 @@ class Sender(_Endpoint):
     PUSH waits while the peer's queue is full (nothing is lost). PUB never waits: at the high-water
     mark (``XPUB_NODROP`` makes ZeroMQ report it) the message is dropped and counted in
     ``stats["dropped"]``; a PUB with no subscriber at all discards silently (ZeroMQ semantics).
+    With ``nodrop=False`` a PUB drops per subscriber instead: a peer at its high-water mark loses
+    the message, the others still get it (ZeroMQ does not report those drops; the daemon's labels
+    carry a per-stream ``seq``, so a subscriber sees its own gaps).
     Payload frames go out without a copy where ZeroMQ allows. The socket is created with linger 0;
     ``linger_ms`` is how long messages still queued may leave after a clean exit (default: 1 s for
     PUSH, so a sender that closes right after its last send loses nothing; 0 for PUB). After an
@@ -158,8 +165,9 @@ class Sender(_Endpoint):
     def __init__(self, endpoint: str, kind: str = "push", *, bind: bool = True, hwm: int = 1000,
                  linger_ms: int | None = None, stamp: bool = True,
                  context: zmq.asyncio.Context | None = None,
-                 setup: Callable[[zmq.Socket], None] | None = None) -> None:
+                 setup: Callable[[zmq.Socket], None] | None = None, nodrop: bool = True) -> None:
         super().__init__(endpoint, kind, bind, hwm, context, setup)
+        self.nodrop = bool(nodrop)
         if linger_ms is None:
             linger_ms = 1000 if kind == "push" else 0
         if type(linger_ms) is not int or linger_ms < 0:
@@ -171,7 +179,7 @@ class Sender(_Endpoint):
 
     def _setup(self, sock: zmq.Socket) -> None:
         sock.setsockopt(zmq.SNDHWM, self.hwm)
-        if self.kind == "pub":
+        if self.kind == "pub" and self.nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
 
     async def send(self, msg: EventPacket | LabelEvent) -> bool:
@@ -251,7 +259,9 @@ class Receiver(_Endpoint):
             msg = wire.decode(frames, self.limits)
         except WireError as exc:
             self.stats["wire_errors"] += 1
-            self.last_error = exc
+            # without its traceback: that would keep the bad message's frames (up to the largest
+            # message ZeroMQ admits) alive until the next error
+            self.last_error = exc.with_traceback(None)
             return None
         stats = self.stats
         stats["received"] += 1

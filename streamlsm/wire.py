@@ -34,6 +34,7 @@ __all__ = [
     "pack_control",
     "unpack_control",
     "topic_for",
+    "check_stream_id",
 ]
 
 WIRE_VERSION = 1
@@ -74,6 +75,11 @@ def _check_stream_id(stream_id: object) -> str:
     if not isinstance(stream_id, str) or not _STREAM_RE.match(stream_id):
         raise WireError("stream", f"stream id must be 1-64 chars of [A-Za-z0-9_.:-], got {stream_id!r}")
     return stream_id
+
+
+def check_stream_id(stream_id: object) -> str:
+    """The stream id if it is 1-64 chars of [A-Za-z0-9_.:-]; WireError naming the field otherwise."""
+    return _check_stream_id(stream_id)
 
 
 def _topic(prefix: bytes, stream_id: object) -> bytes:

@@ -36,6 +36,7 @@ LAYERS = {
     "streamlsm.cluster": 5,
     "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
     "streamlsm.testing": 5,
+    "streamlsm.testing_hostile": 6,  # hostile peers against a running daemon (tests and bench only)
     "streamlsm.cli": 6,
     "streamlsm.__main__": 7,  # `python -m streamlsm`: runs the CLI
 }

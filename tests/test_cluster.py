@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
+from streamlsm import wire
 from streamlsm.cluster import HashRing, Router, RouterConfig, Worker, WorkerConfig
 from streamlsm.cluster.drive import drive, make_samples, stream_packets
 from streamlsm.errors import ConfigError
@@ -470,3 +471,26 @@ def test_bad_payload_passes_the_router_and_is_counted_by_the_worker(cluster):
             break
         time.sleep(0.05)
     assert st["workers"]["w1"]["rejected"] == 1 and st["rejected"] == {"header": 1}
+
+
+def test_router_checks_stream_ids_and_bounds_its_tables():
+    """Issue 11, item 6: 3,000-character ids were accepted and 200,000 ids took the router from 37 to
+    676 MB for good; now ids are checked (counted refusals) and the tables keep max_streams."""
+    router = Router(RouterConfig(input=LOCAL, workers=LOCAL, labels_in=LOCAL, labels=LOCAL, max_streams=100))
+    try:
+        def frames(sid, sample=0, end=True):
+            hdr = wire.pack_control({"v": 1, "kind": "events", "stream": sid, "sample": sample,
+                                     "begin": True, "end": end})
+            return [b"ev/" + sid.encode("utf-8", "replace"), hdr, b""]
+
+        for sid in ("x" * 3000, "a b", "caf\u00e9", ""):
+            router._route(frames(sid))
+        assert router.counters["rejected"] == 4 and router.rejected["stream"] == 4
+        assert len(router.streams) == 0
+        for i in range(1000):
+            router._route(frames(f"s{i}", end=i % 2 == 0))
+        assert len(router.streams) == 100 and router.counters["evicted_streams"] == 900
+        assert list(router.streams)[-1] == "s999"  # the most recent stay
+        assert len(router.pending) <= 100
+    finally:
+        router.close()

@@ -160,3 +160,13 @@ def test_corrupt_checkpoints_raise(tmp_path):
         PrototypeMatcher.load(path)
     with pytest.raises(CheckpointError):
         PrototypeMatcher.load(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("label", ["a\nb", "a\x00", "evil\u202etxt", "tab\there"])
+def test_class_labels_with_control_or_format_characters_are_refused(label):
+    """Issue 11, minor list: newline, NUL and U+202E were accepted as class labels."""
+    m = PrototypeMatcher(4)
+    with pytest.raises(ModelError, match="control or format"):
+        m.add(label, np.ones(4))
+    m.add("ok label-1", np.ones(4))
+    assert m.labels == ["ok label-1"]

@@ -168,7 +168,7 @@ def test_truth_updates_fold_confirmed_samples_into_prototypes():
 
 
 def test_stream_table_is_bounded():
-    _, matcher, pipe, _ = _setup(config=PipelineConfig(max_streams=2))
+    _, matcher, pipe, _ = _setup(config=PipelineConfig(max_streams=2, stream_idle_s=0))
     matcher.add("a", np.ones(D))
     for s in ("a", "b", "c"):
         pipe(packets_from_samples(random_samples(1, DVS_DTYPE), s))
@@ -270,3 +270,134 @@ def test_a_modality_without_a_reservoir_config_is_rejected_not_fatal():
     pipe = Pipeline(bundle, matcher)  # the default factory reads the bundle's configs
     pkts = packets_from_samples(random_samples(1, DVS_DTYPE), "cam")
     assert pipe(pkts) == [] and pipe.stats.rejected_packets == len(pkts)
+
+
+# ---- issue 11: hostile and careless packets cost bounded work and never mute a stream
+def _one_event(stream, seq, t0, t1, begin=True, end=True, sample=0):
+    from streamlsm.events import EventPacket
+
+    ev = np.zeros(1, DVS_DTYPE)
+    ev["t"] = t0
+    return EventPacket(stream, seq, t0, t1, ev, "vision", sample, None, begin, end)
+
+
+@pytest.mark.parametrize("segment", ["sample", "window"])
+def test_a_packet_moving_its_stream_too_far_is_refused_and_counted(segment):
+    """Items 1 and 2: t1 = 2**62 (sample mode: ~7.7e14 bins) or 5e9 us (window mode: 99,999
+    windows, 3.3 GB) from one packet; now refused (refused_spans), and the stream goes on."""
+    cfg = PipelineConfig(segment=segment, max_advance_us=1_000_000)
+    _, matcher, pipe, _ = _setup(config=cfg)
+    matcher.add("a", np.ones(D))
+    assert pipe([_one_event("x", 0, 0, 2 ** 62 if segment == "sample" else 5_000_000_000)]) == []
+    assert pipe.stats.refused_spans == 1
+    # the next packets of the stream are served as usual (window mode: from a fresh origin)
+    good = packets_from_samples(random_samples(2, DVS_DTYPE, duration_us=200_000), "x", seq0=1,
+                                t0=6_000_000_000, duration_us=200_000)
+    labels = pipe(good)
+    assert len(labels) == (2 if segment == "sample" else 7) and pipe.stats.refused_spans == 1
+    # a gap in window mode counts as the advance: 1 s after the last packet is one too many
+    if segment == "window":
+        assert pipe([_one_event("x", good[-1].seq + 1, 6_402_000_000, 6_402_000_010)]) == []
+        assert pipe.stats.refused_spans == 2
+
+
+def test_a_spoofed_seq_does_not_mute_the_stream():
+    """Item 9: one packet with seq = 2**63 - 1 made the next legitimate packets duplicates until the
+    source restarted at 0; a jump beyond max_seq_jump now restarts the stream (counted) instead."""
+    _, matcher, pipe, _ = _setup()
+    matcher.add("0", np.ones(D))
+    samples = random_samples(6, DVS_DTYPE, seed=3)
+    pkts = packets_from_samples(samples, "cam7")
+    first = pipe(pkts[:10])
+    assert pipe([_one_event("cam7", 2 ** 63 - 1, 10 ** 9, 10 ** 9 + 5, begin=False, end=False)]) == []
+    rest = pipe(pkts[10:])
+    assert pipe.stats.duplicate_packets == 0 and pipe.stats.seq_resets == 2  # forward, then back
+    got = {lab.sample_id for lab in first + rest}
+    assert len(got) >= 5  # at most the sample in flight at the spoof is lost
+    assert got >= {lab for lab in range(6) if lab != [p.sample_id for p in pkts[:10]][-1]}
+    # a real duplicate is still a duplicate
+    pipe([pkts[-1]])
+    assert pipe.stats.duplicate_packets == 1
+
+
+def test_a_flood_of_new_streams_is_refused_and_the_active_stream_keeps_its_sample():
+    """Item 7 / the stream table: at max_streams a new id evicts only a stream idle for
+    stream_idle_s; a flood of fresh ids is refused (counted) while a sample is in flight."""
+    clock = [0]
+    bundle = make_bundle(F, D)
+    matcher = PrototypeMatcher(D)
+    matcher.add("a", np.ones(D))
+    pipe = Pipeline(bundle, matcher, PipelineConfig(max_streams=8, stream_idle_s=5.0),
+                    reservoir_factory=lambda m: FakeReservoir(F, m), clock_ns=lambda: clock[0])
+    pkts = packets_from_samples(random_samples(1, DVS_DTYPE, duration_us=40_000), "good")
+    pipe(pkts[:2])
+    pipe([_one_event(f"flood{i}", 0, 0, 10, end=False) for i in range(100)])
+    assert pipe.stats.refused_streams == 93 and len(pipe.streams) == 8
+    labels = pipe(pkts[2:])
+    assert [lab.stream_id for lab in labels] == ["good"]
+    clock[0] += 6 * 10 ** 9  # the flood's streams are idle now: they make room
+    pipe([_one_event("late", 0, 0, 10)])
+    assert "late" in pipe.streams and pipe.stats.evicted_streams == 1
+
+
+def test_state_budget_bounds_the_streams_and_refuses_beyond_it():
+    """Memory budget: streams hold reservoir state (slot_bytes); beyond state_mb a new stream is
+    refused (counted), and a released stream gives its share back."""
+    def factory(m):
+        r = FakeReservoir(F, m)
+        r.slot_bytes = 1 << 20  # 1 MiB per stream
+        return r
+
+    matcher = PrototypeMatcher(D)
+    matcher.add("a", np.ones(D))
+    pipe = Pipeline(make_bundle(F, D), matcher, PipelineConfig(state_mb=3, stream_idle_s=60),
+                    reservoir_factory=factory)
+    pipe([_one_event(f"s{i}", 0, 0, 10, end=False) for i in range(5)])
+    assert len(pipe.streams) == 3 and pipe.stats.refused_streams == 2
+    assert pipe.state_bytes == 3 << 20
+    pipe.forget("s0")
+    assert pipe.state_bytes == 2 << 20
+    pipe([_one_event("s9", 0, 0, 10, end=False)])
+    assert "s9" in pipe.streams
+
+
+def test_non_finite_embeddings_send_no_label():
+    """Item 12: a NaN weight gave labels with score NaN (and NaN in the JSONL sink); now such a
+    label is not sent, and counted."""
+    bundle, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    bundle.heads["vision"].weights[0][:] = np.nan
+    assert pipe(packets_from_samples(random_samples(2, DVS_DTYPE), "n")) == []
+    assert pipe.stats.nonfinite_labels == 2 and pipe.stats.labels == 0
+
+
+def test_a_packet_going_back_in_time_is_refused():
+    """Found by the hostile generator: a sample begun at t = 2^63 - 2 and closed by a packet ending
+    at 2^40 gave a label with t_end < t_start, which no subscriber can decode."""
+    _, matcher, pipe, _ = _setup()
+    matcher.add("a", np.ones(D))
+    assert pipe([_one_event("b", 0, 2 ** 63 - 2, 2 ** 63 - 1, end=False),
+                 _one_event("b", 1, 2 ** 40, 2 ** 40 + 1, begin=False)]) == []
+    assert pipe.stats.refused_spans == 1
+    labels = pipe(packets_from_samples(random_samples(1, DVS_DTYPE), "b", seq0=2))
+    assert len(labels) == 1 and labels[0].t_start <= labels[0].t_end
+
+
+def test_window_labels_keep_their_own_span_when_the_stream_restarts_in_the_same_call():
+    """Found by the hostile generator in window mode: a label's span was computed from the stream's
+    origin at labelling time; a refused packet later in the same call moved the origin, and the
+    label went out with t_start beyond 2^63 - 1 (undecodable)."""
+    cfg = PipelineConfig(segment="window", window_us=100_000, hop_us=50_000, max_advance_us=1_000_000)
+    _, matcher, pipe, _ = _setup(config=cfg)
+    matcher.add("a", np.ones(D))
+    good = packets_from_samples(random_samples(1, DVS_DTYPE, duration_us=200_000), "w", duration_us=200_000,
+                                t0=2 ** 62)
+    spoof = _one_event("w", len(good), 2 ** 63 - 2, 2 ** 63 - 1, begin=False, end=False)  # refused, restarts
+    labels = pipe(good + [spoof, _one_event("w", len(good) + 1, 2 ** 63 - 2, 2 ** 63 - 1)])
+    spans = [(lab.t_start - 2 ** 62, lab.t_end - 2 ** 62) for lab in labels if lab.t_start < 2 ** 63 - 10]
+    assert spans == [(0, 100_000), (50_000, 150_000), (100_000, 200_000)]
+    assert all(0 <= lab.t_start <= lab.t_end < 2 ** 63 for lab in labels)
+    assert pipe.stats.refused_spans == 1
+    assert pipe._wstart == {("w#0", 0): [2 ** 63 - 2]}  # only the window still open
+    pipe.forget("w")
+    assert not pipe._wstart

@@ -95,3 +95,54 @@ def test_reservoir_config_record():
     assert b.reservoir_config("vision") == {"n_neurons": 200}
     with pytest.raises(ModelError):
         b.reservoir_config("audio")
+
+
+def test_signed_bundles_load_only_with_their_key_and_unaltered(tmp_path):
+    """Issue 11, item 5: the content hash is recomputable by anyone; the HMAC signature is not."""
+    import os
+
+    from streamlsm.readout.bundle import SIGNATURE, _content_hash, sign_bundle
+
+    b = _bundle(np.random.default_rng(0))
+    b.save(tmp_path / "b")
+    key, other = os.urandom(32), os.urandom(32)
+    with pytest.raises(ModelError, match="unsigned"):
+        Bundle.load(tmp_path / "b", key)
+    sign_bundle(tmp_path / "b", key)
+    assert Bundle.load(tmp_path / "b", key).hash == b.hash
+    with pytest.raises(ModelError, match="bad signature"):
+        Bundle.load(tmp_path / "b", other)
+    # altered after signing, with the content hash recomputed: the hash check passes, the MAC not
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m["classes"] = list(reversed(m["classes"]))
+    m["seen_classes"] = m["classes"]
+    m["hash"] = _content_hash(dict(np.load(tmp_path / "b" / "weights.npz")), m)
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    Bundle.load(tmp_path / "b")  # without a key: still a valid bundle
+    with pytest.raises(ModelError, match="bad signature"):
+        Bundle.load(tmp_path / "b", key)
+    (tmp_path / "b" / SIGNATURE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable signature"):
+        Bundle.load(tmp_path / "b", key)
+
+
+@pytest.mark.parametrize("edit,says", [
+    (lambda m, a: m.update(heads=[]), "heads"),
+    (lambda m, a: m["heads"][next(iter(m["heads"]))].update(layers=float("inf")), "layers"),
+    (lambda m, a: m.update(reservoirs=["x"]), "reservoirs"),
+    (lambda m, a: a.__setitem__(next(k for k in a if k.endswith("/w0")), np.full((12, 8), np.nan, np.float32)),
+     "non-finite"),
+])
+def test_malformed_or_non_finite_bundles_are_one_model_error(tmp_path, edit, says):
+    """Items 10 and 12: these loaded with a traceback, or loaded and sent NaN scores."""
+    from streamlsm.readout.bundle import _content_hash
+
+    _bundle(np.random.default_rng(0)).save(tmp_path / "b")
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    arrays = dict(np.load(tmp_path / "b" / "weights.npz"))
+    edit(m, arrays)
+    np.savez(tmp_path / "b" / "weights.npz", **arrays)
+    m["hash"] = _content_hash(arrays, m)
+    (tmp_path / "b" / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(ModelError, match=says):
+        Bundle.load(tmp_path / "b")

@@ -355,3 +355,65 @@ def test_threshold_is_strict_and_negative_ids_key_noise_alike(small_cfg):
     fed = Reservoir(noisy).feed(packets_of(sample, 90_000, [30_000, 61_000], sample_id=-5))
     np.testing.assert_array_equal(fed[0].counts, enc[0])
     assert not np.array_equal(Reservoir(noisy).encode([sample], [90_000], sample_ids=[5]), enc)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("K", [1, 4])
+def test_one_packet_spanning_2_to_62_us_does_not_hang(small_cfg, K):
+    """Issue 11, item 1: the float32 membrane decays to the smallest denormal and stays there
+    (1e-45 * 0.9 rounds back to 1e-45), so 'jump ahead once the membrane is zero' never fired and
+    every bin of the span (~7.7e14) was simulated. Now a leak step that changes nothing ends the
+    simulation of the empty span: the features equal those of any shorter span past that point."""
+    cfg = dataclasses.replace(small_cfg, feature_windows=K)
+    ev = random_dvs(np.random.default_rng(4), 400, 20_000)
+    ev = ev[(ev["x"] >= 0) & (ev["x"] < 34)]
+    huge = Reservoir(cfg).feed(EventPacket("h", 0, 0, 2 ** 62, ev, sample_id=1, sample_begin=True,
+                                           sample_end=True))[0].counts
+    long_ = Reservoir(cfg).encode([ev], [100_000_000], sample_ids=[1])[0]
+    assert huge.sum() > 0
+    if K == 1:  # the totals do not depend on where the spikes fall
+        np.testing.assert_array_equal(huge, long_)
+    # the membrane really sits on a fixed point of the leak: another step changes nothing
+    res = Reservoir(cfg)
+    res.feed(EventPacket("m", 0, 0, 10_000_000, ev, sample_id=1, sample_begin=True))
+    v = res.membrane("m")
+    np.testing.assert_array_equal(np.float32(cfg.decay) * v, v)
+
+
+def test_state_tables_shrink_after_a_burst_of_streams(small_cfg):
+    """Issue 11, item 7: a burst of streams grew the tables for good; now they shrink once most
+    slots are free, and the streams still open keep their state (features unchanged)."""
+    ev = random_dvs(np.random.default_rng(6), 300, 20_000)
+    ref = Reservoir(small_cfg)
+    res = Reservoir(small_cfg)
+    first = EventPacket("keep", 0, 0, 10_000, ev[ev["t"] < 10_000], sample_id=2, sample_begin=True)
+    second = EventPacket("keep", 1, 10_000, 20_000, ev[ev["t"] >= 10_000], sample_id=2, sample_end=True)
+    ref.feed(first)
+    for i in range(500):
+        res.feed(EventPacket(f"b{i}", 0, 0, 1_000, ev[:0], sample_begin=True))
+    res.feed(first)
+    grown = res.capacity
+    for i in range(500):
+        res.release(f"b{i}")
+    assert grown >= 501 and res.capacity <= 64 and res.streams == ["keep"]
+    np.testing.assert_array_equal(res.feed(second)[0].counts, ref.feed(second)[0].counts)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("K", [1, 4])
+def test_packets_near_the_end_of_time_do_not_spin(small_cfg, K):
+    """Found by the hostile generator (issue 11): with t_start = 2^63 - 2, t_lo + bin_us overflowed
+    int64, the open bin's limit went negative and the event loop spun for ever on the first event."""
+    cfg = dataclasses.replace(small_cfg, feature_windows=K)
+    ev = np.zeros(3, DVS_DTYPE)
+    ev["t"] = 2 ** 63 - 2
+    ev["x"], ev["y"] = 12, 12
+    res = Reservoir(cfg)
+    res.feed(EventPacket("e", 0, 2 ** 63 - 2, 2 ** 63 - 1, ev, sample_id=1, sample_begin=True))
+    assert res.stats("e") == {"events": 3, "dropped": 0, "late": 0, "bin": 0, "active": 1}
+    ev2 = ev.copy()
+    ev2["t"] = 0
+    (f,) = res.feed(EventPacket("z", 0, 0, 2 ** 63 - 1, ev2, sample_id=1, sample_begin=True, sample_end=True))
+    ref = Reservoir(cfg).encode([ev2[:3]], [1_000_000], sample_ids=[1])[0]
+    if K == 1:  # past the leak's fixed point nothing changes: the same totals as a 1 s sample
+        np.testing.assert_array_equal(f.counts, ref)

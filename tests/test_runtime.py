@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -344,3 +345,89 @@ def test_a_bad_bundle_opens_no_sinks(tmp_path):
         Daemon(from_dict(DaemonConfig, raw), reservoir_factory=_factory)
     assert "no-such-bundle" in str(info.value)
     assert not (tmp_path / "out").exists(), "a sink was opened (and left open) before the bundle failed"
+
+
+def test_jsonl_sink_flushes_on_time_not_only_every_n_labels(tmp_path):
+    """Issue 11, minor list: with flush_every = 64 a kill -9 left labels.jsonl empty though 11 labels
+    went out; the daemon's periodic observe() now flushes what is older than flush_s."""
+    from streamlsm.events import LabelEvent
+    from streamlsm.plugins import SINK_GROUP, load
+
+    sink = load(SINK_GROUP, "jsonl")(path=str(tmp_path / "l.jsonl"), flush_every=64, flush_s=0.0)
+    lab = LabelEvent(stream_id="s", seq=0, t_start=0, t_end=1, label="a", score=0.5, topk=[("a", 0.5)],
+                     margin=0.1)
+    for _ in range(11):
+        sink.write(lab)
+    sink.observe({})
+    assert len((tmp_path / "l.jsonl").read_text().splitlines()) == 11  # on disk before any close
+    bad = LabelEvent(stream_id="s", seq=1, t_start=0, t_end=1, label="a", score=float("nan"), topk=[],
+                     margin=0.0)
+    with pytest.raises(ValueError):  # never 'NaN' in the file (not JSON): the daemon counts a sink error
+        sink.write(bad)
+    sink.close()
+    assert all(json.loads(x) for x in (tmp_path / "l.jsonl").read_text().splitlines())
+
+
+def test_start_removes_checkpoint_orphans_of_a_kill_9(tmp_path):
+    """Issue 11, minor list: each kill -9 during a checkpoint could leave prototypes.*.npz(.tmp)."""
+    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.runtime_control import sweep_checkpoint_orphans
+
+    path = tmp_path / "protos.json"
+    m = PrototypeMatcher(4)
+    m.add("a", np.ones(4))
+    m.save(path)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    for name in ("protos.0123456789ab.npz", "protos.0123456789ac.npz.tmp", "protos.json.01234567.tmp"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "other.npz").write_bytes(b"x")
+    assert sweep_checkpoint_orphans(path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + ["other.npz"])
+    assert PrototypeMatcher.load(path).labels == ["a"]
+
+
+@pytest.mark.asyncio
+async def test_register_dataset_refuses_a_symlink_leading_outside_allowed_dirs(tmp_path):
+    """Issue 11, minor list: `register --dataset` followed symlinks inside the data set root."""
+    secret = tmp_path / "outside" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"\0" * 10)
+    root = tmp_path / "support" / "ds" / "Train" / "0"
+    root.mkdir(parents=True)
+    (root / "00001.bin").symlink_to(secret)
+    daemon = Daemon(_config(tmp_path), reservoir_factory=_factory)
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    try:
+        reply = await daemon_ctl(daemon, {"cmd": "register", "label": "0", "dataset": "nmnist",
+                                          "path": str(tmp_path / "support" / "ds")})
+        assert reply["ok"] is False and "outside the allowed directories" in reply["error"]
+    finally:
+        daemon.request_stop()
+        await task
+
+
+@pytest.mark.asyncio
+async def test_packet_buffer_bounds_bytes_too():
+    """Issue 11, item 4 / budgets: the queue is bounded in event bytes (limits.queue_mb), not only in
+    packets: 10,000 queued packets of 1M events were ~13 GB."""
+    from streamlsm.events import EventPacket
+    from streamlsm.runtime_parts import PacketBuffer
+
+    def pkt(i, n):
+        return EventPacket("s", i, 0, 1, np.zeros(n, DVS_DTYPE))
+
+    buf = PacketBuffer(100, "drop_oldest", limit_bytes=1000)
+    await buf.put([pkt(i, 20) for i in range(5)], 0)  # 13 bytes per DVS event: 260 each
+    assert len(buf) == 3 and buf.dropped == 2 and buf.nbytes == 780
+    await buf.put([pkt(9, 100)], 0)  # one packet larger than the bound is still taken alone
+    assert [p.seq for p, _ in buf.items] == [9] and buf.nbytes == 1300
+    assert [p.seq for p, _ in await buf.take(10)] == [9] and buf.nbytes == 0
+    block = PacketBuffer(100, "block", limit_bytes=600)
+    await block.put([pkt(0, 20), pkt(1, 20)], 0)
+    waiter = asyncio.create_task(block.put([pkt(2, 20)], 0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done() and len(block) == 2  # waits for room
+    await block.take(1)
+    await asyncio.wait_for(waiter, 5)
+    assert [p.seq for p, _ in block.items] == [1, 2]

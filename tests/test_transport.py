@@ -95,6 +95,45 @@ def test_pub_drops_at_hwm_are_counted_with_a_stalled_subscriber():
     assert [p.seq for p in got] == [i for i, ok in enumerate(results) if ok]
 
 
+@pytest.mark.parametrize("nodrop", [False, True])
+def test_a_full_subscriber_costs_only_itself_without_nodrop(nodrop):
+    """nodrop=False (the daemon's label PUB): a subscriber that stops reading loses messages at its
+    own high-water mark, a healthy one on the same socket gets every message. With XPUB_NODROP one
+    full peer made every later message a drop for everyone (issue 11, item 3): shown as the contrast.
+    (ZeroMQ learns what a peer has read in steps of half its HWM: keep the HWM well above a
+    burst, as the daemon's default 10,000 is, or a fast peer can see drops too.)"""
+    async def main():
+        async with Sender(f"inproc://test-pub-peer-{nodrop:d}", "pub", hwm=200, nodrop=nodrop) as tx, \
+                Receiver(tx.endpoint, "sub", hwm=200) as healthy, \
+                Receiver(tx.endpoint, "sub", hwm=200) as stalled:
+            for rx in (healthy, stalled):  # both subscribed before the test starts
+                for _ in range(200):
+                    await tx.send(packet(0, n=1, stream="probe"))
+                    if await rx.recv(timeout=0.02) is not None:
+                        break
+                else:
+                    raise AssertionError("subscription never arrived")
+            for rx in (healthy, stalled):
+                while await rx.recv(timeout=0.05) is not None:
+                    pass
+            got = []
+            for i in range(1500):  # the healthy one reads each message at once, the stalled one never
+                await tx.send(packet(i, n=5))
+                msg = await healthy.recv(timeout=0.5)
+                if msg is None:
+                    break  # lost: no need to wait for the rest
+                got.append(msg.seq)
+            late = await drain(stalled, 2000, timeout=0.2)
+            return got, late
+
+    got, late = run(main())
+    assert len(late) < 1500  # the stalled subscriber lost what overflowed its queues
+    if nodrop:
+        assert len(got) < 1500  # everyone lost them
+    else:
+        assert got == list(range(1500))  # the healthy subscriber lost nothing
+
+
 def test_sub_topics_filter_streams():
     async def main():
         async with Sender(TCP, "pub") as tx, \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -75,6 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except (OSError, ValueError, TypeError, ArithmeticError, MemoryError, RecursionError, LookupError) as exc:
+        # bad input the commands did not name themselves: still one line, never a traceback
+        # (STREAMLSM_DEBUG=1 shows the traceback for a bug report)
+        if os.environ.get("STREAMLSM_DEBUG"):
+            raise
+        print(f"streamlsm: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,8 +58,8 @@ def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None,
     from ..peers import PeerWatch
     from ..wire import pack_control, unpack_control
 
-    if not timeout > 0:
-        raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+    if not 0 < timeout <= 86_400:  # inf or NaN would overflow the poll, then wait for ever
+        raise ConfigError("timeout", f"must be a number of seconds in (0, 86400], got {timeout!r}")
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)

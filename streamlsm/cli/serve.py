@@ -77,6 +77,10 @@ def run(args: argparse.Namespace) -> int:
     if why is not None:
         raise ConfigError("model.bundle", why.partition(": ")[2])
 
+    from ..runtime_parts import give_back_freed_memory
+
+    give_back_freed_memory()  # a burst of big messages must not stay in the RSS (glibc)
+
     async def main() -> dict:
         daemon = Daemon(cfg)
         loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ worker at their next sample boundary, and the samples it held are counted lost, 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,12 +57,15 @@ class RouterConfig:
     hwm: int = 1000
     keys_dir: str | None = None
     pending_expiry_s: float = 60.0
+    max_streams: int = 100_000                # streams the router remembers (least recent evicted)
 
     def validate(self) -> None:
         if not 0 < self.heartbeat_s < self.timeout_s:
             raise ConfigError("timeout_s", f"must exceed heartbeat_s > 0 ({self.heartbeat_s}), got {self.timeout_s}")
         if self.hwm < 1:
             raise ConfigError("hwm", f"must be >= 1, got {self.hwm}")
+        if self.max_streams < 1:
+            raise ConfigError("max_streams", f"must be >= 1, got {self.max_streams}")
 
 
 @dataclass(slots=True)
@@ -96,7 +99,7 @@ class Router:
         self.ctx = context or zmq.Context.instance()
         self.ring = HashRing(vnodes=config.vnodes)
         self.workers: dict[str, _Worker] = {}
-        self.streams: dict[str, _Stream] = {}
+        self.streams: OrderedDict[str, _Stream] = OrderedDict()  # least recently routed first
         self.pending: dict[tuple[str, int], tuple[str, float]] = {}
         self.counters: Counter = Counter()
         self.rejected: Counter = Counter()
@@ -299,7 +302,8 @@ class Router:
         if h.get("kind") != "events":
             raise WireError("kind", "the router takes event packets only")
         stream, sample, begin, end = h.get("stream"), h.get("sample"), h.get("begin"), h.get("end")
-        if not isinstance(stream, str) or frames[0] != wire.EVENTS_TOPIC + stream.encode("utf-8", "replace"):
+        wire.check_stream_id(stream)  # the router keeps state per id: only valid ids get any
+        if frames[0] != wire.EVENTS_TOPIC + stream.encode("ascii"):
             raise WireError("topic", "topic does not match the stream")
         if type(sample) is not int or type(begin) is not bool or type(end) is not bool:
             raise WireError("header", "sample must be an integer, begin and end booleans")
@@ -316,6 +320,9 @@ class Router:
         st = self.streams.get(stream_id)
         if st is None:
             st = self.streams[stream_id] = _Stream()
+            self._bound_tables()
+        else:
+            self.streams.move_to_end(stream_id)
         if begin:
             if st.in_sample and st.owner is not None:
                 self.counters["unfinished_samples"] += 1
@@ -337,6 +344,20 @@ class Router:
         if end:
             st.in_sample = False
             self.pending[(stream_id, sample_id)] = (w.name, time.monotonic())
+
+    def _bound_tables(self) -> None:
+        """Evict the least recently routed streams beyond max_streams (counted), and pending
+        samples beyond it: a flood of ids must not grow the router without bound."""
+        limit = self.config.max_streams
+        while len(self.streams) > limit:
+            sid, st = self.streams.popitem(last=False)
+            self.counters["evicted_streams"] += 1
+            if st.in_sample:
+                self.counters["evicted_in_sample"] += 1
+            self.lost_by_stream.pop(sid, None)
+        while len(self.pending) > limit:
+            del self.pending[next(iter(self.pending))]
+            self.counters["unlabelled_samples"] += 1
 
     def _label(self, frames: list) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import tempfile
@@ -18,13 +19,76 @@ from ..config import from_dict, to_dict
 from ..errors import ModelError
 from .projection import ProjectionHead
 
-__all__ = ["Bundle", "FORMAT", "VERSION"]
+__all__ = ["Bundle", "FORMAT", "VERSION", "SIGNATURE", "sign_bundle"]
 
 FORMAT = "streamlsm-bundle"
 VERSION = 1
 _WEIGHTS = "weights.npz"
 _MANIFEST = "manifest.json"
 _MAX_MANIFEST = 16 * 1024 * 1024
+SIGNATURE = "signature.json"  # {"alg": "hmac-sha256", "hash": <content hash>, "mac": <hex>}
+_MAX_LAYERS = 64
+
+
+def _mac(key: bytes, content_hash: str) -> str:
+    """HMAC-SHA256 of a bundle's content hash (which covers every array and the manifest)."""
+    return hmac.new(key, content_hash.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_bundle(path: str | Path, key: bytes) -> Path:
+    """Write ``signature.json`` into a bundle directory: proof that a holder of ``key`` made it.
+
+    The content hash alone proves nothing about who made a bundle (anyone can recompute it); the
+    MAC over it can be made only with the key (``streamlsm keys signing FILE``). Returns its path.
+    """
+    bundle = Bundle.load(path)  # verifies the content hash first
+    doc = {"alg": "hmac-sha256", "hash": bundle.hash, "mac": _mac(key, bundle.hash)}
+    target = Path(path) / SIGNATURE
+    _atomic(target, lambda fh: fh.write(json.dumps(doc, indent=1).encode()))
+    return target
+
+
+def _check_signature(path: Path, content_hash: str, key: bytes) -> None:
+    spath = path / SIGNATURE
+    if not spath.is_file():
+        raise ModelError(f"{path}: unsigned bundle ({SIGNATURE} missing) and model.signing_key asks for "
+                         "a signature: sign it with `streamlsm keys sign BUNDLE --key FILE`")
+    try:
+        if spath.stat().st_size > 4096:
+            raise ValueError("larger than 4096 bytes")
+        doc = json.loads(spath.read_text())
+        mac, alg = str(doc["mac"]), doc["alg"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise ModelError(f"{spath}: unreadable signature: {exc}") from None
+    if alg != "hmac-sha256":
+        raise ModelError(f"{spath}: unknown signature algorithm {alg!r} (this code checks hmac-sha256)")
+    if not hmac.compare_digest(mac, _mac(key, content_hash)):
+        raise ModelError(f"{path}: bad signature: the bundle was not signed with this key, or was altered")
+
+
+def _check_manifest(manifest: dict, path: Path) -> None:
+    """Types and ranges of the manifest fields a load trusts (one line naming the first bad one)."""
+    heads = manifest.get("heads")
+    if not isinstance(heads, dict) or not heads:
+        raise ModelError(f"{path}: manifest 'heads' must be a non-empty map of modality -> head")
+    for m, spec in heads.items():
+        if not isinstance(spec, dict):
+            raise ModelError(f"{path}: manifest heads.{m} must be a map")
+        n = spec.get("layers")
+        if type(n) is not int or not 1 <= n <= _MAX_LAYERS:
+            raise ModelError(f"{path}: manifest heads.{m}.layers must be an integer in [1, {_MAX_LAYERS}], got {n!r}")
+        if not isinstance(spec.get("meta", {}) or {}, dict):
+            raise ModelError(f"{path}: manifest heads.{m}.meta must be a map")
+    for key, kind in (("classes", list), ("seen_classes", list), ("reservoirs", dict),
+                      ("metrics", dict), ("extra", dict)):
+        v = manifest.get(key)
+        if v is not None and not isinstance(v, kind):
+            raise ModelError(f"{path}: manifest '{key}' must be a {kind.__name__}, got {type(v).__name__}")
+    for m, cfg in (manifest.get("reservoirs") or {}).items():
+        if cfg is not None and not isinstance(cfg, dict):
+            raise ModelError(f"{path}: manifest reservoirs.{m} must be a map or null")
+    if type(manifest.get("seed")) is not int:
+        raise ModelError(f"{path}: manifest 'seed' must be an integer")
 
 
 def _content_hash(arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> str:
@@ -148,8 +212,12 @@ class Bundle:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
-        """Read and verify a bundle directory; ModelError naming what is missing, corrupt or altered."""
+    def load(cls, path: str | Path, key: bytes | None = None) -> Bundle:
+        """Read and verify a bundle directory; ModelError naming what is missing, corrupt or altered.
+
+        With ``key`` the bundle must also carry a valid signature made with it (``sign_bundle``).
+        Every weight must be finite.
+        """
         path = Path(path)
         mpath, wpath = path / _MANIFEST, path / _WEIGHTS
         for p in (mpath, wpath):
@@ -161,6 +229,8 @@ class Bundle:
             manifest = json.loads(mpath.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{mpath}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise ModelError(f"{mpath}: invalid JSON: nested too deeply") from None
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
             raise ModelError(f"{mpath}: not a {FORMAT} manifest")
         if manifest.get("version") != VERSION:
@@ -170,9 +240,20 @@ class Bundle:
                 arrays = {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise ModelError(f"{wpath}: unreadable weights: {exc}") from None
-        got = _content_hash(arrays, manifest)
+        try:
+            got = _content_hash(arrays, manifest)
+        except (TypeError, ValueError, RecursionError) as exc:  # e.g. Infinity/NaN in the manifest
+            raise ModelError(f"{mpath}: manifest cannot be hashed: {exc}") from None
         if got != manifest.get("hash"):
             raise ModelError(f"{path}: content hash mismatch (manifest {manifest.get('hash')}, files {got})")
+        if key is not None:
+            _check_signature(path, got, key)
+        _check_manifest(manifest, path)
+        for name, a in arrays.items():
+            if a.dtype.kind not in "fiub":
+                raise ModelError(f"{wpath}: array {name!r} has dtype {a.dtype}, not numeric")
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ModelError(f"{wpath}: array {name!r} holds non-finite values (NaN or inf)")
         heads = {}
         try:
             for m, spec in manifest["heads"].items():
@@ -187,7 +268,9 @@ class Bundle:
                          reservoirs={k: v for k, v in (manifest.get("reservoirs") or {}).items()},
                          seed=int(manifest["seed"]), metrics=dict(manifest.get("metrics") or {}),
                          extra=dict(manifest.get("extra") or {}))
-        except (KeyError, TypeError, ValueError) as exc:
+        except ModelError as exc:
+            raise ModelError(f"{path}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ModelError(f"{path}: manifest and weights disagree: missing or bad {exc}") from None
         bundle._hash = manifest["hash"]
         return bundle

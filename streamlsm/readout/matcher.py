@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -118,6 +119,10 @@ class PrototypeMatcher:
         if not isinstance(label, str) or not label or len(label) > _LABEL_MAX or label == UNKNOWN:
             raise ModelError(f"class label must be a non-empty string other than {UNKNOWN!r} "
                              f"of at most {_LABEL_MAX} chars, got {label!r}")
+        # no control or format characters (newline, NUL, U+202E bidi override...): a label is
+        # printed by subscribers and written to logs and sinks as it is
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in label):
+            raise ModelError(f"class label {label!r} holds a control or format character")
         return label
 
     def _set_row(self, i: int) -> None:

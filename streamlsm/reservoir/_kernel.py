@@ -158,17 +158,21 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
             ist[s, I_ACTIVE] = 1
             key[s] = pk_key[i]
         t0 = ist[s, I_T0]
+        # times may lie anywhere up to 2^63 - 1: every sum below is written so it cannot overflow
+        # (t0 + k * bin_us never exceeds t_end; an overflowing t_lo + bin_us made t_lim negative
+        # and the event loop spin for ever on a packet near 2^63)
+        span = t_end - t0
         if flags & 2:
-            end_target = (t_end - t0 + bin_us - 1) // bin_us
+            end_target = span // bin_us + (span % bin_us > 0)
         else:
-            end_target = (t_end - t0) // bin_us
+            end_target = span // bin_us
         e = pk_e[i]
         e1 = pk_e[i + 1]
         n_drop = 0
         n_late = 0
         cur_b = ist[s, I_CUR]
         t_lo = t0 + cur_b * bin_us
-        t_lim = min(t_lo + bin_us, t_end)
+        t_lim = t_lo + bin_us if t_end - t_lo > bin_us else t_end
         nf = ist[s, I_NF]
         one = np.float32(1.0)
         while True:
@@ -219,13 +223,18 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 nf = ist[s, I_NF]
                 nsp = ist[s, I_NSP]
                 if nf == 0 and nsp == 0:
-                    # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads
-                    nz = False
+                    # no input, no spikes: pure leak, no spike possible (threshold > 0), no reads.
+                    # Once a leak step changes no membrane (all 0, or stuck where decay * v rounds
+                    # back to v: a denormal, or decay = 1) every later bin up to `target` is the
+                    # same step again: jump there. Bit-identical to stepping each bin, and the
+                    # cost of an empty span no longer depends on the leak reaching exactly zero.
+                    moved = False
                     for n in range(N):
-                        vv = decay * v[s, n]
+                        vo = v[s, n]
+                        vv = decay * vo
                         v[s, n] = vv
-                        nz = nz or vv != 0.0
-                    ist[s, I_CUR] = b + 1 if nz else target
+                        moved = moved or vv != vo
+                    ist[s, I_CUR] = b + 1 if moved else target
                     continue
                 for n in range(N):
                     cur[n] = 0.0
@@ -276,7 +285,7 @@ def _run(pk_slot, pk_t0, pk_t1, pk_flags, pk_key, pk_e, p0, p1,
                 ist[s, I_CUR] = b + 1
             cur_b = ist[s, I_CUR]
             t_lo = t0 + cur_b * bin_us
-            t_lim = min(t_lo + bin_us, t_end)
+            t_lim = t_lo + bin_us if t_end - t_lo > bin_us else t_end
             nf = ist[s, I_NF]
             if e >= e1:
                 break

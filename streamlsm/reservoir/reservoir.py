@@ -103,14 +103,48 @@ class Reservoir:
                     "y": np.zeros(E, np.int16), "p": np.zeros(E, np.int8)}
         self._evbuf = np.zeros(E, self._dtype)
 
+    @property
+    def slot_bytes(self) -> int:
+        """Bytes of state one slot (one stream, or one window of a stream) holds."""
+        N, C = self.config.n_neurons, self.n_inputs
+        return N * (4 + 1 + 4 + 4) + (C + 2) * 4 + (C + 1) * 4 + _k.NIST * 8 + 8 + self._H * N
+
+    @property
+    def capacity(self) -> int:
+        """Slots allocated now (grows by half when full; shrinks when mostly free)."""
+        return self._capacity
+
     def _slot(self, stream_id: str) -> int:
         s = self._slots.get(stream_id)
         if s is None:
             if not self._free:
-                self._alloc_state(2 * self._capacity)
+                self._alloc_state(self._capacity + max(4, self._capacity // 2))
             s = self._free.pop()
             self._slots[stream_id] = s
         return s
+
+    def _compact(self) -> None:
+        """Move the used slots to the front and give back the tables' tail (a quarter or less in
+        use): the state of a burst of streams does not stay allocated after they are gone."""
+        keep = max(4, 2 * len(self._slots))
+        if keep >= self._capacity:
+            return
+        old = self._state
+        moves = {}
+        free_low = sorted(s for s in self._free if s < keep)
+        for name, s in self._slots.items():
+            if s >= keep:
+                moves[name] = free_low.pop(0)
+        new = {k: np.array(a[:keep]) for k, a in old.items()}  # copies: the old tables are freed
+        for name, dst in moves.items():
+            src = self._slots[name]
+            for k, a in new.items():
+                a[dst] = old[k][src]
+            self._slots[name] = dst
+        used = set(self._slots.values())
+        self._free = [s for s in range(keep - 1, -1, -1) if s not in used]
+        self._state = new
+        self._capacity = keep
 
     @property
     def threads(self) -> int:
@@ -139,6 +173,8 @@ class Reservoir:
                 _k.reset_slot(s, st["v"], st["sprev"], st["acc"], st["fidx"], st["ist"], st["cnt"], st["hist"])
                 st["ist"][s] = 0
                 self._free.append(s)
+        if self._capacity > 64 and len(self._slots) * 4 <= self._capacity:
+            self._compact()
 
     def stats(self, stream_id: str) -> dict[str, int]:
         """Events seen, dropped (outside the mapping) and late (before the open bin) of a stream."""
