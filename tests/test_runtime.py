@@ -401,7 +401,8 @@ async def test_register_dataset_refuses_a_symlink_leading_outside_allowed_dirs(t
     try:
         reply = await daemon_ctl(daemon, {"cmd": "register", "label": "0", "dataset": "nmnist",
                                           "path": str(tmp_path / "support" / "ds")})
-        assert reply["ok"] is False and "outside the allowed directories" in reply["error"]
+        assert reply["ok"] is False and "a link in the data set" in reply["error"]
+        assert "lies outside control.allowed_dirs" in reply["error"]
     finally:
         daemon.request_stop()
         await task

@@ -30,6 +30,16 @@ def run(coro, timeout=30):
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+async def subscribed(tx, rx, probe, timeout=0.02):
+    """Send ``probe`` packets until ``rx`` receives one: PUB discards silently until the
+    subscription has arrived. A probe still in flight when this returns may arrive later."""
+    for _ in range(200):
+        await tx.send(probe)
+        if await rx.recv(timeout=timeout) is not None:
+            return
+    raise AssertionError("subscription never arrived")
+
+
 async def drain(rx, n, timeout=5.0):
     out = []
     while len(out) < n:
@@ -71,13 +81,7 @@ def test_pub_drops_at_hwm_are_counted_with_a_stalled_subscriber():
     async def main():
         async with Sender("inproc://test-pub", "pub", hwm=20) as tx, \
                 Receiver(tx.endpoint, "sub", hwm=20) as rx:
-            # wait for the subscription to arrive (PUB discards silently before that)
-            for _ in range(200):
-                await tx.send(packet(0, n=1, stream="probe"))
-                if await rx.recv(timeout=0.02) is not None:
-                    break
-            else:
-                raise AssertionError("subscription never arrived")
+            await subscribed(tx, rx, packet(0, n=1, stream="probe"))
             while await rx.recv(timeout=0.05) is not None:
                 pass
             before = dict(tx.stats)
@@ -107,12 +111,7 @@ def test_a_full_subscriber_costs_only_itself_without_nodrop(nodrop):
                 Receiver(tx.endpoint, "sub", hwm=200) as healthy, \
                 Receiver(tx.endpoint, "sub", hwm=200) as stalled:
             for rx in (healthy, stalled):  # both subscribed before the test starts
-                for _ in range(200):
-                    await tx.send(packet(0, n=1, stream="probe"))
-                    if await rx.recv(timeout=0.02) is not None:
-                        break
-                else:
-                    raise AssertionError("subscription never arrived")
+                await subscribed(tx, rx, packet(0, n=1, stream="probe"))
             for rx in (healthy, stalled):
                 while await rx.recv(timeout=0.05) is not None:
                     pass
@@ -138,14 +137,9 @@ def test_sub_topics_filter_streams():
     async def main():
         async with Sender(TCP, "pub") as tx, \
                 Receiver(tx.endpoint, "sub", topics=("ev/keep",)) as rx:
-            # probes (seq PROBE) until the subscription has arrived; a probe still in flight when
-            # the loop ends arrives later and is skipped below
-            for _ in range(200):
-                await tx.send(packet(PROBE, stream="keep"))
-                if await rx.recv(timeout=0.05) is not None:
-                    break
-            else:
-                raise AssertionError("subscription never arrived")
+            # probes (seq PROBE) until the subscription has arrived; a probe still in flight
+            # then arrives later and is skipped below
+            await subscribed(tx, rx, packet(PROBE, stream="keep"), timeout=0.05)
             for i in range(10):
                 await tx.send(packet(i, stream="other"))
                 await tx.send(packet(i, stream="keep"))
