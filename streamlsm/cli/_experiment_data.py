@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nmnist_samples", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "letters", "source", "emulated"]
+__all__ = ["nmnist_samples", "recordings_key", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "letters", "source", "emulated"]
 
 
 def source(name: str):
@@ -37,6 +37,19 @@ def _cache(cache) -> Path:
     return Path(cache) if cache is not None else default_cache_dir()
 
 
+def recordings_key(wav_dir: Path) -> str:
+    """Cache key of a folder of recordings: sha256 over every WAV's name, size and bytes (another
+    data root with as many recordings, or an edited recording, gets its own events)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(wav_dir.glob("*.wav")):
+        data = p.read_bytes()
+        h.update(f"{p.name}\x00{len(data)}\x00".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
 def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     """{"train", "test"}: Samples of spoken digits through the cochlea, speakers as groups. Real
     n-tidigits.hdf5 under root/ntidigits when present; else the FSDD recordings through the cochlea
@@ -51,7 +64,7 @@ def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     if real.is_file():
         folder, name = real, "N-TIDIGITS (real)"
     elif wavs.is_dir():
-        folder = _cache(cache) / "data" / "fsdd-cochlea-s0"
+        folder = _cache(cache) / "data" / f"fsdd-cochlea-s0-{recordings_key(wavs)}"
         man = em.read_manifest(folder)
         done = sum((man or {}).get("samples", {}).values()) if man else 0
         if done != len(list(wavs.glob("*.wav"))):
