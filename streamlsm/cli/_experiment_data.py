@@ -107,14 +107,22 @@ def av_samples(root: Path, cache=None, quick: bool = False, log=print):
     return images, audio
 
 
-def cortex_sessions(root: Path, quick: bool = False) -> dict:
-    """{session: (train+val Samples, test Samples)} of the auditory-cortex recordings (authors' roles)."""
+def cortex_sessions(root: Path, quick: bool = False, only: list[str] | None = None) -> dict:
+    """{session: (train+val Samples, test Samples)} of the auditory-cortex recordings (authors' roles);
+    ``only``: these sessions (CSV stems)."""
+    from ..errors import DataError
     from ..experiments.features import Samples
 
     cls = source("auditory-cortex")
     folder = root / "neural" / "auditory_cortex"
     out = {}
-    for csv in sorted(folder.glob("*.csv")):
+    csvs = sorted(folder.glob("*.csv"))
+    if only:
+        missing = sorted(set(only) - {c.stem for c in csvs})
+        if missing:
+            raise DataError(folder, f"no session(s) {missing}; present: {[c.stem for c in csvs]}")
+        csvs = [c for c in csvs if c.stem in only]
+    for csv in csvs:
         parts = {r: Samples.from_dataset(cls(root, role=r, session=csv.stem), name=csv.stem)
                  for r in ("train", "val", "test")}
         tr = parts["train"]

@@ -26,6 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--neurons", default=None,
                    help="nmnist/cochlea/neural: reservoir sizes of the reservoir-vs-input study (comma list; "
                         "default 200,500,1000,2048)")
+    p.add_argument("--sessions", default=None,
+                   help="neural: only these sessions (comma list of CSV names, e.g. D_A_I,D_E_I; default all)")
     p.add_argument("--no-sequence-models", action="store_true",
                    help="cochlea/neural: skip the trained sequence baselines (GRU/SRNN)")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         from ..experiments import neural
         from . import _experiment_data as data
 
-        sessions = data.cortex_sessions(root, quick=args.quick)
+        sessions = data.cortex_sessions(root, quick=args.quick,
+                                        only=args.sessions.split(",") if args.sessions else None)
         res = neural.run(sessions, out, seeds=seeds, quick=args.quick, **study,
                          sequence_models=not args.no_sequence_models, **common)
         for sess, r in res["sessions"].items():
