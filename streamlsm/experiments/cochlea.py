@@ -71,8 +71,9 @@ def run(train: Samples, test: Samples, out: str | Path, *, seeds: int = 3, quick
              "Paper (real N-TIDIGITS, 11 classes): " + ", ".join(f"{k} {v * 100:.2f}" for k, v in PAPER.items())]
     headline = {k: vs[k] for k in ("best_lsm", "best_lsm_name", "best_input", "best_input_name")}
     gap = vs["best_lsm"] - vs["best_input"]
-    notes.append(f"Reservoir against input (nested selection within each family on the training set by exact "
-                 f"leave-one-out, ridge readout, scored once on the test set per seed): best LSM "
+    notes.append(f"Reservoir against input (nested selection within each family on the training set: feature set "
+                 f"and ridge penalty by exact leave-one-out, then ridge or softmax regression on the chosen set, "
+                 f"whichever validates better on the training set; scored once on the test set per seed): best LSM "
                  f"{vs['best_lsm'] * 100:.2f} ± {vs['best_lsm_std'] * 100:.2f} % (most chosen {vs['best_lsm_name']}) vs "
                  f"best input-only {vs['best_input'] * 100:.2f} ± {vs['best_input_std'] * 100:.2f} % (most chosen "
                  f"{vs['best_input_name']}): the LSM is {abs(gap) * 100:.2f} points "

@@ -100,7 +100,8 @@ def run(sessions: dict[str, tuple[Samples, Samples]], out: str | Path, *, seeds:
              "trial) on the session's units, weight scale calibrated per session to 0.06 spikes/neuron/bin on 50 "
              "training trials (the column 'scale' below), as the other presets.",
              "Reservoir against input: within each family the feature set and ridge penalty are chosen by exact "
-             "leave-one-out on the training trials only, then scored once on the test trials per seed; reservoir "
+             "leave-one-out on the training trials only, the chosen set is read out by ridge or softmax regression "
+             "(whichever validates better on the training trials), then scored once on the test trials per seed; reservoir "
              f"sizes {list(neurons)}, each calibrated."]
     write_report(out, "Auditory cortex classification",
                  {"sessions": results, "seeds": seeds, "quick": quick, "headline": headline},
