@@ -5,7 +5,8 @@ Data: $STREAMLSM_DATA or ../shared/data. Last line: one JSON object with noise_o
 noise_on_events_per_s (one core; each kernel call carries one 1 ms packet of each of --streams
 streams, columnar, prebuilt before timing), feed_packets_events_per_s (the same through
 Reservoir.feed with EventPacket objects), call_us_single_packet, batch_samples_per_s (encode, all
-cores, wall clock), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop over a whole
+cores, wall clock), events_per_s_<N>n / spike_rate_<N>n (the stream with N = 500, 1000, 2048
+neurons, each calibrated to 0.06 spikes/neuron/bin; --neurons), numpy_events_per_s / speedup_vs_numpy (dense numpy per-bin loop over a whole
 sample's input frames, one sample at a time: numpy's best case), numpy_stream_events_per_s /
 speedup_vs_numpy_stream (the same fed 1 ms packets, as a numpy stream would run), brian2_events_per_s / speedup_vs_brian2 (Brian2 in its own venv, one net.run per sample as a
 stream would drive it), brian2_continuous_events_per_s / speedup_vs_brian2_continuous (all samples
@@ -36,6 +37,7 @@ import numpy as np  # noqa: E402
 from streamlsm.config import data_root  # noqa: E402
 from streamlsm.events import EventPacket  # noqa: E402
 from streamlsm.reservoir import Reservoir, preset  # noqa: E402
+from streamlsm.reservoir.calibrate import calibrate  # noqa: E402
 from streamlsm.reservoir.reference import input_frames, reference_run  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -215,6 +217,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--streams", type=int, default=256)
     ap.add_argument("--eta", type=float, default=0.05)
+    ap.add_argument("--neurons", type=lambda v: [int(x) for x in v.split(",") if x], default=[500, 1000, 2048],
+                    help="larger reservoirs to time (comma list; default 500,1000,2048; empty: none)")
     ap.add_argument("--brian2-python", default=os.environ.get("BRIAN2_PYTHON", "/work/brian2-venv/bin/python"))
     args = ap.parse_args(argv)
     n = 300 if args.quick else 1000
@@ -230,6 +234,13 @@ def main(argv=None) -> int:
     out["noise_on_events_per_s"], out["noise_on_events_per_s_wall"], on_feats = stream_rate(noisy, calls, S)
     out["feed_packets_events_per_s"] = feed_packets_rate(cfg, per_stream, S, 100 if args.quick else 300)
     out["call_us_single_packet"], out["call_us_single_packet_feed"] = single_packet_call_us(cfg, samples)
+    # larger reservoirs (each calibrated to 0.06 spikes/neuron/bin on 50 samples, as the presets):
+    # events/s of the same columnar stream, one core, noise off
+    for n_neurons in args.neurons:
+        big, rep = calibrate(preset("nmnist", n_neurons=n_neurons), samples[:50], durs[:50])
+        rate, _, _ = stream_rate(big, calls, S, repeat=1 if args.quick else 2)
+        out[f"events_per_s_{n_neurons}n"] = rate
+        out[f"spike_rate_{n_neurons}n"] = rep["rate"]
     # batch encode, all cores; equal to streaming (noise off and on)
     res = Reservoir(cfg)
     res.encode(samples[:4], durs[:4])

@@ -37,7 +37,7 @@ def test_parser_lists_experiments(capsys):
         main(["experiment", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi"):
+    for name in ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi", "device"):
         assert name in out
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["nmnist_samples", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "letters", "source", "emulated"]
+__all__ = ["nmnist_samples", "recordings_key", "cochlea_parts", "cochlea_samples", "av_samples", "cortex_sessions", "letters", "source", "emulated"]
 
 
 def source(name: str):
@@ -37,6 +37,19 @@ def _cache(cache) -> Path:
     return Path(cache) if cache is not None else default_cache_dir()
 
 
+def recordings_key(wav_dir: Path) -> str:
+    """Cache key of a folder of recordings: sha256 over every WAV's name, size and bytes (another
+    data root with as many recordings, or an edited recording, gets its own events)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(wav_dir.glob("*.wav")):
+        data = p.read_bytes()
+        h.update(f"{p.name}\x00{len(data)}\x00".encode())
+        h.update(data)
+    return h.hexdigest()[:16]
+
+
 def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     """{"train", "test"}: Samples of spoken digits through the cochlea, speakers as groups. Real
     n-tidigits.hdf5 under root/ntidigits when present; else the FSDD recordings through the cochlea
@@ -51,7 +64,7 @@ def cochlea_parts(root: Path, cache=None, log=print) -> dict:
     if real.is_file():
         folder, name = real, "N-TIDIGITS (real)"
     elif wavs.is_dir():
-        folder = _cache(cache) / "data" / "fsdd-cochlea-s0"
+        folder = _cache(cache) / "data" / f"fsdd-cochlea-s0-{recordings_key(wavs)}"
         man = em.read_manifest(folder)
         done = sum((man or {}).get("samples", {}).values()) if man else 0
         if done != len(list(wavs.glob("*.wav"))):
@@ -94,14 +107,22 @@ def av_samples(root: Path, cache=None, quick: bool = False, log=print):
     return images, audio
 
 
-def cortex_sessions(root: Path, quick: bool = False) -> dict:
-    """{session: (train+val Samples, test Samples)} of the auditory-cortex recordings (authors' roles)."""
+def cortex_sessions(root: Path, quick: bool = False, only: list[str] | None = None) -> dict:
+    """{session: (train+val Samples, test Samples)} of the auditory-cortex recordings (authors' roles);
+    ``only``: these sessions (CSV stems)."""
+    from ..errors import DataError
     from ..experiments.features import Samples
 
     cls = source("auditory-cortex")
     folder = root / "neural" / "auditory_cortex"
     out = {}
-    for csv in sorted(folder.glob("*.csv")):
+    csvs = sorted(folder.glob("*.csv"))
+    if only:
+        missing = sorted(set(only) - {c.stem for c in csvs})
+        if missing:
+            raise DataError(folder, f"no session(s) {missing}; present: {[c.stem for c in csvs]}")
+        csvs = [c for c in csvs if c.stem in only]
+    for csv in csvs:
         parts = {r: Samples.from_dataset(cls(root, role=r, session=csv.stem), name=csv.stem)
                  for r in ("train", "val", "test")}
         tr = parts["train"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run", "EXPERIMENTS"]
 
-EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi")
+EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi", "device")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--first-seed", type=int, default=0,
                    help="nmnist: run seeds first-seed.. (several processes over disjoint seeds)")
+    p.add_argument("--neurons", default=None,
+                   help="nmnist/cochlea/neural: reservoir sizes of the reservoir-vs-input study (comma list; "
+                        "default 200,500,1000,2048)")
+    p.add_argument("--sessions", default=None,
+                   help="neural: only these sessions (comma list of CSV names, e.g. D_A_I,D_E_I; default all)")
+    p.add_argument("--no-sequence-models", action="store_true",
+                   help="cochlea/neural: skip the trained sequence baselines (GRU/SRNN)")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="nmnist: merge the results.json of runs over disjoint seeds into --out")
     p.set_defaults(func=run)
@@ -40,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out or f"results/{args.name}")
     seeds = 1 if args.quick else max(1, args.seeds)
     common = {"cache_dir": args.cache, "progress": not args.no_progress, "log": _log}
+    study = {}
+    if args.neurons:
+        try:
+            study["neurons"] = tuple(int(v) for v in args.neurons.split(",") if v)
+        except ValueError:
+            raise DataError("--neurons", f"a comma list of integers, got {args.neurons!r}") from None
     if args.name == "nmnist":
         from ..experiments import nmnist
         from . import _experiment_data as data
@@ -53,10 +66,13 @@ def run(args: argparse.Namespace) -> int:
         train = data.nmnist_samples(root, "train")
         test = data.nmnist_samples(root, "test") if (root / "nmnist" / "Test").is_dir() else None
         _log(f"N-MNIST: {len(train)} training samples" + (f", {len(test)} test samples" if test else ""))
-        res = nmnist.run(train, out, seeds=seeds, quick=args.quick, test=test, first_seed=args.first_seed, **common)
+        res = nmnist.run(train, out, seeds=seeds, quick=args.quick, test=test, first_seed=args.first_seed, **study,
+                         **common)
         s = res["summary"]
         for name, v in s.items():
             print(f"{name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+        for k, v in res.get("headline", {}).items():
+            print(f"{k:28s} {v}")
     elif args.name == "zeroshot-av":
         from ..experiments import zeroshot_av
         from . import _experiment_data as data
@@ -70,18 +86,34 @@ def run(args: argparse.Namespace) -> int:
         from . import _experiment_data as data
 
         parts = data.cochlea_parts(root, args.cache, log=_log)
-        res = cochlea.run(parts["train"], parts["test"], out, seeds=seeds, quick=args.quick, **common)
+        res = cochlea.run(parts["train"], parts["test"], out, seeds=seeds, quick=args.quick, **study,
+                          sequence_models=not args.no_sequence_models, **common)
         for name, v in res["summary"].items():
             print(f"{name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+        for k, v in res["headline"].items():
+            print(f"{k:24s} {v}")
     elif args.name == "neural":
         from ..experiments import neural
         from . import _experiment_data as data
 
-        sessions = data.cortex_sessions(root, quick=args.quick)
-        res = neural.run(sessions, out, seeds=seeds, quick=args.quick, **common)
+        sessions = data.cortex_sessions(root, quick=args.quick,
+                                        only=args.sessions.split(",") if args.sessions else None)
+        res = neural.run(sessions, out, seeds=seeds, quick=args.quick, **study,
+                         sequence_models=not args.no_sequence_models, **common)
         for sess, r in res["sessions"].items():
             for name, v in r["summary"].items():
                 print(f"{sess:8s} {name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+            for k, v in r["headline"].items():
+                print(f"{sess:8s} {k:24s} {v}")
+    elif args.name == "device":
+        from ..experiments import device
+        from . import _experiment_data as data
+
+        train = data.nmnist_samples(root, "train")
+        _log(f"N-MNIST: {len(train)} training samples (device study)")
+        res = device.run(train, out, seeds=seeds, quick=args.quick, **common)
+        for k, v in res["headline"].items():
+            print(f"{k:24s} {v}")
     elif args.name == "zeroshot-bmi":
         from ..experiments import zeroshot_bmi
         from . import _experiment_data as data

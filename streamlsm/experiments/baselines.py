@@ -124,7 +124,8 @@ def train_sequence(kind: str, x: np.ndarray, labels, x_test: np.ndarray, classes
     macs = 3 * model.macs(x.shape[1]) * len(tr) * (fit["best_epoch"] + 1)
     return {"pred": pred, "val": fit["best_val"], "best_epoch": fit["best_epoch"], "epochs_run": fit["epochs_run"],
             "seconds": fit["seconds"], "train_macs_to_best": macs,
-            "seconds_to_best": fit["seconds"] * (fit["best_epoch"] + 1) / max(1, fit["epochs_run"])}
+            "seconds_to_best": fit["seconds"] * (fit["best_epoch"] + 1) / max(1, fit["epochs_run"]),
+            "val_history": [h["val"] for h in fit["history"]], "macs_per_epoch": 3 * model.macs(x.shape[1]) * len(tr)}
 
 
 class SRNNEncoder(nn.Module):

@@ -90,6 +90,7 @@ def run_classification(samples: Samples, proto: Protocol, seeds: int | list[int]
                 r = train_sequence(name, seq_x[tr], data.labels[tr], seq_x[te], classes, config=tc, seq=proto.seq)
                 pred, macs, best, sec_best = r["pred"], r["train_macs_to_best"], r["best_epoch"], r["seconds_to_best"]
                 extra_macs = 0.0
+                extra = {"val_accuracy": r["val"], "val_history": r["val_history"], "macs_per_epoch": r["macs_per_epoch"]}
             else:
                 tc = TrainConfig(**{**proto.readout.__dict__, "seed": seed * 100 + fold})
                 b = train_classifier(x[tr], data.labels[tr], classes, config=tc, refit=True, l2_grid=proto.l2_grid)
@@ -97,11 +98,12 @@ def run_classification(samples: Samples, proto: Protocol, seeds: int | list[int]
                 macs, best = b.metrics["train_macs_to_best"], b.metrics["best_epoch"]
                 sec_best = b.metrics["train_seconds"]
                 extra_macs = feat_macs * len(tr)
+                extra = {"val_accuracy": b.metrics["val_accuracy"]}
             acc = float(np.mean(pred == data.labels[te]))
             rows.setdefault(name, []).append({
                 "seed": seed, "fold": fold, "accuracy": acc, "best_epoch": best, "train_seconds": sec_best,
                 "wall_seconds": time.perf_counter() - t0, "train_macs": float(macs),
-                "feature_macs": float(extra_macs), "feature_seconds": feat_s * len(tr) / len(data)})
+                "feature_macs": float(extra_macs), "feature_seconds": feat_s * len(tr) / len(data), **extra})
         accs = [r["accuracy"] for r in rows[name] if r["seed"] == seed]
         log(f"  {name:24s} seed {seed}: accuracy {np.mean(accs):.4f}")
     bar.close()

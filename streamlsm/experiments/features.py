@@ -7,16 +7,18 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..config import default_cache_dir, to_dict
 from ..errors import DataError
+from ..events import EventPacket
 from ..reservoir import Reservoir, ReservoirConfig
 
-__all__ = ["Samples", "features_key", "encode_cached", "binned_input", "window_pool", "CACHE_VERSION"]
+__all__ = ["Samples", "features_key", "encode_cached", "binned_input", "window_pool", "CACHE_VERSION",
+           "window_ends", "membrane_samples", "membrane_cached", "spike_stats", "leaky_trace"]
 
 CACHE_VERSION = 1  # bump when the reservoir's numerics change in a way its config does not show
 
@@ -135,3 +137,91 @@ def window_pool(binned: np.ndarray, windows: int) -> np.ndarray:
     n, t, c = binned.shape
     edges = np.linspace(0, t, windows + 1).round().astype(int)
     return np.concatenate([binned[:, a:b].sum(1) for a, b in zip(edges[:-1], edges[1:], strict=True)], axis=1)
+
+
+def window_ends(n_bins: np.ndarray, points: int) -> np.ndarray:
+    """(n, points) bin index at which each of ``points`` equal spans of a sample's bins ends: the
+    spans of ``Reservoir`` features with ``feature_windows=points`` (span w holds bins b with
+    b * points // n_bins == w, so it ends at ceil((w + 1) n_bins / points))."""
+    nb = np.maximum(1, np.asarray(n_bins, np.int64))[:, None]
+    w = np.arange(1, points + 1, dtype=np.int64)[None, :]
+    return -(-(w * nb) // points)
+
+
+def membrane_samples(config: ReservoirConfig, samples: Samples, points: int) -> np.ndarray:
+    """(n, points * N) float32 membrane potentials at the end of ``points`` equal spans of each
+    sample's bins (the spans of ``feature_windows=points``), through ``Reservoir.feed`` with the
+    sample index as noise key: the very run ``encode`` makes (same weights, same read noise)."""
+    if points < 1:
+        raise DataError("points", f"must be >= 1, got {points}")
+    cfg = replace(config, feature_windows=1)
+    n, N, bu = len(samples), cfg.n_neurons, cfg.bin_us
+    res = Reservoir(cfg, capacity=max(1, n))
+    ends = window_ends(-(-samples.durations // bu), points) * bu
+    out = np.zeros((n, points, N), np.float32)
+    start = np.zeros(n, np.int64)
+    ids = [f"m{i}" for i in range(n)]
+    for w in range(points):
+        packets = []
+        for i, ev in enumerate(samples.events):
+            # events at or after the sample's duration are outside it (encode counts them late)
+            a, b = np.searchsorted(ev["t"], (min(start[i], samples.durations[i]), min(ends[i, w], samples.durations[i])))
+            packets.append(EventPacket(ids[i], w, int(start[i]), int(ends[i, w]), ev[a:b], cfg.modality,
+                                       sample_id=i, sample_begin=w == 0))
+        res.feed(packets)
+        for i in range(n):
+            out[i, w] = res.membrane(ids[i])
+        start = ends[:, w].copy()
+    return out.reshape(n, points * N)
+
+
+def membrane_cached(config: ReservoirConfig, samples: Samples, points: int,
+                    cache_dir: str | Path | None = None) -> np.ndarray:
+    """``membrane_samples`` read from / written to the feature cache (key: data + config + points)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / "features" / f"{features_key(samples, config)}-membrane{points}.npy"
+    if path.is_file():
+        try:
+            x = np.load(path, allow_pickle=False)
+            if x.shape == (len(samples), points * config.n_neurons) and x.dtype == np.float32:
+                return x
+        except (OSError, ValueError):
+            pass
+    x = membrane_samples(config, samples, points)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, x)
+    os.replace(tmp, path)
+    return x
+
+
+def spike_stats(counts: np.ndarray, config: ReservoirConfig, durations: np.ndarray) -> dict[str, float]:
+    """Firing statistics of reservoir count features (n, K * N): ``rate`` spikes per neuron per bin
+    (mean over samples), ``silent`` the fraction of neurons that never fire on any sample,
+    ``silent_in_sample`` the mean fraction of neurons silent within one sample."""
+    n, N = counts.shape[0], config.n_neurons
+    per_neuron = counts.reshape(n, -1, N).sum(1)
+    bins = np.maximum(1, -(-np.asarray(durations, np.int64) // config.bin_us))
+    return {"rate": float(np.mean(per_neuron.sum(1) / (N * bins))),
+            "silent": float(np.mean(per_neuron.sum(0) == 0)),
+            "silent_in_sample": float(np.mean(per_neuron == 0))}
+
+
+def leaky_trace(binned: np.ndarray, n_bins: np.ndarray, decay: float, points: int) -> np.ndarray:
+    """Input-only analogue of sampled membranes: the input counts (n, T, C) low-pass filtered with the
+    neuron's leak (u[t] = decay u[t-1] + x[t], no recurrence, no threshold), sampled at the ends of
+    ``points`` equal spans of each sample's bins; (n, points * C)."""
+    n, t, c = binned.shape
+    ends = np.minimum(window_ends(n_bins, points), t)
+    out = np.zeros((n, points, c), np.float32)
+    u = np.zeros((n, c), np.float32)
+    rows = np.arange(n)
+    for b in range(t):
+        u = np.float32(decay) * u + binned[:, b]
+        hit = ends == b + 1
+        for w in range(points):
+            sel = rows[hit[:, w]]
+            if len(sel):
+                out[sel, w] = u[sel]
+    return out.reshape(n, points * c)

@@ -6,7 +6,8 @@ cells (``breakdown``, the sparsity; or ``program_v`` through Weibull breakdown s
 the weight density.
 Signed weights come from differential pairs (G+ - G-) or a reference column holding a mid-level
 conductance (the 201st column of a 456x201 crossbar). Options: device-to-device variation
-(log-normal, multiplicative), stuck-at-off/on faults, power-law conductance drift, an "ideal"
+(log-normal, multiplicative), stuck-at-off/on faults, power-law conductance drift (the reference
+column drifts too; t0 = 1 s after programming), an "ideal"
 Gaussian mode equal to the paper's software model, one crossbar shared by two modality blocks
 (``crossbar_rows`` / ``row_offset``). Weights are normalised by the nominal signed-conductance
 standard deviation (so ``weight_scale`` means the same in every mode) and rounded to a grid of
@@ -91,10 +92,17 @@ def conductances(shape: tuple[int, int], dev: DeviceConfig, rng: np.random.Gener
         u = rng.random(shape)
         g = np.where(u < dev.stuck_off, dev.g_off_us, g)
         g = np.where((u >= dev.stuck_off) & (u < dev.stuck_off + dev.stuck_on), dev.g_on_us, g)
-    if dev.drift_time_s > 1.0 and (dev.drift_nu > 0 or dev.drift_nu_std > 0):
-        nu = np.clip(rng.normal(dev.drift_nu, dev.drift_nu_std, shape), 0.0, None)
-        g = g * dev.drift_time_s ** (-nu)
+    if dev.drift_nu > 0 or dev.drift_nu_std > 0:
+        g = g * _drift_factor(shape, dev, rng)
     return np.clip(g, 0.0, None)
+
+
+def _drift_factor(shape: tuple[int, int], dev: DeviceConfig, rng: np.random.Generator) -> np.ndarray:
+    """(t / t0)^-nu with t0 = 1 s, nu ~ Normal(drift_nu, drift_nu_std) >= 0 per cell. The exponents are
+    drawn whenever drift is configured, whatever ``drift_time_s`` is, so that one chip (one seed) read
+    at two times differs only by the drift (a readout trained at t0 = 1 s can be scored at t)."""
+    nu = np.clip(rng.normal(dev.drift_nu, dev.drift_nu_std, shape), 0.0, None)
+    return max(dev.drift_time_s, 1.0) ** (-nu)
 
 
 def _cell_moments(dev: DeviceConfig) -> tuple[float, float]:
@@ -124,6 +132,8 @@ def signed_conductance(rows: int, cols: int, dev: DeviceConfig, rng: np.random.G
     ref = np.full((rows, 1), mean)
     if dev.d2d > 0:
         ref = ref * rng.lognormal(-0.5 * dev.d2d ** 2, dev.d2d, (rows, 1))
+    if dev.drift_nu > 0 or dev.drift_nu_std > 0:  # the reference cells drift by the same law
+        ref = ref * _drift_factor((rows, 1), dev, rng)
     return g - ref
 
 
