@@ -1,6 +1,6 @@
 """Reservoir benchmark on real N-MNIST (200 neurons, preset "nmnist"): streaming, batch, numpy, Brian2.
 
-python bench/reservoir.py [--quick] [--streams 256] [--brian2-python /work/brian2-venv/bin/python]
+python bench/reservoir.py [--quick] [--streams 256] [--brian2-python ../brian2-venv/bin/python]
 Data: $STREAMLSM_DATA or ../shared/data. Last line: one JSON object with noise_off_events_per_s,
 noise_on_events_per_s (one core; each kernel call carries one 1 ms packet of each of --streams
 streams, columnar, prebuilt before timing), feed_packets_events_per_s (the same through
@@ -13,7 +13,7 @@ stream would drive it), brian2_continuous_events_per_s / speedup_vs_brian2_conti
 back to back in one run: Brian2's best case); compilation never timed, and the checks that all gave identical spike counts with noise
 off. Single-threaded rates are events per CPU second of this process (= per core, and robust on a
 shared machine); the *_wall keys give the same per wall-clock second.
-Brian2 venv: python3 -m venv /work/brian2-venv && /work/brian2-venv/bin/pip install brian2 "numpy<2.4"
+Brian2 venv: python3 -m venv ../brian2-venv && ../brian2-venv/bin/pip install brian2 "numpy<2.4"
 """
 
 from __future__ import annotations
@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eta", type=float, default=0.05)
     ap.add_argument("--neurons", type=lambda v: [int(x) for x in v.split(",") if x], default=[500, 1000, 2048],
                     help="larger reservoirs to time (comma list; default 500,1000,2048; empty: none)")
-    ap.add_argument("--brian2-python", default=os.environ.get("BRIAN2_PYTHON", "/work/brian2-venv/bin/python"))
+    ap.add_argument("--brian2-python", default=os.environ.get("BRIAN2_PYTHON", "../brian2-venv/bin/python"))
     args = ap.parse_args(argv)
     n = 300 if args.quick else 1000
     samples, durs = load(n)
