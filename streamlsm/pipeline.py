@@ -316,7 +316,7 @@ class Pipeline:
                     score=m.score, topk=m.topk, margin=m.margin, truth=truth, modality=modality,
                     sample_id=int(f.sample_id), bundle_hash=bhash,
                     prototype_version=self.matcher.version, seed=seed,
-                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv)
+                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv, probability=m.probability)
         self.stats.labels += len(out)
         return out  # type: ignore[return-value]
 

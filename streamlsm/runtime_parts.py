@@ -36,6 +36,7 @@ class ModelConfig:
     threshold: float | None = None
     update: Literal["none", "mean", "ema"] = "none"
     ema: float = 0.1
+    error_target: float = 0.05  # error of emitted labels the abstention is certified for (calibrated bundles)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run", "EXPERIMENTS"]
 
-EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi")
+EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi", "fewshot")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +33,10 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
     from ..config import data_root
     from ..errors import DataError
 
@@ -45,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
         from . import _experiment_data as data
 
         if args.merge:
-            import json
 
             res = nmnist.merge([json.loads((Path(d) / "results.json").read_text()) for d in args.merge], out)
             print(f"report: {out / 'report.md'}")
@@ -82,6 +85,18 @@ def run(args: argparse.Namespace) -> int:
         for sess, r in res["sessions"].items():
             for name, v in r["summary"].items():
                 print(f"{sess:8s} {name:24s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
+    elif args.name == "fewshot":
+        from ..experiments import fewshot
+        from . import _experiment_data as data
+
+        train = data.nmnist_samples(root, "train")
+        test = data.nmnist_samples(root, "test") if (root / "nmnist" / "Test").is_dir() else None
+        if args.quick:
+            keep = np.sort(np.random.default_rng(0).permutation(len(train))[:300])
+            train, test = train.subset(keep), None
+        res = fewshot.run(train, out, test=test, seeds=seeds, splits=2 if args.quick else 10, quick=args.quick,
+                          **common)
+        print(json.dumps(res["headline"]))
     elif args.name == "zeroshot-bmi":
         from ..experiments import zeroshot_bmi
         from . import _experiment_data as data
