@@ -19,7 +19,7 @@ from .zeroshot import Variant, calibrate_pseudo_unseen, evaluate_zero_shot
 
 __all__ = ["default_bundle", "DEFAULT_SEEN", "DEFAULT_UNSEEN", "default_loader", "BUNDLE_VERSION"]
 
-BUNDLE_VERSION = 3
+BUNDLE_VERSION = 4
 DEFAULT_SEEN = [str(d) for d in range(8)]
 DEFAULT_UNSEEN = ["8", "9"]
 _SPOKEN = {"z": "0"}  # the cochlea set says "z" for zero; "o" ("oh") has no image and is dropped
