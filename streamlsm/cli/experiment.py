@@ -22,7 +22,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=None, help="feature / emulated-data cache folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--first-seed", type=int, default=0,
-                   help="nmnist: run seeds first-seed.. (several processes over disjoint seeds)")
+                   help="nmnist, zeroshot-av (--parts main): run seeds first-seed.. (processes over disjoint seeds)")
+    p.add_argument("--parts", default=None,
+                   help="zeroshot-av: comma-separated parts to run (main, classfold, srnn; default all; 'report' "
+                        "only rewrites the report from out/parts), e.g. in separate processes on one --out")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="nmnist: merge the results.json of runs over disjoint seeds into --out")
     p.set_defaults(func=run)
@@ -65,8 +68,10 @@ def run(args: argparse.Namespace) -> int:
         from . import _experiment_data as data
 
         images, audio = data.av_samples(root, args.cache, quick=args.quick, log=_log)
-        res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, **common)
-        for name, v in res["summary"].items():
+        parts = zeroshot_av.PARTS if not args.parts else tuple(p for p in args.parts.split(",") if p != "report")
+        res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, parts=parts,
+                              first_seed=args.first_seed, **common)
+        for name, v in res.get("summary", {}).items():
             print(f"{name:40s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
     elif args.name == "cochlea":
         from ..experiments import cochlea

@@ -230,7 +230,7 @@ def _one_run(setup: ZeroShotSetup, v: Variant, seed: int, cache_dir=None) -> tup
 
 
 def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int, *, cache_dir=None,
-                  log: Callable[[str], None] = print, keep_bundle: str | None = None) -> dict:
+                  log: Callable[[str], None] = print, keep_bundle: str | None = None, first_seed: int = 0) -> dict:
     """Every variant x seed: train on seen classes of the training split, evaluate on the test split.
 
     Per-run entries starting with "_" (curves) are moved to ``res["curves"][variant]`` (lists per seed)."""
@@ -238,7 +238,7 @@ def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int
     runs: dict[str, list[dict]] = {}
     curves: dict[str, list[dict]] = {}
     bundles = {}
-    for seed in range(seeds):
+    for seed in range(first_seed, seeds):
         for name, v in variants.items():
             m, b, (q, g) = _one_run(setup, v, seed, cache_dir)
             curves.setdefault(name, []).append({k: m.pop(k) for k in [k for k in m if k.startswith("_")]})

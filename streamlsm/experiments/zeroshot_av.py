@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -152,33 +153,83 @@ def curve_figures(out: Path, res: dict, title: str, target: float = 0.05) -> lis
     return [f for f in figs if f]
 
 
+PARTS = ("main", "classfold", "srnn")
+
+
+def _save_part(out: Path, name: str, doc: dict) -> None:
+    folder = out / "parts"
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{name}.json.tmp"
+    tmp.write_text(json.dumps(doc, default=_json_default))
+    tmp.replace(folder / f"{name}.json")
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(type(obj).__name__)
+
+
+def _load_part(out: Path, name: str) -> dict | None:
+    path = out / "parts" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, quick: bool = False,
-        cache_dir=None, progress: bool = True, log=print, fold_splits: int | None = None) -> dict:
+        cache_dir=None, progress: bool = True, log=print, fold_splits: int | None = None,
+        parts: tuple[str, ...] = PARTS, first_seed: int = 0) -> dict:
+    """The parts (main runs, class-fold, SRNN baseline) can run in separate processes on one ``out``:
+    each saves ``out/parts/<part>.json``; the report is written from every part present."""
     st = setup(images, audio)
     vs = variants(quick)
     keep = SUPCON
-    res = run_zero_shot(st, vs, seeds, cache_dir=cache_dir, log=log, keep_bundle=keep)
-    runs = res["runs"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     splits = fold_splits if fold_splits is not None else (2 if quick else 12)
-    folds = {}
-    for tag, name in (("paper", PAPER_ROW), ("supcon", SUPCON)):
-        log(f"class-fold protocol, {name}: {splits} of the 36 unseen pairs of digits 1-9")
-        folds[tag] = class_fold(st, vs[name], splits=splits, seeds=seeds, cache_dir=cache_dir, log=log)
-    figs = []
-    if keep in res["bundles"]:
-        kb = res["bundles"][keep]
-        figs.append(tsne_png(out / "tsne_shared_space.png", {"audio": kb["query"], "image": kb["gallery"]},
-                             f"{keep}, seed 0 test split", unseen=UNSEEN))
-        figs.append(confusion_png(out / "confusion_prototype.png", kb["confusion"], SEEN + UNSEEN,
-                                  f"{keep}, seed 0: audio -> image prototypes (1-9)"))
-    figs += curve_figures(out, res, "image-audio")
-    if not quick:
+    if "main" in parts:  # seeds first_seed .. seeds - 1 (several processes may share the seeds)
+        res = run_zero_shot(st, vs, seeds, cache_dir=cache_dir, log=log, keep_bundle=keep, first_seed=first_seed)
+        if keep in res["bundles"]:
+            kb = res["bundles"][keep]
+            tsne_png(out / "tsne_shared_space.png", {"audio": kb["query"], "image": kb["gallery"]},
+                     f"{keep}, seed 0 test split", unseen=UNSEEN)
+            confusion_png(out / "confusion_prototype.png", kb["confusion"], SEEN + UNSEEN,
+                          f"{keep}, seed 0: audio -> image prototypes (1-9)")
+        _save_part(out, f"main-{first_seed}", {"runs": res["runs"],
+                                               "curves": {n: c[:1] for n, c in res["curves"].items()}})
+    if "classfold" in parts:
+        folds = {}
+        for tag, name in (("paper", PAPER_ROW), ("supcon", SUPCON)):
+            log(f"class-fold protocol, {name}: {splits} of the 36 unseen pairs of digits 1-9")
+            folds[tag] = class_fold(st, vs[name], splits=splits, seeds=seeds, cache_dir=cache_dir, log=log)
+            _save_part(out, "classfold", folds)
+    if "srnn" in parts and not quick:
         a_cfg = dataclasses.replace(preset("cochlea"), bin_us=32000)
         a_bins = int(np.ceil(np.percentile(st.query.durations, 95) / a_cfg.bin_us))
-        runs.update(srnn_baselines(st, seeds, quick, log, a_cfg, a_bins,
-                                   preset("nmnist", polarity="both", pool=2, bin_us=12000), prototypical=False))
+        _save_part(out, "srnn", srnn_baselines(st, seeds, quick, log, a_cfg, a_bins,
+                                               preset("nmnist", polarity="both", pool=2, bin_us=12000),
+                                               prototypical=False))
+    return report(st, out, seeds, quick, splits, audio.name)
+
+
+def report(st: ZeroShotSetup, out: Path, seeds: int, quick: bool, splits: int, audio_name: str) -> dict:
+    """results.json + report.md from the parts saved in ``out/parts`` (main runs required)."""
+    mains = sorted((out / "parts").glob("main-*.json"), key=lambda p: int(p.stem.split("-")[1]))
+    if not mains:
+        return {}
+    docs = [json.loads(p.read_text()) for p in mains]
+    res = {"runs": {}, "curves": docs[0]["curves"]}
+    for doc in docs:
+        for name, rs in doc["runs"].items():
+            res["runs"].setdefault(name, []).extend(rs)
+    runs = res["runs"]
+    runs.update(_load_part(out, "srnn") or {})
+    folds = _load_part(out, "classfold") or {}
+    present = [f for f in ("tsne_shared_space.png", "confusion_prototype.png") if (out / f).is_file()]
+    figs = present + curve_figures(out, res, "image-audio")
     keys = ["seen_top1", "unseen_top1", "seen_reverse_top1", "unseen_reverse_top1", "seen_prototype",
             "unseen_prototype", "all_top1", "unseen_top5"]
     summary = {f"{name} | {k}": summarise({k: [r.get(k, float("nan")) for r in rs]})[k]
@@ -211,7 +262,7 @@ def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, qui
     paper_runs = runs[PAPER_ROW]
     loss_note = ", ".join(f"{r['loss_first_epoch']:.2f} -> {r['loss_last_epoch']:.2f}" for r in paper_runs)
     first = next(iter(runs.values()))[0]
-    notes = [f"Audio: {len(st.query)} spoken digits 1-9 ({audio.name}); speakers {st.extra['speakers']}; per seed "
+    notes = [f"Audio: {len(st.query)} spoken digits 1-9 ({audio_name}); speakers {st.extra['speakers']}; per seed "
              "one speaker is held out for testing (never trained on). Images: real N-MNIST digits 1-9, a stratified "
              "30% test split per seed.",
              f"Test queries per seed (first seed): seen {first.get('seen_n_queries')}, unseen "
