@@ -254,10 +254,11 @@ def run_zero_shot(setup: ZeroShotSetup, variants: dict[str, Variant], seeds: int
 
 
 def class_fold(setup: ZeroShotSetup, v: Variant, *, splits: int = 12, seeds: int = 1, unseen_size: int | None = None,
-               cache_dir=None, log: Callable[[str], None] = print) -> list[dict]:
+               cache_dir=None, log: Callable[[str], None] = print, only: range | None = None) -> list[dict]:
     """The class-fold protocol: ``splits`` different sets of unseen classes (a fixed sample of all
     combinations of ``unseen_size`` of the classes), each trained on the rest and scored on its unseen classes
-    (the paper's within-unseen retrieval top-1; chance 1 / unseen_size). Split j uses seed j % seeds."""
+    (the paper's within-unseen retrieval top-1; chance 1 / unseen_size). Split j uses seed j % seeds;
+    ``only``: run just these split indices (several processes may share the splits)."""
     torch.set_num_threads(1)
     classes = list(setup.seen) + list(setup.unseen)
     k = unseen_size or len(setup.unseen)
@@ -266,10 +267,12 @@ def class_fold(setup: ZeroShotSetup, v: Variant, *, splits: int = 12, seeds: int
     pick = sorted(rng.choice(len(combos), size=min(splits, len(combos)), replace=False).tolist())
     out = []
     for j, ci in enumerate(pick):
+        if only is not None and j not in only:
+            continue
         unseen = list(combos[ci])
         st = dataclasses.replace(setup, seen=[c for c in classes if c not in unseen], unseen=unseen)
         m, _, _ = _one_run(st, dataclasses.replace(v, calibrate=False), j % seeds, cache_dir)
-        row = {"unseen": unseen, "seed": j % seeds, "unseen_top1": m.get("unseen_top1"),
+        row = {"split": j, "unseen": unseen, "seed": j % seeds, "unseen_top1": m.get("unseen_top1"),
                "seen_top1": m.get("seen_top1"), "gzsl_H_uncal": m.get("gzsl_H_uncal")}
         out.append(row)
         log(f"  class-fold {j + 1}/{len(pick)} unseen {unseen}: unseen top1 {row['unseen_top1']:.3f} "

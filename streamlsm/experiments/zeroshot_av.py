@@ -200,12 +200,17 @@ def run(images: Samples, audio: Samples, out: str | Path, *, seeds: int = 3, qui
                           f"{keep}, seed 0: audio -> image prototypes (1-9)")
         _save_part(out, f"main-{first_seed}", {"runs": res["runs"],
                                                "curves": {n: c[:1] for n, c in res["curves"].items()}})
-    if "classfold" in parts:
-        folds = {}
-        for tag, name in (("paper", PAPER_ROW), ("supcon", SUPCON)):
-            log(f"class-fold protocol, {name}: {splits} of the 36 unseen pairs of digits 1-9")
-            folds[tag] = class_fold(st, vs[name], splits=splits, seeds=seeds, cache_dir=cache_dir, log=log)
-            _save_part(out, "classfold", folds)
+    for part in parts:  # "classfold" (both recipes, every split) or "classfold:<paper|supcon>:<first>:<end>"
+        if not part.startswith("classfold"):
+            continue
+        bits = part.split(":")
+        tags = [bits[1]] if len(bits) > 1 else ["paper", "supcon"]
+        only = range(int(bits[2]), int(bits[3])) if len(bits) > 3 else range(splits)
+        for tag in tags:
+            name = PAPER_ROW if tag == "paper" else SUPCON
+            log(f"class-fold protocol, {name}: splits {only.start}..{only.stop - 1} of {splits} of the 36 pairs")
+            rows = class_fold(st, vs[name], splits=splits, seeds=seeds, cache_dir=cache_dir, log=log, only=only)
+            _save_part(out, f"classfold-{tag}-{only.start}", {tag: rows})
     if "srnn" in parts and not quick:
         a_cfg = dataclasses.replace(preset("cochlea"), bin_us=32000)
         a_bins = int(np.ceil(np.percentile(st.query.durations, 95) / a_cfg.bin_us))
@@ -227,7 +232,11 @@ def report(st: ZeroShotSetup, out: Path, seeds: int, quick: bool, splits: int, a
             res["runs"].setdefault(name, []).extend(rs)
     runs = res["runs"]
     runs.update(_load_part(out, "srnn") or {})
-    folds = _load_part(out, "classfold") or {}
+    folds: dict[str, list] = {}
+    for path in sorted((out / "parts").glob("classfold-*.json")):
+        for tag, rows in json.loads(path.read_text()).items():
+            folds.setdefault(tag, []).extend(rows)
+    folds = {t: sorted(rows, key=lambda r: r.get("split", 0)) for t, rows in sorted(folds.items())}
     present = [f for f in ("tsne_shared_space.png", "confusion_prototype.png") if (out / f).is_file()]
     figs = present + curve_figures(out, res, "image-audio")
     keys = ["seen_top1", "unseen_top1", "seen_reverse_top1", "unseen_reverse_top1", "seen_prototype",
