@@ -231,7 +231,9 @@ def report(st: ZeroShotSetup, out: Path, seeds: int, quick: bool, splits: int, a
         for name, rs in doc["runs"].items():
             res["runs"].setdefault(name, []).extend(rs)
     runs = res["runs"]
-    runs.update(_load_part(out, "srnn") or {})
+    main_runs = dict(runs)
+    srnn = _load_part(out, "srnn") or {}
+    runs.update(srnn)
     folds: dict[str, list] = {}
     for path in sorted((out / "parts").glob("classfold-*.json")):
         for tag, rows in json.loads(path.read_text()).items():
@@ -306,6 +308,11 @@ def report(st: ZeroShotSetup, out: Path, seeds: int, quick: bool, splits: int, a
              f"Best unseen top-1 (8/9 split): {best}.",
              "Paper (its own data; best epoch chosen on the test set, one seed): "
              + ", ".join(f"{k} {v * 100:.2f}" for k, v in PAPER.items())]
+    seeds_run = sorted({r["seed"] for rs in main_runs.values() for r in rs})
+    notes.insert(0, f"Parts in this report: main runs for seeds {seeds_run}; class-fold splits "
+                    + ", ".join(f"{t}: {len(r)}" for t, r in folds.items())
+                    + ("; SRNN-CLIP baseline: seeds " + str(sorted({r['seed'] for r in srnn.get('srnn-CLIP SupCon T=0.1', [])}))
+                       if srnn else "; the SRNN-CLIP baseline part did not finish in this run") + ".")
     res.pop("bundles", None)
     curves = res.pop("curves", {})
     write_report(out, "Image-audio zero-shot", {"headline": head, "runs": runs, "summary": summary, "paper": PAPER,
