@@ -77,8 +77,9 @@ class ConsoleSink:
         if self.show_labels:
             mark = "" if label.truth is None else ("  ok" if label.label == label.truth else "  MISS")
             tag = " (unseen)" if label.truth in self.tally.unseen else ""
+            prob = "" if label.probability is None else f" p={label.probability:.2f}"
             self.out.write(f"{label.stream_id:>10} #{label.sample_id:<5} -> {label.label:<8} "
-                           f"{label.score:+.3f}  truth {label.truth}{tag}{mark}\n")
+                           f"{label.score:+.3f}{prob}  truth {label.truth}{tag}{mark}\n")
         now = time.monotonic()
         if now - self._last_print >= self.every_s:
             self._last_print = now

@@ -163,6 +163,8 @@ class LabelEvent:
 
     Latency stamps are wall-clock nanoseconds (time.time_ns): ``source_ns`` when the sender sent the
     last packet, ``received_ns`` when the daemon received it, ``published_ns`` when the label left.
+    ``probability`` is the calibrated probability that the best class (``topk[0]``) is right, None
+    when the model carries no calibration; ``label`` is ``unknown`` where the matcher abstained.
     """
 
     stream_id: str
@@ -182,6 +184,7 @@ class LabelEvent:
     source_ns: int = 0
     received_ns: int = 0
     published_ns: int = 0
+    probability: float | None = None
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (top-k as [label, score] pairs)."""
@@ -193,4 +196,5 @@ class LabelEvent:
             "bundle_hash": self.bundle_hash, "prototype_version": self.prototype_version,
             "seed": self.seed, "source_ns": self.source_ns, "received_ns": self.received_ns,
             "published_ns": self.published_ns,
+            "probability": None if self.probability is None else float(self.probability),
         }

@@ -408,7 +408,8 @@ class Pipeline:
                     score=m.score, topk=m.topk, margin=m.margin, truth=truth, modality=modality,
                     sample_id=int(f.sample_id), bundle_hash=bhash,
                     prototype_version=self.matcher.version, seed=seed,
-                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv)
+                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv,
+                    probability=m.probability)
         labels = [lab for lab in out if lab is not None]
         self.stats.labels += len(labels)
         return labels

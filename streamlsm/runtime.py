@@ -20,6 +20,7 @@ from .errors import CheckpointError, ConfigError, ModelError
 from .events import EventPacket
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
+from .readout.calibration import bundle_calibration
 from .readout.matcher import PrototypeMatcher
 from .runtime_control import ControlCommands, load_support, sweep_checkpoint_orphans, vet_bundle
 from .runtime_parts import (
@@ -108,6 +109,7 @@ class Daemon(ControlCommands):
             if not dims:
                 raise ModelError("the bundle has no projection head to match prototypes against")
             matcher = PrototypeMatcher(dims[0], m.threshold, m.update, m.ema)
+        matcher.calibrate(bundle_calibration(self.bundle), self.bundle.seen_classes, m.error_target)
         return matcher
 
     # ------------------------------------------------------------ life cycle

@@ -15,6 +15,7 @@ from .pipeline import Pipeline
 from .pipeline_parts import embed, feature_transform
 from .plugins import SOURCE_GROUP, load
 from .readout.bundle import Bundle
+from .readout.calibration import bundle_calibration
 
 __all__ = ["load_support", "ControlCommands", "vet_bundle", "sweep_checkpoint_orphans"]
 
@@ -207,11 +208,14 @@ class ControlCommands:
             kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
             async with self._lock:  # Reservoir.encode may not run beside a feed (shared reservoir)
                 emb = await asyncio.to_thread(self._embed, kind, data, mod)
+            rule = "replace" if req.get("replace") else str(req.get("rule") or "mean")
+            if rule not in ("mean", "ema", "replace"):
+                raise ControlError(f"register rule must be 'mean', 'ema' or 'replace', got {rule!r}")
             async with self._lock:
-                add = self.matcher.replace if req.get("replace") else self.matcher.add
-                self._transact(lambda: add(label, emb, source=str(path)))
-            return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod,
-                    "prototype_version": self.matcher.version, "classes": self.matcher.labels}
+                self._transact(lambda: self.matcher.enrol(label, emb, rule, source=str(path)))
+            return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod, "rule": rule,
+                    "enrolled": self.matcher.count(label), "prototype_version": self.matcher.version,
+                    "classes": self.matcher.labels, "calibration": self.matcher.calibration}
         if cmd == "remove":
             async with self._lock:
                 self._transact(lambda: self.matcher.remove(req.get("label")))
@@ -227,6 +231,8 @@ class ControlCommands:
             async with self._lock:  # between two batches: input keeps queueing meanwhile
                 self.pipeline.swap_bundle(bundle, self._factory)
                 self.bundle = bundle
+                self.matcher.calibrate(bundle_calibration(bundle), bundle.seen_classes,
+                                       self.config.model.error_target)
                 self.counters["reloads"] += 1
             return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
         raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")

@@ -37,6 +37,7 @@ class ModelConfig:
     update: Literal["none", "mean", "ema"] = "none"
     ema: float = 0.1
     signing_key: Path | None = None  # set: load (and reload) only bundles signed with this key
+    error_target: float = 0.05  # error of emitted labels the abstention is certified for (calibrated bundles)
 
 
 @dataclass(frozen=True, slots=True)

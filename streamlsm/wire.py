@@ -406,8 +406,18 @@ def _decode_label(topic: bytes, h: dict, payload: memoryview, limits: WireLimits
         bundle_hash=_str(h, "bundle_hash", limits),
         prototype_version=_int(h, "prototype_version", 0), seed=_int(h, "seed", 0),
         source_ns=_int(h, "source_ns", 0), received_ns=_int(h, "received_ns", 0),
-        published_ns=_int(h, "published_ns", 0),
+        published_ns=_int(h, "published_ns", 0), probability=_probability(h),
     )
+
+
+def _probability(h: dict) -> float | None:
+    """The optional calibrated probability of a label (absent in labels from older senders: None)."""
+    if h.get("probability") is None:
+        return None
+    v = _float(h, "probability")
+    if not 0.0 <= v <= 1.0:
+        raise WireError("probability", f"must lie in [0, 1], got {v}")
+    return v
 
 
 # ---------------------------------------------------------------- control messages

@@ -97,11 +97,16 @@ def test_srnn_clip_baseline_trains_and_embeds(loss):
     from streamlsm.readout.train import TrainConfig
 
     rng = np.random.default_rng(0)
-    xa, xb = rng.random((60, 5, 4), dtype=np.float32), rng.random((60, 5, 3), dtype=np.float32)
     labels = np.repeat(["a", "b", "c"], 20)
+    cls = np.repeat(np.arange(3), 20)
+    # each class drives its own input channel (plus noise) in both modalities: a learnable cross-modal link
+    xa = 0.3 * rng.random((60, 5, 4), dtype=np.float32)
+    xb = 0.3 * rng.random((60, 5, 3), dtype=np.float32)
+    xa[np.arange(60), :, cls] += 1.0
+    xb[np.arange(60), :, cls] += 1.0
     r = train_srnn_clip(xa, labels, xb, labels.copy(), loss=loss,
-                        config=TrainConfig(epochs=2, batch_size=8, patience=2), seq=SeqConfig(hidden=8))
+                        config=TrainConfig(epochs=12, batch_size=8, lr=1e-2, patience=12), seq=SeqConfig(hidden=8))
     za, zb = r["embed"]("a", xa[:7]), r["embed"]("b", xb[:5])
     assert za.shape == (7, 64) and zb.shape == (5, 64)
     assert np.allclose(np.linalg.norm(za, axis=1), 1.0, atol=1e-5)
-    assert r["train_macs"] > 0 and 0.0 <= r["val_top1"] <= 1.0
+    assert r["train_macs"] > 0 and r["val_top1"] >= 0.9  # chance 1/3: a broken encoder or loss misses this

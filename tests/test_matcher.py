@@ -170,3 +170,75 @@ def test_class_labels_with_control_or_format_characters_are_refused(label):
         m.add(label, np.ones(4))
     m.add("ok label-1", np.ones(4))
     assert m.labels == ["ok label-1"]
+
+
+def _calibration(offset=0.3, temperature=0.1):
+    from streamlsm.readout.calibration import Calibration
+
+    # 200 confident right answers and 200 coin flips at probability 0.5: only thresholds above 0.5 certify
+    conf = (0.95,) * 200 + (0.5,) * 200
+    correct = (True,) * 200 + (True, False) * 100
+    return Calibration(((1, offset), (2, offset / 2)), temperature, conf, correct, order_confidence=conf,
+                       order_correct=correct)
+
+
+def test_calibrated_stacking_probability_and_abstention():
+    m = PrototypeMatcher(2)
+    m.add("seen", np.array([[1.0, 0.0]]))
+    m.add("new", np.array([[0.0, 1.0]]))
+    q = _unit(np.array([1.0, 0.8]))  # cosine 0.78 to "seen", 0.62 to "new"
+    assert m.match(q).label == "seen" and m.match(q).probability is None  # uncalibrated: plain cosine
+    m.calibrate(_calibration(0.3), seen=["seen"])  # "new" is the only unseen class: offset for 1 = 0.3
+    got = m.match(q, k=2)
+    assert got.topk[0][0] == "new" and got.score == pytest.approx(float(q[1]), abs=1e-5)
+    assert dict(got.topk)["seen"] == pytest.approx(float(q[0]) - 0.3, abs=1e-5)
+    z = np.array([got.topk[0][1], got.topk[1][1]]) / 0.1
+    assert got.probability == pytest.approx(1.0 / np.exp(z - z.max()).sum(), abs=1e-6)
+    assert m.calibration["offset"] == 0.3 and np.isfinite(m.calibration["probability_threshold"])
+    # a near tie (probability ~0.5) lies below the certified threshold: published as unknown, topk still ranks
+    tie = _unit(np.array([1.5545, 1.0]))  # cosine to "seen" minus 0.3 equals cosine to "new"
+    t = m.match(tie)
+    assert t.label == UNKNOWN and t.probability < m.calibration["probability_threshold"]
+    assert t.topk[0][0] in ("seen", "new")
+    # the offset follows the registered classes: a second unseen class -> the 2-class offset; none -> 0
+    m.add("newer", np.array([[-1.0, 0.0]]))
+    assert m.calibration["offset"] == pytest.approx(0.15)
+    m.remove("new")
+    m.remove("newer")
+    assert m.calibration["offset"] == 0.0
+    with pytest.raises(ModelError):
+        m.calibrate(_calibration(), seen=["seen"], target=1.5)
+
+
+def test_enrol_running_mean_ema_and_replace():
+    rng = np.random.default_rng(1)
+    m = PrototypeMatcher(8, ema=0.5)
+    first, more = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    m.enrol("a", first)  # k-shot: the mean of 5 samples
+    np.testing.assert_allclose(m.prototypes[0], _unit(_unit(first).mean(0)), atol=1e-6)
+    m.enrol("a", more)  # refined: the running mean of all 10
+    np.testing.assert_allclose(m.prototypes[0], _unit(_unit(np.vstack([first, more])).mean(0)), atol=1e-6)
+    assert m.count("a") == 10
+    p = m.prototypes[0].astype(np.float64)
+    x = _unit(rng.normal(size=8))
+    m.enrol("a", x[None, :], rule="ema")  # drift: half way towards the newest sample
+    np.testing.assert_allclose(m.prototypes[0], _unit(0.5 * p + 0.5 * x), atol=1e-6)
+    m.enrol("a", first[:1], rule="replace")
+    np.testing.assert_allclose(m.prototypes[0], _unit(first[0]), atol=1e-6)
+    assert m.count("a") == 1
+    with pytest.raises(ModelError):
+        m.enrol("a", first, rule="median")
+
+
+def test_k_shot_enrolment_on_separable_blobs():
+    """Few-shot: 2 new classes enrolled from 5 samples each among 8 known ones; generalised 10-way >= 95%."""
+    rng = np.random.default_rng(2)
+    centres = _unit(rng.normal(size=(10, 32)))
+    m = PrototypeMatcher(32)
+    for c in range(10):
+        m.enrol(f"c{c}", centres[c] + 0.15 * rng.normal(size=(50 if c < 8 else 5, 32)))
+    y = rng.integers(0, 10, 2000)
+    q = centres[y] + 0.15 * rng.normal(size=(2000, 32))
+    pred = np.array([x.label for x in m.match_many(q)])
+    truth = np.array([f"c{c}" for c in y])
+    assert (pred == truth)[y >= 8].mean() >= 0.95 and (pred == truth)[y < 8].mean() >= 0.95

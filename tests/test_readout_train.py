@@ -44,20 +44,27 @@ def test_classifier_learns_and_round_trips(tmp_path):
     np.testing.assert_array_equal(again.heads["vision"].weights[0], b.heads["vision"].weights[0])
 
 
-@pytest.mark.parametrize("loss", ["clip", "soft_clip", "supcon"])
-def test_projections_zero_shot_on_blobs(loss, tmp_path):
-    rng = np.random.default_rng(3)
+def _latent_pairs(rng):
     classes = [str(i) for i in range(10)]
     latent = rng.normal(size=(10, 3)) * 2  # 8 seen classes span the 3-d latent: the map generalises
     mix_a, mix_b = rng.normal(size=(3, 20)), rng.normal(size=(3, 12))
     xa, ya = _blobs(rng, 20, classes, 3, spread=0.3, centres=latent)
     xb, yb = _blobs(rng, 20, classes, 3, spread=0.3, centres=latent)
-    xa, xb = xa @ mix_a, xb @ mix_b
+    return classes, latent, mix_a, mix_b, xa @ mix_a, ya, xb @ mix_b, yb
+
+
+@pytest.mark.parametrize("loss", ["clip", "supcon"])
+def test_projections_zero_shot_on_blobs(loss, tmp_path):
+    """The losses the deployed recipes use must transfer to the two classes they never trained on (chance
+    0.5). The paper's soft-target CLIP at T = 1 on raw outputs reaches only ~0.4 validation top-1 on this toy
+    (measured; its loss still falls, see the next test), as it stays at chance on the real data."""
+    rng = np.random.default_rng(3)
+    classes, latent, mix_a, mix_b, xa, ya, xb, yb = _latent_pairs(rng)
     seen = np.isin(ya, classes[:8])
     seen_b = np.isin(yb, classes[:8])
     cfg = TrainConfig(epochs=40, batch_size=16, lr=3e-3, patience=40, seed=0)
     b = train_projections(xa[seen], xb[seen_b], ya[seen], labels_b=yb[seen_b], modalities=("audio", "vision"),
-                          dim=16, loss=loss, temperature=0.5 if loss != "soft_clip" else 0.2, config=cfg)
+                          dim=16, loss=loss, temperature=0.5, config=cfg)
     assert b.metrics["val_top1"] > 0.7
     b2 = Bundle.load(b.save(tmp_path / loss))
     # fresh samples of the seen classes are retrieved across modalities
@@ -65,9 +72,24 @@ def test_projections_zero_shot_on_blobs(loss, tmp_path):
     xb2, yb2 = _blobs(rng, 10, classes[:8], 3, spread=0.3, centres=latent[:8])
     fresh = retrieval_topk(b2.embed("audio", xa2 @ mix_a), ya2, b2.embed("vision", xb2 @ mix_b), yb2, ks=(1,))[1]
     assert fresh > 0.6  # chance 1/8
-    if loss != "soft_clip":  # zero-shot on this toy (2 unseen classes, chance 0.5)
-        qa, gb = b2.embed("audio", xa[~seen]), b2.embed("vision", xb[~seen_b])
-        assert retrieval_topk(qa, ya[~seen], gb, yb[~seen_b], ks=(1,))[1] > 0.6
+    qa, gb = b2.embed("audio", xa[~seen]), b2.embed("vision", xb[~seen_b])
+    assert retrieval_topk(qa, ya[~seen], gb, yb[~seen_b], ks=(1,))[1] > 0.6
+
+
+def test_paper_loss_trains_at_temperature_one():
+    """The paper's recipe (soft-target CLIP, T = 1, raw Linear + GELU outputs, batch 8, fixed pairs): the
+    training loss falls by at least 30% on toy data (on L2-normalised outputs it hardly moves at T = 1)."""
+    rng = np.random.default_rng(4)
+    classes, _, _, _, xa, ya, xb, yb = _latent_pairs(rng)
+    cfg = TrainConfig(epochs=30, batch_size=8, lr=1e-3, patience=30, seed=0)
+    hist = {}
+    for normalise in (False, True):
+        b = train_projections(xa, xb, ya, labels_b=yb, dim=16, loss="soft_clip", temperature=1.0, config=cfg,
+                              standardise=False, normalise=normalise, pairing="fixed")
+        hist[normalise] = [h["loss"] for h in b.metrics["history"]]
+    raw, unit = hist[False], hist[True]
+    assert raw[-1] <= 0.7 * raw[0], raw
+    assert raw[-1] / raw[0] < unit[-1] / unit[0]  # on unit vectors (earlier reports) it moves less
 
 
 def test_paired_rows_and_deeper_head():

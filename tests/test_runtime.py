@@ -432,3 +432,37 @@ async def test_packet_buffer_bounds_bytes_too():
     await block.take(1)
     await asyncio.wait_for(waiter, 5)
     assert [p.seq for p, _ in block.items] == [1, 2]
+@pytest.mark.asyncio
+async def test_calibrated_bundle_few_shot_register_and_error_target(tmp_path):
+    from streamlsm.readout import Bundle
+    from streamlsm.readout.calibration import Calibration
+
+    cfg = _config(tmp_path, model={"error_target": 0.2})
+    b = Bundle.load(cfg.model.bundle)
+    conf, correct = (0.95,) * 100 + (0.5,) * 100, (True,) * 100 + (True, False) * 50
+    b.extra["calibration"] = Calibration(((1, 0.25),), 0.1, conf, correct, order_confidence=conf,
+                                         order_correct=correct).to_dict()
+    b.save(cfg.model.bundle)
+    daemon = Daemon(cfg, sinks=[], reservoir_factory=_factory, stop_at_eof=False)
+    assert daemon.matcher.calibration["error_target"] == 0.2  # configurable, applied at start
+    task = asyncio.create_task(daemon.run())
+    await daemon.ready.wait()
+    rng = np.random.default_rng(0)
+    seen = daemon.bundle.seen_classes[0]
+    for lab, n in ((seen, 20), ("new", 5)):  # a trained class and a new one enrolled from 5 embeddings
+        np.savez(tmp_path / "support" / f"{lab}.npz", embeddings=rng.normal(size=(n, D)))
+        r = await daemon_ctl(daemon, {"cmd": "register", "label": lab, "path": str(tmp_path / "support" / f"{lab}.npz")})
+        assert r["ok"] and r["enrolled"] == n and r["rule"] == "mean", r
+    assert r["calibration"]["offset"] == 0.25 and r["calibration"]["seen"] == [seen]  # updated on register
+    np.savez(tmp_path / "support" / "more.npz", embeddings=rng.normal(size=(3, D)))
+    r = await daemon_ctl(daemon, {"cmd": "register", "label": "new", "path": str(tmp_path / "support" / "more.npz"),
+                                  "rule": "ema"})
+    assert r["ok"] and r["enrolled"] == 8 and r["rule"] == "ema"
+    bad = await daemon_ctl(daemon, {"cmd": "register", "label": "new", "rule": "median",
+                                    "path": str(tmp_path / "support" / "more.npz")})
+    assert not bad["ok"] and "rule" in bad["error"]
+    m = daemon.matcher.match(rng.normal(size=D), k=len(daemon.matcher.labels))
+    z = np.array([s for _, s in m.topk]) / 0.1  # the bundle's temperature, over every class
+    assert m.probability == pytest.approx(1.0 / np.exp(z - z.max()).sum(), abs=1e-6)
+    daemon.request_stop()
+    await task

@@ -158,3 +158,27 @@ def test_control_messages_round_trip_with_limits():
         unpack_control(b"\x92\x01")  # truncated array
     with pytest.raises(WireError):
         pack_control({"x": object()})
+
+
+def test_label_golden_bytes_and_probability():
+    lab = LabelEvent("cam0", 3, 0, 10, "8", 0.5, topk=[("8", 0.5)], margin=0.25, truth=None, modality="vision",
+                     sample_id=1, bundle_hash="h", prototype_version=2, seed=1, source_ns=1, received_ns=2,
+                     published_ns=3, probability=0.75)
+    topic, header, payload = _frames_bytes(encode(lab))
+    assert topic == b"lb/cam0" and payload == b""
+    h = msgpack.unpackb(header)
+    assert list(h)[-1] == "probability" and h["probability"] == 0.75  # appended: older fields keep their place
+    assert header.hex() == (
+        "de0014a17601a46b696e64a56c6162656ca973747265616d5f6964a463616d30a373657103a7745f737461727400a5745f65"
+        "6e640aa56c6162656ca138a573636f7265cb3fe0000000000000a4746f706b9192a138cb3fe0000000000000a66d61726769"
+        "6ecb3fd0000000000000a57472757468c0a86d6f64616c697479a6766973696f6ea973616d706c655f696401ab62756e646c"
+        "655f68617368a168b170726f746f747970655f76657273696f6e02a47365656401a9736f757263655f6e7301ab7265636569"
+        "7665645f6e7302ac7075626c69736865645f6e7303ab70726f626162696c697479cb3fe8000000000000"
+    )  # ends with "probability": 0.75 as float64
+    assert decode([topic, header, payload]) == lab
+    old = {k: v for k, v in h.items() if k != "probability"}  # a label from a sender without the field
+    assert decode([topic, msgpack.packb(old), b""]).probability is None
+    for bad in (1.5, -0.1, "high", float("nan")):
+        with pytest.raises(WireError) as info:
+            decode([topic, msgpack.packb({**h, "probability": bad}), b""])
+        assert info.value.field == "probability"

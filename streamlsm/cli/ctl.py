@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--split", default=None, help="data set split (e.g. train)")
     r.add_argument("--limit", type=int, default=20, help="at most this many support samples")
     r.add_argument("--replace", action="store_true", help="start the class afresh")
+    r.add_argument("--rule", choices=("mean", "ema"), default="mean",
+                   help="refine an existing class: running mean of all samples (default) or EMA (drift)")
     m = cmds.add_parser("remove", help="remove a class")
     m.add_argument("label")
     cmds.add_parser("snapshot", help="write the prototype checkpoint now")
@@ -95,7 +97,7 @@ def _build(args: argparse.Namespace) -> dict:
     req: dict = {"cmd": args.cmd}
     if args.cmd == "register":
         req.update(label=args.label, path=args.path, modality=args.modality, replace=args.replace,
-                   limit=args.limit)
+                   limit=args.limit, rule=args.rule)
         if args.dataset:
             req["dataset"] = args.dataset
         if args.from_label is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 __all__ = ["add_parser", "run", "EXPERIMENTS"]
 
-EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi", "device")
+EXPERIMENTS = ("nmnist", "zeroshot-av", "cochlea", "neural", "zeroshot-bmi", "device", "fewshot")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=None, help="feature / emulated-data cache folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--first-seed", type=int, default=0,
-                   help="nmnist: run seeds first-seed.. (several processes over disjoint seeds)")
+                   help="nmnist, zeroshot-av (--parts main): run seeds first-seed.. (processes over disjoint seeds)")
     p.add_argument("--neurons", default=None,
                    help="nmnist/cochlea/neural: reservoir sizes of the reservoir-vs-input study (comma list; "
                         "default 200,500,1000,2048)")
@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="neural: only these sessions (comma list of CSV names, e.g. D_A_I,D_E_I; default all)")
     p.add_argument("--no-sequence-models", action="store_true",
                    help="cochlea/neural: skip the trained sequence baselines (GRU/SRNN)")
+    p.add_argument("--parts", default=None,
+                   help="zeroshot-av: comma-separated parts to run (main, classfold, srnn; default all; 'report' "
+                        "only rewrites the report from out/parts), e.g. in separate processes on one --out")
     p.add_argument("--merge", nargs="+", default=None, metavar="DIR",
                    help="nmnist: merge the results.json of runs over disjoint seeds into --out")
     p.set_defaults(func=run)
@@ -40,6 +43,10 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
     from ..config import data_root
     from ..errors import DataError
 
@@ -58,7 +65,6 @@ def run(args: argparse.Namespace) -> int:
         from . import _experiment_data as data
 
         if args.merge:
-            import json
 
             res = nmnist.merge([json.loads((Path(d) / "results.json").read_text()) for d in args.merge], out)
             print(f"report: {out / 'report.md'}")
@@ -78,8 +84,10 @@ def run(args: argparse.Namespace) -> int:
         from . import _experiment_data as data
 
         images, audio = data.av_samples(root, args.cache, quick=args.quick, log=_log)
-        res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, **common)
-        for name, v in res["summary"].items():
+        parts = zeroshot_av.PARTS if not args.parts else tuple(p for p in args.parts.split(",") if p != "report")
+        res = zeroshot_av.run(images, audio, out, seeds=seeds, quick=args.quick, parts=parts,
+                              first_seed=args.first_seed, **common)
+        for name, v in res.get("summary", {}).items():
             print(f"{name:40s} {v['mean'] * 100:6.2f} ± {v['std'] * 100:.2f}")
     elif args.name == "cochlea":
         from ..experiments import cochlea
@@ -114,6 +122,18 @@ def run(args: argparse.Namespace) -> int:
         res = device.run(train, out, seeds=seeds, quick=args.quick, **common)
         for k, v in res["headline"].items():
             print(f"{k:24s} {v}")
+    elif args.name == "fewshot":
+        from ..experiments import fewshot
+        from . import _experiment_data as data
+
+        train = data.nmnist_samples(root, "train")
+        test = data.nmnist_samples(root, "test") if (root / "nmnist" / "Test").is_dir() else None
+        if args.quick:
+            keep = np.sort(np.random.default_rng(0).permutation(len(train))[:300])
+            train, test = train.subset(keep), None
+        res = fewshot.run(train, out, test=test, seeds=seeds, splits=2 if args.quick else 10, quick=args.quick,
+                          **common)
+        print(json.dumps(res["headline"]))
     elif args.name == "zeroshot-bmi":
         from ..experiments import zeroshot_bmi
         from . import _experiment_data as data

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..readout.metrics import mean_spread
 
-__all__ = ["summarise", "fmt", "write_report", "bar_png", "tsne_png", "confusion_png"]
+__all__ = ["summarise", "fmt", "write_report", "bar_png", "tsne_png", "confusion_png", "seen_unseen_png",
+           "risk_coverage_png"]
 
 
 def summarise(per_seed: dict[str, Sequence[float]]) -> dict[str, dict[str, float]]:
@@ -153,6 +154,59 @@ def confusion_png(path: str | Path, matrix, classes: Sequence[str], title: str) 
     ax.set_xlabel("predicted (nearest prototype)")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name
+
+
+def seen_unseen_png(path: str | Path, curves: dict[str, dict], title: str,
+                    points: dict[str, tuple[float, float]] | None = None) -> str | None:
+    """Seen-unseen accuracy curves (calibrated stacking swept over the offset), one line per model;
+    ``points`` marks the offsets actually chosen (e.g. calibrated on validation data)."""
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    for name, c in curves.items():
+        order = np.argsort(c["seen"], kind="stable")
+        ax.plot(np.asarray(c["seen"])[order], np.asarray(c["unseen"])[order], label=name, lw=1.2)
+    for name, (xs, ys) in (points or {}).items():
+        ax.plot([xs], [ys], "o", ms=5, label=name)
+    ax.set_xlabel("seen-class accuracy (all classes compete)")
+    ax.set_ylabel("unseen-class accuracy (all classes compete)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path).name
+
+
+def risk_coverage_png(path: str | Path, curves: dict[str, dict], title: str, target: float | None = None,
+                      points: dict[str, tuple[float, float]] | None = None) -> str | None:
+    """Error of emitted labels against the fraction emitted, one line per model; ``points`` marks
+    (coverage, error) of the certified threshold; ``target`` a dashed line."""
+    plt = _plt()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(4.8, 4.0))
+    for name, c in curves.items():
+        ax.plot(c["coverage"], c["error"], label=name, lw=1.2)
+    for name, (cov, err) in (points or {}).items():
+        ax.plot([cov], [err], "o", ms=5, label=name)
+    if target is not None:
+        ax.axhline(target, ls="--", lw=1, color="tab:red")
+        ax.text(0.02, target, f"target {100 * target:.0f}%", va="bottom", fontsize=7, color="tab:red")
+    ax.set_xlabel("coverage (fraction of queries labelled)")
+    ax.set_ylabel("error of emitted labels")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, max(0.1, max((float(np.max(c["error"])) for c in curves.values() if len(c["error"])),
+                                default=0.1) + 0.05))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

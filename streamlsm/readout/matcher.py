@@ -1,4 +1,9 @@
-"""Online nearest-prototype matcher in the shared embedding space (cosine, top-k, open set, atomic save)."""
+"""Online nearest-prototype matcher in the shared embedding space (cosine, top-k, open set, atomic save).
+
+With a ``Calibration`` (``calibrate``) it applies calibrated stacking (an offset off the scores of the classes
+the projections were trained on), a calibrated probability per label, and abstention (``unknown``) below the
+probability threshold certified for the error target (see ``readout.calibration``).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import CheckpointError, ModelError
+from .calibration import Calibration
 
 __all__ = ["Match", "PrototypeMatcher", "UNKNOWN", "FORMAT"]
 
@@ -25,16 +31,20 @@ _LABEL_MAX = 256
 
 @dataclass(frozen=True, slots=True)
 class Match:
-    """The answer to one query: best label (or ``unknown``), its cosine score, top-k and margin.
+    """The answer to one query: best label (or ``unknown``), its score, top-k and margin.
 
-    ``margin`` is the best score minus the second best (minus -1, the lowest cosine, when only one
-    class is registered); ``topk`` lists (label, score) best first and always names real classes.
+    Scores are cosines, minus the calibrated-stacking offset for the trained (seen) classes when the
+    matcher is calibrated. ``margin`` is the best score minus the second best (minus -1, the lowest
+    cosine, when only one class is registered); ``topk`` lists (label, score) best first and always
+    names real classes (``topk[0]`` is the best class even when ``label`` is ``unknown``).
+    ``probability`` is the calibrated probability that the best class is right (None uncalibrated).
     """
 
     label: str
     score: float
     topk: list[tuple[str, float]] = field(default_factory=list)
     margin: float = 0.0
+    probability: float | None = None
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -73,6 +83,39 @@ class PrototypeMatcher:
         self._counts = np.zeros(0, np.int64)           # samples folded into each prototype
         self._protos = np.zeros((0, dim), np.float32)  # unit prototypes, the matrix matched against
         self.sources: dict[str, str] = {}             # label -> where its support came from
+        self._cal: Calibration | None = None          # calibrated stacking + probability + abstention
+        self._seen: frozenset[str] = frozenset()      # classes the projections were trained on
+        self._target: float | None = None
+        self._p_min = -np.inf                         # emit a label only at this probability or more
+        self._offset = 0.0
+        self._mask = np.zeros(0, np.float64)          # 1.0 for seen classes (row order)
+
+    # ------------------------------------------------------------ calibration
+    def calibrate(self, calibration: Calibration | None, seen: list[str] | tuple[str, ...] = (),
+                  target: float | None = None) -> None:
+        """Use ``calibration`` (None: plain cosine, no probability, no abstention); ``seen`` are the classes
+        the projections were trained on (they get the offset), ``target`` the error target of emitted labels
+        (default: the calibration's own, 5%)."""
+        self._cal = calibration
+        self._seen = frozenset(str(c) for c in seen)
+        self._target = None if target is None else float(target)
+        self._p_min = -np.inf if calibration is None else calibration.threshold(self._target)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute the seen-class mask and the offset for the registered classes (after any change)."""
+        self._mask = np.asarray([lab in self._seen for lab in self._labels], np.float64)
+        n_unseen = int(len(self._labels) - self._mask.sum())
+        self._offset = 0.0 if self._cal is None or not self._mask.any() else self._cal.offset_for(n_unseen)
+
+    @property
+    def calibration(self) -> dict | None:
+        """The calibration in use: offset, temperature, probability threshold, error target (None if off)."""
+        if self._cal is None:
+            return None
+        return {"offset": self._offset, "temperature": self._cal.temperature, "probability_threshold": self._p_min,
+                "error_target": self._target if self._target is not None else self._cal.target,
+                "delta": self._cal.delta, "seen": sorted(self._seen & set(self._labels))}
 
     # ------------------------------------------------------------ inspection
     @property
@@ -143,10 +186,38 @@ class PrototypeMatcher:
             self._counts = np.append(self._counts, len(x))
             self._protos = np.vstack([self._protos, np.zeros((1, self.dim), np.float32)])
             i = len(self._labels) - 1
+            self._refresh()
         self._set_row(i)
         if source:
             self.sources[label] = source
         self.version += 1
+
+    def enrol(self, label: str, embeddings: np.ndarray, rule: Literal["mean", "ema", "replace"] = "mean",
+              source: str = "") -> None:
+        """Few-shot enrolment: create ``label`` from k support embeddings, or refine it with more samples.
+
+        ``mean``: the prototype is the running mean of every sample enrolled so far; ``ema``: each new sample
+        moves it by p <- (1 - ema) p + ema x (follows drift); ``replace``: start afresh from these samples.
+        """
+        if rule not in ("mean", "ema", "replace"):
+            raise ModelError(f"enrolment rule must be 'mean', 'ema' or 'replace', got {rule!r}")
+        if rule == "replace":
+            self.replace(label, embeddings, source)
+        elif rule == "mean" or label not in self._index:
+            self.add(label, embeddings, source)
+        else:
+            i = self._row(self._check_label(label))
+            for x in self._check(embeddings):
+                self._fold_ema(i, x)
+            if source:
+                self.sources[label] = source
+            self.version += 1
+
+    def _fold_ema(self, i: int, x: np.ndarray) -> None:
+        p = (1.0 - self.ema) * self._protos[i].astype(np.float64) + self.ema * x
+        self._counts[i] += 1
+        self._sums[i] = p / max(np.linalg.norm(p), 1e-12) * self._counts[i]
+        self._set_row(i)
 
     def replace(self, label: str, embeddings: np.ndarray, source: str = "") -> None:
         """Set class ``label`` afresh from these support embeddings (creates it if absent)."""
@@ -162,6 +233,7 @@ class PrototypeMatcher:
         self._index = {lab: j for j, lab in enumerate(self._labels)}
         self._sums, self._counts, self._protos = self._sums[keep], self._counts[keep], self._protos[keep]
         self.sources.pop(label, None)
+        self._refresh()
         self.version += 1
 
     def update(self, label: str, embedding: np.ndarray) -> bool:
@@ -172,11 +244,10 @@ class PrototypeMatcher:
         x = self._check(embedding)[0]
         if self.update_rule == "mean":
             self._sums[i] += x
+            self._counts[i] += 1
+            self._set_row(i)
         else:  # ema on the unit prototype; the sum tracks it so later `add` calls stay consistent
-            p = (1.0 - self.ema) * self._protos[i].astype(np.float64) + self.ema * x
-            self._sums[i] = p / max(np.linalg.norm(p), 1e-12) * (self._counts[i] + 1)
-        self._counts[i] += 1
-        self._set_row(i)
+            self._fold_ema(i, x)
         self.version += 1
         return True
 
@@ -191,22 +262,39 @@ class PrototypeMatcher:
         return _unit_rows(q) @ self._protos.T
 
     def match_many(self, embeddings: np.ndarray, k: int = 5) -> list[Match]:
-        """One Match per query row; all rows scored in one matrix product."""
-        s = self.scores(embeddings)
-        n, c = s.shape
+        """One Match per query row; all rows scored in one matrix product.
+
+        Calibrated: seen-class scores minus the offset, probability = softmax(scores / T) of the best class,
+        ``unknown`` below the certified probability threshold (``topk`` still ranks the real classes)."""
+        cos = self.scores(embeddings)
+        n, c = cos.shape
         if c == 0:
             return [Match(UNKNOWN, 0.0, [], 0.0) for _ in range(n)]
+        cal = self._cal
+        s = cos - (self._offset * self._mask)[None, :].astype(np.float32) if cal is not None and self._offset else cos
+        probs = None
+        if cal is not None:
+            z = s.astype(np.float64) / cal.temperature
+            z -= np.max(z, axis=1, keepdims=True)
+            e = np.exp(z)
+            probs = 1.0 / e.sum(axis=1)  # the best class has z = 0: its probability is 1 / sum
         kk = max(1, min(int(k), c))
         order = np.argsort(-s, axis=1, kind="stable")[:, : max(kk, 2)]
         out = []
-        for row, idx in zip(s, order, strict=True):
+        for r, (row, idx) in enumerate(zip(s, order, strict=True)):
             best = float(row[idx[0]])
             second = float(row[idx[1]]) if c > 1 else -1.0
             topk = [(self._labels[j], float(row[j])) for j in idx[:kk]]
             label = self._labels[idx[0]]
-            if self.threshold is not None and not best >= self.threshold:  # a NaN query is unknown too
+            if self.threshold is not None and not float(cos[r, idx[0]]) >= self.threshold:  # a NaN query too
                 label = UNKNOWN
-            out.append(Match(label, best, topk, best - second))
+            p = None
+            if probs is not None:
+                p = float(probs[r])
+                if not p >= self._p_min:
+                    label = UNKNOWN
+                p = p if p == p else 0.0
+            out.append(Match(label, best, topk, best - second, p))
         return out
 
     def match(self, embedding: np.ndarray, k: int = 5) -> Match:
@@ -218,11 +306,12 @@ class PrototypeMatcher:
 
     # ------------------------------------------------------------ checkpoints
     def state(self) -> dict:
-        """JSON-ready description of the matcher (no arrays)."""
+        """JSON-ready description of the matcher (no arrays; the calibration comes from the bundle)."""
         return {"format": FORMAT, "format_version": _FORMAT_VERSION, "dim": self.dim,
                 "threshold": self.threshold, "update": self.update_rule, "ema": self.ema,
                 "version": self.version, "labels": list(self._labels),
-                "counts": [int(c) for c in self._counts], "sources": dict(self.sources)}
+                "counts": [int(c) for c in self._counts], "sources": dict(self.sources),
+                "calibration": self.calibration}
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON manifest) and a sibling npz atomically; returns the manifest path.
@@ -294,6 +383,7 @@ class PrototypeMatcher:
         m._protos = protos.astype(np.float32)
         m.sources = {str(k): str(v) for k, v in dict(doc.get("sources", {})).items()}
         m.version = int(doc["version"])
+        m._refresh()
         return m
 
 

@@ -231,14 +231,21 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
                       labels_b: Sequence | None = None, modalities: tuple[str, str] = ("audio", "vision"),
                       dim: int = 64, hidden: Sequence[int] = (), loss: str = "soft_clip",
                       temperature: float = 1.0, config: TrainConfig = TrainConfig(batch_size=8),
-                      classes: Sequence | None = None, reservoirs: dict | None = None) -> Bundle:
+                      classes: Sequence | None = None, reservoirs: dict | None = None,
+                      standardise: bool = True, normalise: bool = True, pairing: str = "random") -> Bundle:
     """Two projection heads into one ``dim``-dimensional space, trained contrastively on class pairs.
 
     With ``labels_b=None`` row i of ``features_a`` and of ``features_b`` form a pair. Otherwise the
     two modalities are pools and every epoch pairs each ``a`` sample with a random ``b`` sample of
-    its class. A stratified ``val_fraction`` of each pool selects the epoch by a -> b top-1
-    retrieval. ``classes`` (default: the labels seen) become the bundle's seen classes.
+    its class (``pairing="random"``), or once and for all in order (``pairing="fixed"``: the i-th
+    ``a`` sample of a class with the i-th ``b`` sample of that class, cycling; the paper's pairs).
+    A stratified ``val_fraction`` of each pool selects the epoch by a -> b top-1 retrieval (dot
+    product of the outputs). ``classes`` (default: the labels seen) become the bundle's seen
+    classes. ``standardise=False`` feeds the features as they are; ``normalise=False`` leaves the
+    outputs unnormalised (the paper's Linear + GELU head).
     """
+    if pairing not in ("random", "fixed"):
+        raise ModelError(f"pairing must be 'random' or 'fixed', got {pairing!r}")
     if loss not in LOSSES:
         raise ModelError(f"unknown loss {loss!r}; choose one of {LOSSES}")
     xa, xb = np.asarray(features_a, np.float32), np.asarray(features_b, np.float32)
@@ -256,8 +263,9 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     _seeded(cfg.seed)
     heads = []
     for x, tr in ((xa, tra), (xb, trb)):
-        mean, scale = _standardiser(x[tr])
-        heads.append(TorchHead(mean, scale, [x.shape[1], *hidden, dim], final_activation=True, normalise=True))
+        mean, scale = _standardiser(x[tr]) if standardise else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
+        heads.append(TorchHead(mean, scale, [x.shape[1], *hidden, dim], final_activation=True,
+                               normalise=normalise))
     ha, hb = heads
     params = [*ha.parameters(), *hb.parameters()]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -265,10 +273,16 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     cls_index = {c: i for i, c in enumerate(sorted(set(la.tolist()) | set(lb.tolist())))}
     ya = torch.as_tensor([cls_index[v] for v in la])
     by_class = {c: trb[lb[trb] == c] for c in set(la[tra].tolist())}
+    fixed = np.zeros(len(xa), np.int64)
+    if pairing == "fixed" and not paired:
+        for c, pool in by_class.items():
+            mine = tra[la[tra] == c]
+            fixed[mine] = pool[np.arange(len(mine)) % len(pool)]
 
     def step(rng):
         order = rng.permutation(tra)
-        partner = order if paired else np.asarray([rng.choice(by_class[c]) for c in la[order]])
+        partner = order if paired else fixed[order] if pairing == "fixed" else \
+            np.asarray([rng.choice(by_class[c]) for c in la[order]])
         return contrastive_epoch(ha, hb, ta, tb, ya, order, partner, cfg.batch_size, loss, temperature, opt)
 
     def validate():
