@@ -144,10 +144,12 @@ class Daemon(ControlCommands):
             sec.start(zmq.asyncio.Context.instance(), [ep for _k, ep in binds if ep])
             stack.callback(sec.close)
             # labels: a subscriber that stops reading loses labels at its own high-water mark
-            # (ZeroMQ drops per peer); it never costs the other subscribers theirs (no XPUB_NODROP)
+            # (ZeroMQ drops per peer); it never costs the other subscribers theirs (no XPUB_NODROP).
+            # On a clean stop the last labels still queued get outputs.linger_ms to leave (with linger 0
+            # a daemon stopping at EOF dropped the last few labels of a healthy subscriber).
             pub = await stack.enter_async_context(Sender(self.config.outputs.labels, "pub", bind=True,
                                                          hwm=self.config.outputs.hwm, stamp=False,
-                                                         nodrop=False,
+                                                         nodrop=False, linger_ms=self.config.outputs.linger_ms,
                                                          setup=sec.setup(self.config.outputs.labels)))
             self.label_endpoint, self._pub = pub.endpoint, pub
             self._receivers = [await stack.enter_async_context(

@@ -52,7 +52,12 @@ class OutputConfig:
 
     labels: str = "tcp://127.0.0.1:5601"
     hwm: int = 10_000
+    linger_ms: int = 1000  # on a clean stop, labels still queued for subscribers may leave this long
     sinks: list[SinkConfig] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if not 0 <= self.linger_ms <= 60_000:
+            raise ConfigError("linger_ms", f"must lie in [0, 60000] milliseconds, got {self.linger_ms}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,3 +98,26 @@ def test_readme_commands_parse_and_aarch64_is_covered():
             parser.parse_args(argv)
         except SystemExit as exc:  # pragma: no cover - the message says which line
             pytest.fail(f"README command does not parse: {ln} ({exc})")
+
+
+def test_signing_example_runs_as_written(tmp_path, monkeypatch):
+    """deploy/README.md's bundle-signing lines, run as written: the signed bundle loads with the key
+    and is refused under another key."""
+    from streamlsm.errors import ModelError
+    from streamlsm.readout.bundle import Bundle
+    from streamlsm.security import load_signing_key, make_signing_key
+    from streamlsm.testing import make_bundle
+
+    text = (DEPLOY / "README.md").read_text()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("streamlsm keys sign")]
+    assert [shlex.split(ln)[2] for ln in lines] == ["signing", "sign"]
+    monkeypatch.chdir(tmp_path)  # the example's relative paths
+    make_bundle().save(tmp_path / "bundle")
+    (tmp_path / "keys").mkdir()
+    for ln in lines:
+        assert main(shlex.split(ln)[1:]) == 0, ln
+    key = load_signing_key(tmp_path / "keys" / "bundle.key")
+    assert Bundle.load(tmp_path / "bundle", key).heads  # signed with that key: loads
+    other = load_signing_key(make_signing_key(tmp_path / "other.key"))
+    with pytest.raises(ModelError, match="sign"):
+        Bundle.load(tmp_path / "bundle", other)

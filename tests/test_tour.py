@@ -296,8 +296,8 @@ def test_readme_tour_quickstart_and_docs_as_written(real_data, tmp_path, tour):
 def test_deploy_quick_start_as_written(real_data, tmp_path, tour):
     text = section((ROOT / "deploy" / "README.md").read_text(), "Quick start")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("streamlsm ")]
-    assert [shlex.split(ln)[1] for ln in lines] == ["bundle", "bundle", "serve", "serve", "ctl",
-                                                    "ctl", "subscribe", "replay"]
+    assert [shlex.split(ln)[1] for ln in lines] == ["bundle", "bundle", "bundle", "serve", "serve", "ctl",
+                                                    "ctl", "ctl", "subscribe", "replay"]
     (tmp_path / "data").symlink_to(real_data.resolve())
     for d in ("support", "bundles", "state"):
         (tmp_path / d).mkdir()
@@ -319,8 +319,11 @@ def test_deploy_quick_start_as_written(real_data, tmp_path, tour):
         tour.run_block(lines)
         assert last_json(find(r, "streamlsm bundle train")[1])["seen_classes"] == list("01234567")
         assert json.loads(find(r, "streamlsm serve --config edge.toml --check")[1])["ok"] is True
-        reg = json.loads(find(r, "streamlsm ctl --config edge.toml register 8")[1])
-        assert reg["ok"] and reg["classes"] == list("012345678")
+        reg = json.loads(find(r, "streamlsm ctl --config edge.toml register 8 support/eight.npz")[1])
+        assert reg["ok"] and reg["classes"] == list("012345678") and reg["enrolled"] == 5
+        ema = json.loads(find(r, "streamlsm ctl --config edge.toml register 8 support/more.npz")[1])
+        assert ema["ok"] and ema["rule"] == "ema" and ema["enrolled"] == 15  # refined, not replaced
+        assert ema["prototype_version"] > reg["prototype_version"]
         assert json.loads(find(r, "streamlsm ctl --config edge.toml status")[1])["classes"] == list("012345678")
         rep = last_json(find(r, "streamlsm replay nmnist")[1])
         assert rep["socket"] == "push" and rep["dropped"] == 0
