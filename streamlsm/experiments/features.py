@@ -102,12 +102,17 @@ def encode_cached(config: ReservoirConfig, samples: Samples, cache_dir: str | Pa
             pass  # a damaged cache file is recomputed and replaced
     x = Reservoir(config).encode(samples.events, samples.durations)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, x)
-        os.replace(tmp, path)
+        _save_atomic(path, x)
     return x
+
+
+def _save_atomic(path: Path, x: np.ndarray) -> None:
+    """Write ``x`` as .npy through a temporary file and a rename (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        np.save(fh, x)
+    os.replace(tmp, path)
 
 
 def binned_input(config: ReservoirConfig, samples: Samples, n_bins: int | None = None) -> np.ndarray:
@@ -188,11 +193,7 @@ def membrane_cached(config: ReservoirConfig, samples: Samples, points: int,
         except (OSError, ValueError):
             pass
     x = membrane_samples(config, samples, points)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        np.save(fh, x)
-    os.replace(tmp, path)
+    _save_atomic(path, x)
     return x
 
 

@@ -84,10 +84,7 @@ def bar_png(path: str | Path, summary: dict[str, dict[str, float]], ylabel: str,
     ax.set_title(title, fontsize=9)
     lo = min([m - s for m, s in zip(means, stds, strict=True)] + [1.0])
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return _save(plt, fig, path)
 
 
 def _plt():
@@ -135,11 +132,19 @@ def tsne_png(path: str | Path, embeddings: dict[str, tuple[np.ndarray, np.ndarra
     ax.legend(fontsize=6, ncol=2, markerscale=1.5, loc="best")
     ax.set_xticks([])
     ax.set_yticks([])
+    return _save(plt, fig, path)
+
+
+
+def _save(plt, fig, path: str | Path, ax=None, title: str | None = None) -> str:
+    """Finish a figure (title and legend of ``ax`` when given), write it as PNG, close it; its file name."""
+    if ax is not None:
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path).name
-
 
 def confusion_png(path: str | Path, matrix, classes: Sequence[str], title: str) -> str | None:
     plt = _plt()
@@ -154,10 +159,7 @@ def confusion_png(path: str | Path, matrix, classes: Sequence[str], title: str) 
     ax.set_xlabel("predicted (nearest prototype)")
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return _save(plt, fig, path)
 
 
 def seen_unseen_png(path: str | Path, curves: dict[str, dict], title: str,
@@ -177,12 +179,7 @@ def seen_unseen_png(path: str | Path, curves: dict[str, dict], title: str,
     ax.set_ylabel("unseen-class accuracy (all classes compete)")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return _save(plt, fig, path, ax, title)
 
 
 def risk_coverage_png(path: str | Path, curves: dict[str, dict], title: str, target: float | None = None,
@@ -205,9 +202,4 @@ def risk_coverage_png(path: str | Path, curves: dict[str, dict], title: str, tar
     ax.set_xlim(0, 1)
     ax.set_ylim(0, max(0.1, max((float(np.max(c["error"])) for c in curves.values() if len(c["error"])),
                                 default=0.1) + 0.05))
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path).name
+    return _save(plt, fig, path, ax, title)

@@ -323,16 +323,24 @@ def report(st: ZeroShotSetup, out: Path, seeds: int, quick: bool, splits: int, a
                   ("Top-1 (mean ± std over seeds), audio -> image unless 'reverse'; the paper's within-split metric",
                    ["model", "seen", "unseen", "seen reverse", "unseen reverse", "seen proto", "unseen proto",
                     "train s"], rows),
-                  ("Generalised zero-shot (all 9 prototypes compete), audio -> image prototypes",
-                   ["model", "seen", "unseen", "H", "AUSUC", "seen calibrated", "unseen calibrated", "H calibrated"],
-                   gz_rows),
-                  ("Abstention at a 5% error target (test split, never seen by the calibration)",
-                   ["model", "error if all labelled", "error of emitted labels", "coverage", "threshold per seed"],
-                   ab_rows),
-                  ("Class-fold protocol (unseen top-1 per split, %)",
-                   ["recipe", "unseen pairs", "unseen top-1", "mean", "% splits above chance"], fold_rows),
-                  (f"Training cost to the selected epoch (ratio vs {ref}; reservoir forward pass not counted)",
-                   ["model", "seconds", "train MACs", "time ratio", "MAC ratio"], cost_rows)],
+                  *trust_sections("all 9 prototypes compete), audio -> image prototypes", gz_rows, ab_rows,
+                                  "unseen pairs", fold_rows, ref, cost_rows)],
                  notes, [f for f in (fig, *figs) if f])
     res.update(summary=summary, best=best, cost=cost, headline=head, class_fold=folds)
     return res
+
+
+def trust_sections(competing: str, gz_rows: list, ab_rows: list, fold_unit: str, fold_rows: list, ref: str,
+                   cost_rows: list) -> list[tuple]:
+    """The report sections both zero-shot experiments share: generalised zero-shot, abstention,
+    class-fold and training cost (``competing`` completes "Generalised zero-shot (...")."""
+    return [("Generalised zero-shot (" + competing,
+             ["model", "seen", "unseen", "H", "AUSUC", "seen calibrated", "unseen calibrated", "H calibrated"],
+             gz_rows),
+            ("Abstention at a 5% error target (test split, never seen by the calibration)",
+             ["model", "error if all labelled", "error of emitted labels", "coverage", "threshold per seed"],
+             ab_rows),
+            ("Class-fold protocol (unseen top-1 per split, %)",
+             ["recipe", fold_unit, "unseen top-1", "mean", "% splits above chance"], fold_rows),
+            (f"Training cost to the selected epoch (ratio vs {ref}; reservoir forward pass not counted)",
+             ["model", "seconds", "train MACs", "time ratio", "MAC ratio"], cost_rows)]

@@ -13,7 +13,7 @@ from ..reservoir import preset
 from .features import Samples
 from .report import bar_png, fmt, summarise, write_report
 from .zeroshot import PAPER_EXACT, Variant, ZeroShotSetup, class_fold, run_zero_shot, srnn_baselines
-from .zeroshot_av import curve_figures, gzsl_tables, headline
+from .zeroshot_av import curve_figures, gzsl_tables, headline, trust_sections
 
 __all__ = ["SEEN", "UNSEEN", "PAPER", "run"]
 
@@ -126,16 +126,8 @@ def run(neural: dict[str, Samples], images: dict[str, Samples], out: str | Path,
                                                   "curves_seed0": {n: c[0] for n, c in curves.items() if c}},
                  [("Headline (percent)", ["key", "value"], [[k, v] for k, v in head.items()]),
                   ("Top-1 / top-5 neural -> image (mean ± std over seeds)", ["model", *keys], rows),
-                  ("Generalised zero-shot (all 26 prototypes compete), neural -> image prototypes",
-                   ["model", "seen", "unseen", "H", "AUSUC", "seen calibrated", "unseen calibrated", "H calibrated"],
-                   gz_rows),
-                  ("Abstention at a 5% error target (test split, never seen by the calibration)",
-                   ["model", "error if all labelled", "error of emitted labels", "coverage", "threshold per seed"],
-                   ab_rows),
-                  ("Class-fold protocol (unseen top-1 per split, %)",
-                   ["recipe", "unseen sets", "unseen top-1", "mean", "% splits above chance"], fold_rows),
-                  (f"Training cost to the selected epoch (ratio vs {ref}; reservoir forward pass not counted)",
-                   ["model", "seconds", "train MACs", "time ratio", "MAC ratio"], cost_rows)], notes,
+                  *trust_sections("all 26 prototypes compete), neural -> image prototypes", gz_rows, ab_rows,
+                                  "unseen sets", fold_rows, ref, cost_rows)], notes,
                  [f for f in (fig, *figs) if f])
     return {"summary": summary, "cost": cost, "headline": head}
 
