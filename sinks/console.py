@@ -9,6 +9,7 @@ from typing import TextIO
 import numpy as np
 
 from streamlsm.events import LabelEvent
+from streamlsm.readout.matcher import UNKNOWN
 
 __all__ = ["ConsoleSink", "LabelTally"]
 
@@ -76,6 +77,8 @@ class ConsoleSink:
         self.tally.add(label, arrival_ns)
         if self.show_labels:
             mark = "" if label.truth is None else ("  ok" if label.label == label.truth else "  MISS")
+            if label.label == UNKNOWN and label.topk:  # abstained: say so, with the best guess
+                mark = f"  abstained (best {label.topk[0][0]})"
             tag = " (unseen)" if label.truth in self.tally.unseen else ""
             prob = "" if label.probability is None else f" p={label.probability:.2f}"
             self.out.write(f"{label.stream_id:>10} #{label.sample_id:<5} -> {label.label:<8} "

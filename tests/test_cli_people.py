@@ -124,6 +124,8 @@ def test_pretty_lines_show_running_accuracy_and_packet_rates():
     assert lines[0] == "cam0         3          +0.500  truth 3        ok    acc 100.0% of 1     1.2 ms"
     assert lines[1] == "cam0         4          +0.500  truth 5        MISS  acc  50.0% of 2"
     assert lines[2] == "cam0         7          +0.500  truth -              acc  50.0% of 2"
+    pretty.label(lab("unknown", "6"), None)  # an abstention is marked as such, not as a wrong guess
+    assert out.getvalue().splitlines()[3] == "cam0         unknown    +0.500  truth 6        abst  acc  33.3% of 3"
     pretty.packet(_pkt("a", 0), 0, 10.0)  # the first packet starts the clock
     for k in range(1, 5):
         pretty.packet(_pkt("a", k), 2, 10.0 + k * 0.25)
@@ -260,3 +262,19 @@ def test_live_command_lists_valid_options(capsys):
     assert main(["live", "playback", "-o", "colour=red"]) == 1
     err = capsys.readouterr().err
     assert "playback has no option colour; valid: dataset='nmnist', root=''" in err
+
+
+def test_console_sink_marks_an_abstention_with_its_best_guess():
+    import io
+
+    from streamlsm_sinks.console import ConsoleSink
+
+    out = io.StringIO()
+    sink = ConsoleSink(every_s=3600.0, stream=out)
+    for label, truth in (("3", "3"), ("4", "5"), ("unknown", "6")):
+        sink.write(LabelEvent(stream_id="cam0", seq=0, t_start=0, t_end=1, label=label, score=0.5,
+                              topk=[("8" if label == "unknown" else label, 0.5)], margin=0.1, truth=truth,
+                              probability=0.51))
+    lines = [ln for ln in out.getvalue().splitlines() if "->" in ln]
+    assert lines[0].endswith("truth 3  ok") and lines[1].endswith("truth 5  MISS")
+    assert lines[2].endswith("truth 6  abstained (best 8)") and "p=0.51" in lines[2]

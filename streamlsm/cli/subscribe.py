@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..readout.matcher import UNKNOWN
 from ._net import add_key_options, socket_setup
 
 __all__ = ["add_parser", "run", "StreamTally", "Pretty"]
@@ -110,7 +111,7 @@ class Pretty:
             self.n_truth += 1
             ok = lab.label == lab.truth
             self.correct += ok
-            mark = "ok  " if ok else "MISS"
+            mark = "ok  " if ok else ("abst" if lab.label == UNKNOWN else "MISS")  # abstained: not a guess
         acc = f"{100 * self.correct / self.n_truth:5.1f}% of {self.n_truth}" if self.n_truth else "-"
         lat = "" if lat_ms is None else f"  {lat_ms:6.1f} ms"
         self.out.write(f"{lab.stream_id:<12} {lab.label:<10} {lab.score:+.3f}  truth "
