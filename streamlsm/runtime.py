@@ -229,7 +229,7 @@ class Daemon(ControlCommands):
                 return
             if wait and len(items) < batch and not self._queue.closed:
                 await asyncio.sleep(wait)
-                if self._queue.items:
+                if len(self._queue):
                     items += await self._queue.take(batch - len(items))
             for part in self._split(items):
                 await self._process(part)

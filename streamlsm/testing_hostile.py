@@ -261,6 +261,12 @@ class HostileDaemon:
             return out
         out.lost = self.good_round(1)
         after = self.status(timeout=max(5.0, self.latency_bound_s))
+        # the daemon serves running streams before new stream ids: the attack's packets may still be
+        # queued behind the good sample; judge the refusal counters once the queue is empty
+        end = time.monotonic() + self.latency_bound_s
+        while after is not None and after.get("queue_depth", 0) and time.monotonic() < end:
+            time.sleep(0.02)
+            after = self.status(timeout=max(5.0, self.latency_bound_s))
         if after is None:
             out.hung = True
             return out

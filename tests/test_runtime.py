@@ -433,6 +433,36 @@ async def test_packet_buffer_bounds_bytes_too():
     await asyncio.wait_for(waiter, 5)
     assert [p.seq for p, _ in block.items] == [1, 2]
 @pytest.mark.asyncio
+async def test_packet_buffer_is_fair_between_streams():
+    """A burst on one stream never makes another wait behind it: take() serves the streams in turn,
+    each stream keeping its own order; drop_oldest drops from the stream with the most queued."""
+    from streamlsm.events import EventPacket
+    from streamlsm.runtime_parts import PacketBuffer
+
+    def pkt(sid, i):
+        return EventPacket(sid, i, 0, 1, np.zeros(1, DVS_DTYPE))
+
+    buf = PacketBuffer(10_000, "block")
+    await buf.put([pkt("burst", i) for i in range(1000)], 0)
+    await buf.put([pkt("good", 0), pkt("good", 1)], 0)
+    first = [(p.stream_id, p.seq) for p, _ in await buf.take(8)]
+    assert first == [("burst", 0), ("good", 0), ("burst", 1), ("good", 1), ("burst", 2), ("burst", 3),
+                     ("burst", 4), ("burst", 5)]
+    rest = [p.seq for p, _ in await buf.take(10_000)]
+    assert rest == list(range(6, 1000)) and len(buf) == 0 and buf.nbytes == 0  # the burst's order kept
+    # a flood of new stream ids (one packet each) queued ahead of a stream served before: that
+    # stream's packets come first, then the new streams in turn
+    await buf.put([pkt(f"new{i}", 0) for i in range(500)] + [pkt("good", 2), pkt("good", 3)], 0)
+    turn = [(p.stream_id, p.seq) for p, _ in await buf.take(4)]
+    assert turn == [("good", 2), ("good", 3), ("new0", 0), ("new1", 0)]
+    assert [p.stream_id for p, _ in await buf.take(1000)] == [f"new{i}" for i in range(2, 500)]
+    drop = PacketBuffer(4, "drop_oldest")
+    await drop.put([pkt("burst", i) for i in range(4)] + [pkt("quiet", 0)], 0)
+    assert drop.dropped == 1 and [(p.stream_id, p.seq) for p, _ in drop.items] == [
+        ("burst", 1), ("burst", 2), ("burst", 3), ("quiet", 0)]
+
+
+@pytest.mark.asyncio
 async def test_calibrated_bundle_few_shot_register_and_error_target(tmp_path):
     from streamlsm.readout import Bundle
     from streamlsm.readout.calibration import Calibration
