@@ -17,7 +17,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from .errors import TransportError
 
-__all__ = ["PeerWatch", "CLOSED_IN_HANDSHAKE"]
+__all__ = ["PeerWatch", "HandshakeWatch", "CLOSED_IN_HANDSHAKE"]
 
 _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
            zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
@@ -101,3 +101,38 @@ class PeerWatch:
         if self._mon is not None:
             self._mon.close(0)
             self._mon = None
+
+
+class HandshakeWatch:
+    """Waits, instead of sleeping a fixed time, until a connecting socket has met its peer.
+
+    Call it on the socket before it connects (``watch(sock)``, or ``Receiver(..., setup=watch)``),
+    then ``watch.wait()``. A SUB sends its subscriptions right after the ZMTP handshake, so waiting
+    for the handshake (plus ``settle_s`` for the subscription to cross loopback) keeps a PUB's first
+    messages from being lost (the slow-joiner problem) however loaded the machine is.
+    """
+
+    def __init__(self, settle_s: float = 0.05) -> None:
+        self.settle_s = settle_s
+        self._sock: zmq.Socket | None = None
+        self._mon: zmq.Socket | None = None
+
+    def __call__(self, sock: zmq.Socket) -> None:
+        self._sock = zmq.Socket.shadow(sock.underlying)  # works for zmq.asyncio sockets too
+        addr = f"inproc://streamlsm-handshake-{id(self)}"
+        self._sock.monitor(addr, zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self._mon = zmq.Context.shadow(sock.context.underlying).socket(zmq.PAIR)
+        self._mon.connect(addr)
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Block until the handshake is done; TransportError after ``timeout`` seconds."""
+        if self._mon is None or self._sock is None:
+            raise TransportError("HandshakeWatch.wait before the watch was attached to a socket")
+        try:
+            if not self._mon.poll(int(timeout * 1000)):
+                raise TransportError(f"no ZeroMQ handshake with the peer within {timeout} s")
+        finally:
+            self._sock.disable_monitor()
+            self._mon.close(0)
+            self._mon = None
+        time.sleep(self.settle_s)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,9 @@ import numpy as np
 import zmq
 
 from . import wire
-from .errors import ControlError, TransportError
+from .errors import ControlError
 from .events import EventPacket, slice_time
+from .peers import HandshakeWatch  # re-exported for tests (it lives with the peers concept)
 
 __all__ = ["random_samples", "packets_from_samples", "to_toml", "control_request", "HandshakeWatch", "DaemonProcess"]
 
@@ -108,41 +108,6 @@ def control_request(endpoint: str, req: dict, timeout: float = 30.0) -> dict:
         return wire.unpack_control(sock.recv())
     finally:
         sock.close(0)
-
-
-class HandshakeWatch:
-    """Waits, instead of sleeping a fixed time, until a connecting socket has met its peer.
-
-    Call it on the socket before it connects (``watch(sock)``, or ``Receiver(..., setup=watch)``),
-    then ``watch.wait()``. A SUB sends its subscriptions right after the ZMTP handshake, so waiting
-    for the handshake (plus ``settle_s`` for the subscription to cross loopback) keeps a test from
-    losing a PUB's first messages (the slow-joiner problem) however loaded the machine is.
-    """
-
-    def __init__(self, settle_s: float = 0.05) -> None:
-        self.settle_s = settle_s
-        self._sock: zmq.Socket | None = None
-        self._mon: zmq.Socket | None = None
-
-    def __call__(self, sock: zmq.Socket) -> None:
-        self._sock = zmq.Socket.shadow(sock.underlying)  # works for zmq.asyncio sockets too
-        addr = f"inproc://streamlsm-handshake-{id(self)}"
-        self._sock.monitor(addr, zmq.EVENT_HANDSHAKE_SUCCEEDED)
-        self._mon = zmq.Context.shadow(sock.context.underlying).socket(zmq.PAIR)
-        self._mon.connect(addr)
-
-    def wait(self, timeout: float = 60.0) -> None:
-        """Block until the handshake is done; TransportError after ``timeout`` seconds."""
-        if self._mon is None or self._sock is None:
-            raise TransportError("HandshakeWatch.wait before the watch was attached to a socket")
-        try:
-            if not self._mon.poll(int(timeout * 1000)):
-                raise TransportError(f"no ZeroMQ handshake with the peer within {timeout} s")
-        finally:
-            self._sock.disable_monitor()
-            self._mon.close(0)
-            self._mon = None
-        time.sleep(self.settle_s)
 
 
 _READY = re.compile(r"inputs (?P<inputs>.*?); labels on (?P<labels>\S+); control on (?P<control>\S+);")

@@ -26,7 +26,7 @@ LAYERS = {
     "streamlsm.pipeline": 3,
     "streamlsm.experiments": 3,
     "streamlsm.transport": 4,
-    "streamlsm.peers": 4,  # a socket's peers counted from its monitor events
+    "streamlsm.peers": 1,  # a socket's peers from its monitor events (PeerWatch, HandshakeWatch): zmq and errors only
     "streamlsm.publisher": 5,  # a PUB sender (XPUB) that knows its subscriptions
     "streamlsm.live": 5,  # live sensors: the synchronous LiveSender and the LiveSource plug-ins
     "streamlsm.security": 4,

@@ -59,11 +59,11 @@ async def _stream(plan, args, speed, work) -> dict:
     import time
 
     from ..clock import pace
+    from ..peers import HandshakeWatch
     from ..pipeline import PipelineConfig
     from ..plugins import SINK_GROUP, load
     from ..replay import ReplayConfig, merge, schedule
     from ..runtime import Daemon, DaemonConfig, InputConfig, LimitsConfig, ModelConfig, OutputConfig
-    from ..testing_procs import HandshakeWatch
     from ..transport import Receiver, Sender
     from ._demo_plan import Subset, say
 
