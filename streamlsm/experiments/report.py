@@ -13,7 +13,7 @@ import numpy as np
 
 from ..readout.metrics import mean_spread
 
-__all__ = ["summarise", "fmt", "write_report", "bar_png", "tsne_png", "confusion_png", "seen_unseen_png",
+__all__ = ["summarise", "fmt", "write_report", "json_numpy", "bar_png", "tsne_png", "confusion_png", "seen_unseen_png",
            "risk_coverage_png"]
 
 
@@ -29,14 +29,21 @@ def fmt(s: dict[str, float], pct: bool = True) -> str:
     return f"{s['mean'] * f:.2f} ± {s['std'] * f:.2f}" + ("" if s["n"] > 1 else " (1 run)")
 
 
-def _default(obj: Any) -> Any:
+def json_numpy(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays; TypeError for anything else."""
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
+    raise TypeError(f"not JSON: {type(obj).__name__}")
+
+
+def _default(obj: Any) -> Any:
+    """Reports: numpy as numbers, anything else (paths, configs) as its text."""
+    try:
+        return json_numpy(obj)
+    except TypeError:
         return str(obj)
-    return str(obj)
 
 
 def write_report(out: str | Path, title: str, results: dict, tables: Sequence[tuple[str, list[str], list[list]]],

@@ -15,6 +15,7 @@ from .report import (
     bar_png,
     confusion_png,
     fmt,
+    json_numpy,
     risk_coverage_png,
     seen_unseen_png,
     summarise,
@@ -160,18 +161,8 @@ def _save_part(out: Path, name: str, doc: dict) -> None:
     folder = out / "parts"
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(doc, default=_json_default))
+    tmp.write_text(json.dumps(doc, default=json_numpy))
     tmp.replace(folder / f"{name}.json")
-
-
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(type(obj).__name__)
 
 
 def _load_part(out: Path, name: str) -> dict | None:
