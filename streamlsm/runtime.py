@@ -18,6 +18,7 @@ from aiostream import stream
 from . import wire
 from .errors import CheckpointError, ConfigError, ModelError
 from .events import EventPacket
+from .loop import ProcessLoop
 from .pipeline import Pipeline, PipelineConfig
 from .readout.bundle import Bundle
 from .readout.calibration import bundle_calibration
@@ -77,6 +78,7 @@ class Daemon(ControlCommands):
         vet_bundle(self.bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
         self._factory = reservoir_factory
         self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
+        self.loop = ProcessLoop(self.pipeline, config.limits.max_call_us)
         # the sinks last: a bad bundle or checkpoint must not leave files, sockets or a metrics server open
         self.sinks = list(sinks) if sinks is not None else make_sinks(config.outputs.sinks)
         self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
@@ -84,7 +86,6 @@ class Daemon(ControlCommands):
                          "sink_errors": 0, "checkpoint_errors": 0}
         self.last_sink_error: str | None = None
         self._sinks_failed: set[int] = set()
-        self.busy_s = 0.0
         self.label_endpoint = config.outputs.labels
         self.control_endpoint = config.control.endpoint
         self.input_endpoints: list[str] = []
@@ -231,39 +232,17 @@ class Daemon(ControlCommands):
                 await asyncio.sleep(wait)
                 if len(self._queue):
                     items += await self._queue.take(batch - len(items))
-            for part in self._split(items):
+            for part in self.loop.split(items):  # the lock is free between calls (control, stop)
                 await self._process(part)
 
-    def _split(self, items: list) -> list[list]:
-        """The batch in calls of at most limits.max_call_us of stream time each (the declared spans):
-        one batch of long packets cannot hold the pipeline lock (control, stop) for long."""
-        limit = self.config.limits.max_call_us
-        parts, part, span = [], [], 0
-        for item in items:
-            pkt = item[0]
-            d = max(0, pkt.t_end - pkt.t_start)
-            if part and span + d > limit:
-                parts.append(part)
-                part, span = [], 0
-            part.append(item)
-            span += d
-        if part:
-            parts.append(part)
-        return parts
-
     async def _process(self, items: list) -> None:
-        pkts = [p for p, _ in items]
-        recv = [r for _, r in items]
         async with self._lock:
-            t0 = time.perf_counter()
             if self._inline:
-                labels = self.pipeline(pkts, recv)
+                labels = self.loop.run(items)
             else:
-                labels = await asyncio.to_thread(self.pipeline, pkts, recv)
-            self.busy_s += time.perf_counter() - t0
+                labels = await asyncio.to_thread(self.loop.run, items)
         self.counters["batches"] += 1
         for lab in labels:
-            lab.published_ns = time.time_ns()
             if await self._pub.send(lab):
                 self.counters["labels"] += 1
             else:
@@ -320,9 +299,9 @@ class Daemon(ControlCommands):
         recv = {"wire_errors": sum(r.stats["wire_errors"] for r in self._receivers)}
         return {"ok": True, "uptime_s": wall, "queue_depth": len(self._queue),
                 "queue_limit": self.config.limits.queue, "overflow": self.config.limits.overflow,
-                **self.counters, **recv, "pipeline": ps, "busy_s": self.busy_s,
+                **self.counters, **recv, "pipeline": ps, "busy_s": self.loop.stats.busy_s,
                 "cpu_s": time.process_time() - self._cpu0,
-                "real_time_factor": self.busy_s / stream_s if stream_s else 0.0,
+                "real_time_factor": self.loop.stats.busy_s / stream_s if stream_s else 0.0,
                 "streams": len(self.pipeline.streams), "classes": self.matcher.labels,
                 "prototype_version": self.matcher.version, "bundle_hash": self.bundle.hash,
                 "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint,

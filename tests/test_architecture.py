@@ -24,6 +24,7 @@ LAYERS = {
     "streamlsm.emulate": 1,
     "streamlsm.pipeline_parts": 2,  # pipeline config, counters, feature transform, offline labels
     "streamlsm.pipeline": 3,
+    "streamlsm.loop": 4,  # the processing loop every server runs (daemon, scale-out shard)
     "streamlsm.experiments": 3,
     "streamlsm.transport": 4,
     "streamlsm.peers": 1,  # a socket's peers from its monitor events (PeerWatch, HandshakeWatch): zmq and errors only
