@@ -42,7 +42,9 @@ def test_loop_labels_equal_one_pipeline_call_and_are_stamped():
     loop = ProcessLoop(_pipeline(), max_call_us=20_000, clock_ns=lambda: 123)
     got = loop(items)
     assert len(got) == len(whole) == 6
-    assert [(g.stream_id, g.label, g.score, g.received_ns) for g in got] == \
-        [(w.stream_id, w.label, w.score, w.received_ns) for w in whole]
+    assert [(g.stream_id, g.label, g.received_ns) for g in got] == \
+        [(w.stream_id, w.label, w.received_ns) for w in whole]
+    # the same embeddings; the scores agree to float32 rounding (BLAS sums a smaller batch otherwise)
+    np.testing.assert_allclose([g.score for g in got], [w.score for w in whole], rtol=1e-5)
     assert {g.published_ns for g in got} == {123}
     assert loop.stats.calls == 15 and loop.stats.packets == len(items) and loop.stats.labels == 6
