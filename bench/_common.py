@@ -44,7 +44,7 @@ def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_u
     from six synthetic support samples (seed 99)."""
     from streamlsm.cluster.drive import make_samples, stream_packets
     from streamlsm.config import to_dict
-    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.model.prototypes import PrototypeMatcher
     from streamlsm.reservoir import Reservoir, preset
     from streamlsm.testing import make_bundle
 

@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     n_random = args.random if args.random is not None else (40 if args.quick else 200)
-    from streamlsm.testing_hostile import HostileDaemon, random_case, regression_cases, summary
+    from streamlsm.testing.hostile import HostileDaemon, random_case, regression_cases, summary
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="streamlsm-hostile-") as work:

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 from _common import LabelThread  # bench/ is sys.path[0] when run as a script
 
-from streamlsm import wire
 from streamlsm.config import data_root, to_dict
+from streamlsm.net import wire
 from streamlsm.testing import DaemonProcess, make_bundle
 
 CLI = "import sys; from streamlsm.cli import main; sys.exit(main())"

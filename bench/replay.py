@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamlsm import wire  # noqa: E402
-from streamlsm.clock import PaceStats, pace  # noqa: E402
 from streamlsm.events import DVS_DTYPE, EventPacket  # noqa: E402
-from streamlsm.replay import ReplayConfig, schedule  # noqa: E402
-from streamlsm.transport import Receiver, Sender  # noqa: E402
+from streamlsm.net import wire  # noqa: E402
+from streamlsm.net.transport import Receiver, Sender  # noqa: E402
+from streamlsm.stream.pacing import PaceStats, pace  # noqa: E402
+from streamlsm.stream.replay import ReplayConfig, schedule  # noqa: E402
 
 # ------------------------------------------------------------------ subscriber process
 

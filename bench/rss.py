@@ -21,9 +21,9 @@ from pathlib import Path
 
 import zmq
 
-from streamlsm import wire
 from streamlsm.config import to_dict
 from streamlsm.events import DVS_DTYPE
+from streamlsm.net import wire
 from streamlsm.reservoir import Reservoir, preset
 from streamlsm.testing import DaemonProcess, make_bundle, packets_from_samples, random_samples
 

@@ -115,7 +115,7 @@ def _child(path: str, mode: str) -> None:
     """Stream the big file in this fresh process; print one JSON line (events, RSS)."""
     from streamlsm_sources.prophesee import EVT3Dataset
 
-    from streamlsm.replay import ReplayConfig, schedule
+    from streamlsm.stream.replay import ReplayConfig, schedule
 
     rss_before = _rss_now_mb()
     ds = EVT3Dataset(path)

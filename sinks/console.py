@@ -9,7 +9,7 @@ from typing import TextIO
 import numpy as np
 
 from streamlsm.events import LabelEvent
-from streamlsm.readout.matcher import UNKNOWN
+from streamlsm.model.prototypes import UNKNOWN
 
 __all__ = ["ConsoleSink", "LabelTally"]
 

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from streamlsm.errors import ConfigError
 from streamlsm.events import LabelEvent
-from streamlsm.security import is_local_endpoint
+from streamlsm.net.security import is_local_endpoint
 
 __all__ = ["PrometheusSink"]
 

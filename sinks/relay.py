@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import zmq
 
-from streamlsm import wire
 from streamlsm.errors import ConfigError, TransportError
 from streamlsm.events import LabelEvent
-from streamlsm.security import check_bind
+from streamlsm.net import wire
+from streamlsm.net.security import check_bind
 
 __all__ = ["RelaySink"]
 

@@ -18,7 +18,7 @@ __all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "LIVE_GROUP", "PLUGIN
 SOURCE_GROUP = "streamlsm.sources"      # name -> Dataset class, constructed as cls(root, **options)
 SINK_GROUP = "streamlsm.sinks"          # name -> Sink class, constructed as cls(**options)
 EMULATOR_GROUP = "streamlsm.emulators"  # name -> function making a data set on disk
-LIVE_GROUP = "streamlsm.live"           # name -> LiveSource class, constructed as cls(**options)
+LIVE_GROUP = "streamlsm.stream.live"           # name -> LiveSource class, constructed as cls(**options)
 PLUGIN_GROUPS = (SOURCE_GROUP, SINK_GROUP, EMULATOR_GROUP, LIVE_GROUP)
 
 

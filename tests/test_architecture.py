@@ -1,4 +1,4 @@
-"""The architecture as a test: imports flow one way (DESIGN.md), heavy libraries stay in their place."""
+"""The architecture as a test: imports flow one way, no circles, test helpers stay out of production code."""
 
 from __future__ import annotations
 
@@ -8,50 +8,49 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "streamlsm"
 
-# Lower numbers are closer to the leaves; a module may import only strictly lower layers
-# (or modules of its own sub-package). Longest matching prefix decides a module's layer.
+# Lower numbers are closer to the leaves; a module may import only strictly lower layers (or modules
+# of its own entry: the longest matching prefix decides a module's layer). ../shared/DESIGN.md of the
+# project brief draws this flow: leaves <- wire, pacing, reservoir, model <- pipeline <- loop <-
+# transport <- daemon <- cli.
 LAYERS = {
     "streamlsm": 0,  # the package __init__: re-exports leaves only
     "streamlsm.errors": -1,
     "streamlsm.events": 0,
     "streamlsm.config": 0,
-    "streamlsm.wire": 1,
-    "streamlsm.clock": 1,
-    "streamlsm.replay": 1,
     "streamlsm.plugins": 1,
+    "streamlsm.net.wire": 1,       # THE wire format: msgpack, never zmq
+    "streamlsm.net.peers": 1,      # a socket's peers from its monitor events: zmq and errors only
+    "streamlsm.stream": 1,         # replay schedule, pacing, synthetic streams
     "streamlsm.reservoir": 1,
-    "streamlsm.readout": 2,  # may read reservoir configs
     "streamlsm.emulate": 1,
-    "streamlsm.pipeline_parts": 2,  # pipeline config, counters, feature transform, offline labels
+    "streamlsm.model": 2,          # bundle, projection, prototypes, calibration (may read reservoir configs)
     "streamlsm.pipeline": 3,
-    "streamlsm.loop": 4,  # the processing loop every server runs (daemon, scale-out shard)
-    "streamlsm.experiments": 3,
-    "streamlsm.transport": 4,
-    "streamlsm.peers": 1,  # a socket's peers from its monitor events (PeerWatch, HandshakeWatch): zmq and errors only
-    "streamlsm.publisher": 5,  # a PUB sender (XPUB) that knows its subscriptions
-    "streamlsm.live": 5,  # live sensors: the synchronous LiveSender and the LiveSource plug-ins
-    "streamlsm.security": 4,
-    "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
-    "streamlsm.runtime_control": 4,  # the daemon's control commands (a mixin) and support files
-    "streamlsm.runtime": 5,
-    "streamlsm.cluster": 5,
-    "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
-    "streamlsm.testing": 5,
-    "streamlsm.testing_hostile": 6,  # hostile peers against a running daemon (tests and bench only)
-    "streamlsm.cli": 6,
-    "streamlsm.__main__": 7,  # `python -m streamlsm`: runs the CLI
+    "streamlsm.training": 3,       # torch training of readouts, metrics
+    "streamlsm.loop": 4,           # the processing loop every server runs (daemon, scale-out shard)
+    "streamlsm.experiments": 4,
+    "streamlsm.net.transport": 4,
+    "streamlsm.net.security": 4,
+    "streamlsm.net.publisher": 5,  # a PUB sender (XPUB) that knows its subscriptions
+    "streamlsm.stream.live": 5,    # live sensors: LiveSender (a zmq sender) and the LiveSource plug-ins
+    "streamlsm.daemon": 5,         # config, buffer, sinks, control, the asyncio runtime
+    "streamlsm.cluster": 6,        # scale-out: runs the daemon's processing loop elsewhere
+    "streamlsm.testing": 6,        # test doubles and process helpers: tests/ and bench/ only
+    "streamlsm.cli": 7,
+    "streamlsm.__main__": 8,  # `python -m streamlsm`: runs the CLI
 }
 # third-party imports allowed only under these prefixes
 ONLY_IN = {
-    "numba": ("streamlsm.reservoir._kernel",),
-    "msgpack": ("streamlsm.wire",),
-    "torch": ("streamlsm.readout.train", "streamlsm.experiments", "streamlsm.cli"),
-    "zmq": ("streamlsm.transport", "streamlsm.security", "streamlsm.peers", "streamlsm.publisher",
-            "streamlsm.live", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
+    "numba": ("streamlsm.reservoir.kernel",),
+    "msgpack": ("streamlsm.net.wire",),
+    "torch": ("streamlsm.training.train", "streamlsm.training.lbfgs", "streamlsm.training.losses",
+              "streamlsm.training.heads",
+              "streamlsm.experiments", "streamlsm.cli"),
+    "zmq": ("streamlsm.net.transport", "streamlsm.net.security", "streamlsm.net.peers", "streamlsm.net.publisher",
+            "streamlsm.stream.live", "streamlsm.daemon", "streamlsm.cluster", "streamlsm.cli",
             "streamlsm.testing"),
-    "asyncio": ("streamlsm.clock", "streamlsm.transport", "streamlsm.publisher", "streamlsm.runtime", "streamlsm.cluster",
-                "streamlsm.cli", "streamlsm.testing"),
-    "aiostream": ("streamlsm.transport", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
+    "asyncio": ("streamlsm.stream.pacing", "streamlsm.net.transport", "streamlsm.net.publisher", "streamlsm.daemon",
+                "streamlsm.cluster", "streamlsm.cli", "streamlsm.testing"),
+    "aiostream": ("streamlsm.net.transport", "streamlsm.daemon", "streamlsm.cluster", "streamlsm.cli",
                   "streamlsm.testing"),
 }
 KERNEL_ALLOWED = {"numba", "numpy", "math", "__future__"}
@@ -115,7 +114,7 @@ def test_imports_flow_one_way():
             for lib, allowed in ONLY_IN.items():
                 if top == lib and not module.startswith(allowed):
                     problems.append(f"{module} imports {lib}, allowed only in {allowed}")
-            if module == "streamlsm.reservoir._kernel" and top not in KERNEL_ALLOWED:
+            if module == "streamlsm.reservoir.kernel" and top not in KERNEL_ALLOWED:
                 problems.append(f"the kernel imports {imp}; it may import only {KERNEL_ALLOWED}")
     assert not problems, "\n".join(problems)
 
@@ -146,4 +145,82 @@ def test_no_unsafe_deserialisation_in_source_tree():
                         bad = isinstance(kw.get("allow_pickle"), ast.Constant) and kw["allow_pickle"].value is True
                         if bad:
                             problems.append(f"{path}:{node.lineno}: np.load(allow_pickle=True)")
+    assert not problems, "\n".join(problems)
+
+
+def _graph() -> dict[str, set[str]]:
+    """streamlsm module -> the streamlsm modules it imports (anywhere in the file, late imports too)."""
+    mods = dict(_modules())
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for module, path in mods.items():
+        for imp in _imports(module, path):
+            while imp and imp not in mods:  # `from .pkg import name`: the module, or its package
+                imp = imp.rpartition(".")[0]
+            if imp and imp != module:
+                graph[module].add(imp)
+    return graph
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _is_package_init(module: str) -> bool:
+    return (ROOT / Path(*module.split(".")) / "__init__.py").is_file()
+
+
+def test_no_circles_between_modules():
+    # a package's __init__ re-exporting its modules is no circle; anything else that imports back is
+    graph = {m: {t for t in ts if not (_is_package_init(t) and m.startswith(t + "."))}
+             for m, ts in _graph().items()}
+    assert not _circles(graph), f"import circles: {_circles(graph)}"
+
+
+def test_circle_check_finds_a_circle():
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_production_code_never_imports_test_helpers():
+    problems = []
+    for module, path in _modules():
+        if module.startswith("streamlsm.testing"):
+            continue
+        problems += [f"{module} imports {imp}" for imp in _imports(module, path)
+                     if imp == "streamlsm.testing" or imp.startswith("streamlsm.testing.")]
+    for folder in ("sources", "sinks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            problems += [f"{path.name} imports {imp}" for imp in _imports("x.y", path)
+                         if imp.startswith("streamlsm.testing")]
     assert not problems, "\n".join(problems)

@@ -16,8 +16,8 @@ import zmq.asyncio
 from streamlsm.cli import build_parser, main
 from streamlsm.errors import ControlError
 from streamlsm.events import DVS_DTYPE, EventPacket, LabelEvent
-from streamlsm.peers import PeerWatch
-from streamlsm.publisher import Publisher
+from streamlsm.net.peers import PeerWatch
+from streamlsm.net.publisher import Publisher
 
 CLI = [sys.executable, "-m", "streamlsm"]
 
@@ -37,7 +37,7 @@ def _pkt(stream: str, seq: int, n: int = 3) -> EventPacket:
 
 
 def test_peer_watch_counts_handshakes_disconnects_and_failures():
-    from streamlsm.peers import CLOSED_IN_HANDSHAKE
+    from streamlsm.net.peers import CLOSED_IN_HANDSHAKE
 
     ctx = zmq.Context()
     try:
@@ -178,7 +178,7 @@ def test_ctl_says_when_no_daemon_answers_before_the_reply_timeout():
 
 
 def test_register_outside_the_allowed_folders_names_control_allowed_dirs(tmp_path):
-    from streamlsm.runtime_control import ControlCommands
+    from streamlsm.daemon.control import ControlCommands
 
     owner = SimpleNamespace(config=SimpleNamespace(control=SimpleNamespace(allowed_dirs=[str(tmp_path)])))
     assert ControlCommands.confine(owner, str(tmp_path / "a.npz")) == (tmp_path / "a.npz").resolve()
@@ -194,7 +194,7 @@ def test_bad_dataset_option_lists_the_valid_ones(real_data, capsys):
 
 def test_help_shows_defaults_plugins_and_python_m_works():
     top = build_parser().format_help()
-    assert "streamlsm.sources: " in top and "nmnist" in top and "streamlsm.live: playback" in top
+    assert "streamlsm.sources: " in top and "nmnist" in top and "streamlsm.stream.live: playback" in top
     replay = subprocess.run(CLI + ["replay", "--help"], capture_output=True, text=True, timeout=60)
     assert replay.returncode == 0 and "(default: 1000)" in replay.stdout  # --hwm
     assert "auditory-cortex" in replay.stdout  # the data set names

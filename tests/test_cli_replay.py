@@ -17,8 +17,8 @@ from streamlsm.cli.replay import parse_options
 from streamlsm.cli.subscribe import StreamTally
 from streamlsm.errors import ConfigError
 from streamlsm.events import DVS_DTYPE, EventPacket, LabelEvent
-from streamlsm.replay import ReplayConfig, schedule
-from streamlsm.transport import Sender
+from streamlsm.net.transport import Sender
+from streamlsm.stream.replay import ReplayConfig, schedule
 
 
 def free_port() -> int:
@@ -165,7 +165,7 @@ def test_binding_off_loopback_needs_keys(real_data, capsys):
 def test_replay_with_curve_keys(real_data, tmp_path, capsys):
     from streamlsm_sources.nmnist import NMNISTDataset
 
-    from streamlsm.security import make_keys
+    from streamlsm.net.security import make_keys
 
     make_keys(tmp_path / "keys")
     ds = NMNISTDataset(real_data / "nmnist", limit=3)

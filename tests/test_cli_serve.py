@@ -12,10 +12,10 @@ import pytest
 import zmq
 
 import streamlsm.reservoir as res
-from streamlsm import wire
 from streamlsm.cli import main
 from streamlsm.config import to_dict
 from streamlsm.events import DVS_DTYPE
+from streamlsm.net import wire
 from streamlsm.testing import (
     DaemonProcess,
     HandshakeWatch,

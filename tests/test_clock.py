@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from streamlsm.clock import LoopClock, PaceStats, VirtualClock, pace
 from streamlsm.errors import ConfigError
+from streamlsm.stream.pacing import LoopClock, PaceStats, VirtualClock, pace
 
 
 async def collect(gen):

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import zmq
 
-from streamlsm import wire
 from streamlsm.cluster import HashRing, Router, RouterConfig, Worker, WorkerConfig
 from streamlsm.cluster.drive import drive, make_samples, stream_packets
 from streamlsm.errors import ConfigError
+from streamlsm.model.prototypes import PrototypeMatcher
+from streamlsm.net import wire
 from streamlsm.pipeline import Pipeline
-from streamlsm.readout.matcher import PrototypeMatcher
 from streamlsm.testing import FakeReservoir, make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def test_router_refuses_remote_bind_without_keys():
 
 
 def test_drive_counts_a_malformed_label_and_keeps_collecting():
-    from streamlsm import wire
     from streamlsm.events import LabelEvent
+    from streamlsm.net import wire
 
     ctx = zmq.Context()
     inp, pub = ctx.socket(zmq.PULL), ctx.socket(zmq.XPUB)
@@ -453,7 +453,7 @@ def test_churn_join_kill_leave_every_sample_labelled_right_or_counted_lost(clust
 
 
 def test_bad_payload_passes_the_router_and_is_counted_by_the_worker(cluster):
-    from streamlsm import wire
+    from streamlsm.net import wire
 
     cluster.add("w1")
     pkt = stream_packets("s0", make_samples(1, seed=0), 100_000, 10_000)[3]

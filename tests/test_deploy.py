@@ -13,7 +13,7 @@ import pytest
 
 from streamlsm.cli import build_parser, main
 from streamlsm.config import load_toml
-from streamlsm.runtime import DaemonConfig
+from streamlsm.daemon.config import DaemonConfig
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 ROOT = DEPLOY.parent
@@ -104,8 +104,8 @@ def test_signing_example_runs_as_written(tmp_path, monkeypatch):
     """deploy/README.md's bundle-signing lines, run as written: the signed bundle loads with the key
     and is refused under another key."""
     from streamlsm.errors import ModelError
-    from streamlsm.readout.bundle import Bundle
-    from streamlsm.security import load_signing_key, make_signing_key
+    from streamlsm.model.bundle import Bundle
+    from streamlsm.net.security import load_signing_key, make_signing_key
     from streamlsm.testing import make_bundle
 
     text = (DEPLOY / "README.md").read_text()

@@ -12,10 +12,10 @@ import pytest
 import zmq
 
 import streamlsm.reservoir as res
-from streamlsm import wire
 from streamlsm.config import to_dict
+from streamlsm.model.prototypes import PrototypeMatcher
+from streamlsm.net import wire
 from streamlsm.pipeline import offline_labels
-from streamlsm.readout.matcher import PrototypeMatcher
 from streamlsm.testing import DaemonProcess, HandshakeWatch, make_bundle
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow, pytest.mark.realdata]
@@ -70,7 +70,7 @@ def _check_equal_offline(labels, ds, bundle, matcher_path, limit):
 def test_replay_serve_subscribe_equals_offline_and_restart_keeps_classes(real_data, tmp_path):
     from streamlsm_sources.nmnist import NMNISTDataset
 
-    from streamlsm.readout.bundle import Bundle
+    from streamlsm.model.bundle import Bundle
 
     root = real_data / "nmnist"
     ds = NMNISTDataset(root, split="train")

@@ -9,8 +9,8 @@ from streamlsm_sources.spike_table import SpikeTableDataset
 
 from streamlsm.errors import ReservoirError, WireError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, SPIKES_DTYPE, EventPacket, as_layout
+from streamlsm.net.wire import decode, encode
 from streamlsm.reservoir import Reservoir, preset
-from streamlsm.wire import decode, encode
 
 # tonic.io.events_struct: x, y int16, t int64, p bool (field order differs from ours)
 TONIC_DTYPE = np.dtype([("x", "<i2"), ("y", "<i2"), ("t", "<i8"), ("p", "?")])
@@ -124,8 +124,8 @@ def test_pipeline_labels_tonic_packets_as_it_labels_its_own():
     from dataclasses import replace
 
     from streamlsm.config import to_dict
+    from streamlsm.model.prototypes import PrototypeMatcher
     from streamlsm.pipeline import Pipeline
-    from streamlsm.readout.matcher import PrototypeMatcher
     from streamlsm.testing import make_bundle, packets_from_samples, random_samples
 
     cfg = preset("nmnist", n_neurons=64, crop=(0, 0, 34, 34))

@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
 from streamlsm.events import DVS_DTYPE  # noqa: E402
-from streamlsm.experiments.features import (  # noqa: E402
+from streamlsm.experiments.features import (
     Samples,
     binned_input,
     encode_cached,
@@ -77,7 +77,7 @@ def test_binned_input_counts_every_mapped_event():
 
 def test_classification_protocol_runs(tmp_path):
     from streamlsm.experiments.classify import Protocol, run_classification
-    from streamlsm.readout.train import TrainConfig
+    from streamlsm.training.train import TrainConfig
 
     s = _toy(n_per=10)
     cfg = preset("nmnist", polarity="both")
@@ -94,7 +94,7 @@ def test_classification_protocol_runs(tmp_path):
 @pytest.mark.parametrize("loss", ["supcon", "proto"])
 def test_srnn_clip_baseline_trains_and_embeds(loss):
     from streamlsm.experiments.baselines import SeqConfig, train_srnn_clip
-    from streamlsm.readout.train import TrainConfig
+    from streamlsm.training.train import TrainConfig
 
     rng = np.random.default_rng(0)
     labels = np.repeat(["a", "b", "c"], 20)

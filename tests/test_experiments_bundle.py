@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE  # noqa: E402
 from streamlsm.experiments import default_bundle  # noqa: E402
 from streamlsm.experiments.features import Samples  # noqa: E402
-from streamlsm.readout import Bundle  # noqa: E402
+from streamlsm.model.bundle import Bundle  # noqa: E402
 
 
 def _vision(rng, n_per):

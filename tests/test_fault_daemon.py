@@ -14,11 +14,12 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from streamlsm import wire
 from streamlsm.config import from_dict
+from streamlsm.daemon.config import DaemonConfig
+from streamlsm.daemon.daemon import Daemon
 from streamlsm.events import DVS_DTYPE, EventPacket
+from streamlsm.net import wire
 from streamlsm.pipeline import Pipeline
-from streamlsm.runtime import Daemon, DaemonConfig
 from streamlsm.testing import (
     FakeReservoir,
     daemon_ctl,
@@ -221,7 +222,7 @@ async def test_unknown_stream_modality_and_duplicates_do_not_kill_the_daemon(tmp
 
 
 def test_source_restarting_mid_sample_resets_at_the_next_sample_boundary():
-    from streamlsm.readout.matcher import PrototypeMatcher
+    from streamlsm.model.prototypes import PrototypeMatcher
 
     bundle, matcher = make_bundle(F, D), PrototypeMatcher(D)
     for ev, lab in random_samples(6, DVS_DTYPE, seed=1):

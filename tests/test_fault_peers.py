@@ -16,9 +16,10 @@ import zmq
 import zmq.asyncio
 
 from streamlsm.config import from_dict
+from streamlsm.daemon.config import DaemonConfig
+from streamlsm.daemon.daemon import Daemon
 from streamlsm.events import DVS_DTYPE
-from streamlsm.readout.matcher import PrototypeMatcher
-from streamlsm.runtime import Daemon, DaemonConfig
+from streamlsm.model.prototypes import PrototypeMatcher
 from streamlsm.testing import (
     EOF,
     FakeReservoir,
@@ -46,7 +47,7 @@ def _config(tmp_path, hwm=10_000):
 
 def _read_labels(endpoint: str, want: int, ready: threading.Event, out: list, timeout_s: float = 20) -> None:
     """A healthy subscriber (its own thread and context): reads labels until ``want`` or timeout."""
-    from streamlsm import wire
+    from streamlsm.net import wire
 
     ctx = zmq.Context()
     sub = ctx.socket(zmq.SUB)
@@ -133,7 +134,7 @@ async def test_full_disk_on_checkpoint_is_an_error_reply_and_keeps_the_old_one(t
         raise OSError(errno.ENOSPC, "No space left on device")
 
     b_path = str(write_support(tmp_path / "support" / "b.npz", samples[3:]))
-    monkeypatch.setattr("streamlsm.readout.matcher.np.savez", full_disk)  # the disk fills up
+    monkeypatch.setattr("streamlsm.model.prototypes.np.savez", full_disk)  # the disk fills up
     reply = await daemon_ctl(daemon, {"cmd": "register", "label": "b", "path": b_path})
     assert reply["ok"] is False and "No space" in reply["error"]
     snap = await daemon_ctl(daemon, {"cmd": "snapshot"})

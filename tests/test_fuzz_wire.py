@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from streamlsm.errors import WireError
 from streamlsm.events import LAYOUTS, MODALITIES, EventPacket, LabelEvent
-from streamlsm.wire import (
+from streamlsm.net.wire import (
     DEFAULT_LIMITS,
     WIRE_VERSION,
     decode,

@@ -1,6 +1,6 @@
 """Hostile peers against a RUNNING daemon (`streamlsm serve` on 127.0.0.1), issue 11.
 
-Every item of the issue that reaches the daemon is a case (streamlsm.testing_hostile), then a seeded
+Every item of the issue that reaches the daemon is a case (streamlsm.testing.hostile), then a seeded
 generator of hostile sequences runs. After each case a well-behaved stream on the same daemon must
 get its label within its latency bound, the daemon must answer `status`, and at the end its RSS must
 lie within the configured state budget. `python bench/hostile.py` reports the same run as figures.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamlsm.events import DVS_DTYPE, EventPacket
-from streamlsm.testing_hostile import HostileDaemon, random_case, regression_cases, summary
+from streamlsm.testing.hostile import HostileDaemon, random_case, regression_cases, summary
 
 pytestmark = [pytest.mark.timeout(300)]
 

@@ -14,7 +14,7 @@ import pytest
 from streamlsm.errors import ConfigError, DataError
 from streamlsm.events import COCHLEA_DTYPE, SPIKES_DTYPE, LabelEvent
 from streamlsm.plugins import SINK_GROUP, SOURCE_GROUP, load
-from streamlsm.replay import ReplayConfig, schedule
+from streamlsm.stream.replay import ReplayConfig, schedule
 
 lsl = pytest.importorskip("pylsl", reason="LSL needs pylsl: pip install 'streamlsm[lsl]'")
 

@@ -8,7 +8,7 @@ import pytest
 
 from streamlsm.errors import ConfigError, DataError
 from streamlsm.plugins import SOURCE_GROUP, Dataset, load
-from streamlsm.replay import ReplayConfig, schedule
+from streamlsm.stream.replay import ReplayConfig, schedule
 
 pytest.importorskip("pynwb", reason="NWB needs pynwb: pip install 'streamlsm[nwb]'")
 from streamlsm_sources.neural import AuditoryCortexDataset  # noqa: E402

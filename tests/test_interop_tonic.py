@@ -11,8 +11,8 @@ import pytest
 from streamlsm.errors import ConfigError, DataError
 from streamlsm.events import DVS_DTYPE, as_layout
 from streamlsm.plugins import SOURCE_GROUP, load
-from streamlsm.replay import ReplayConfig, schedule
 from streamlsm.reservoir import Reservoir, preset
+from streamlsm.stream.replay import ReplayConfig, schedule
 
 pytestmark = pytest.mark.realdata
 

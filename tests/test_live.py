@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import zmq
 
-from streamlsm import wire
 from streamlsm.errors import ConfigError, DataError, TransportError
 from streamlsm.events import DVS_DTYPE
-from streamlsm.live import LiveSender, run_source, to_layout
+from streamlsm.net import wire
 from streamlsm.plugins import LIVE_GROUP, LiveSource, available, load
+from streamlsm.stream.live import LiveSender, run_source, to_layout
 
 CD = np.dtype([("x", "<u2"), ("y", "<u2"), ("p", "<i2"), ("t", "<i8")])  # Metavision's CD event
 

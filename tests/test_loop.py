@@ -6,10 +6,10 @@ import numpy as np
 
 from streamlsm.events import LAYOUTS
 from streamlsm.loop import ProcessLoop, split_by_span
+from streamlsm.model.prototypes import PrototypeMatcher
 from streamlsm.pipeline import Pipeline, PipelineConfig
-from streamlsm.readout.matcher import PrototypeMatcher
 from streamlsm.testing import FakeReservoir, make_bundle
-from streamlsm.testing_procs import packets_from_samples, random_samples
+from streamlsm.testing.procs import packets_from_samples, random_samples
 
 
 def _pipeline() -> Pipeline:

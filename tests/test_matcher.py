@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from streamlsm.errors import CheckpointError, ModelError
-from streamlsm.readout.matcher import UNKNOWN, PrototypeMatcher
+from streamlsm.model.prototypes import UNKNOWN, PrototypeMatcher
 
 
 def _unit(x):
@@ -110,7 +110,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_failed_save_keeps_old_checkpoint(tmp_path, monkeypatch):
-    from streamlsm.readout import matcher as mod
+    from streamlsm.model import prototypes as mod
 
     m = PrototypeMatcher(3)
     m.add("a", np.ones(3))
@@ -173,7 +173,7 @@ def test_class_labels_with_control_or_format_characters_are_refused(label):
 
 
 def _calibration(offset=0.3, temperature=0.1):
-    from streamlsm.readout.calibration import Calibration
+    from streamlsm.model.calibration import Calibration
 
     # 200 confident right answers and 200 coin flips at probability 0.5: only thresholds above 0.5 certify
     conf = (0.95,) * 200 + (0.5,) * 200

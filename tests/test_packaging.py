@@ -40,7 +40,7 @@ def _public_modules():
 
 @pytest.mark.parametrize("module", list(_public_modules()))
 def test_public_modules_declare_all(module):
-    if "torch" in module or module.startswith(("streamlsm.readout.train", "streamlsm.experiments")):
+    if "torch" in module or module.startswith(("streamlsm.training.train", "streamlsm.experiments")):
         pytest.importorskip("torch")
     mod = importlib.import_module(module)
     assert mod.__doc__ and mod.__doc__.strip(), f"{module} has no docstring"

@@ -9,8 +9,8 @@ import streamlsm.reservoir as res
 from streamlsm.config import to_dict
 from streamlsm.errors import ConfigError, ModelError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, slice_time
+from streamlsm.model.prototypes import PrototypeMatcher
 from streamlsm.pipeline import Pipeline, PipelineConfig, offline_labels
-from streamlsm.readout.matcher import PrototypeMatcher
 from streamlsm.testing import FakeReservoir, make_bundle, packets_from_samples, random_samples
 
 F, D = 32, 16
@@ -246,7 +246,7 @@ def test_packets_of_the_wrong_layout_are_rejected_without_harming_other_streams(
 
 
 def test_feature_transform_recorded_in_the_bundle_is_applied_to_counts():
-    from streamlsm.pipeline import feature_transform
+    from streamlsm.model.bundle import feature_transform
 
     bundle, matcher, pipe, factory = _setup()
     bundle.extra["feature_transform"] = {"vision": "log1p"}

@@ -13,7 +13,7 @@ from streamlsm.cli import main
 from streamlsm.errors import DataError
 from streamlsm.events import DVS_DTYPE
 from streamlsm.plugins import SOURCE_GROUP, Dataset, load
-from streamlsm.replay import ReplayConfig, schedule, split_sample
+from streamlsm.stream.replay import ReplayConfig, schedule, split_sample
 
 pytestmark = pytest.mark.realdata
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from streamlsm.errors import ModelError
-from streamlsm.readout import Bundle, ProjectionHead, gelu
+from streamlsm.model.bundle import Bundle
+from streamlsm.model.projection import ProjectionHead, gelu
 
 
 def _head(rng, dims=(12, 8, 4), normalise=True, final_activation=True):
@@ -101,7 +102,7 @@ def test_signed_bundles_load_only_with_their_key_and_unaltered(tmp_path):
     """Issue 11, item 5: the content hash is recomputable by anyone; the HMAC signature is not."""
     import os
 
-    from streamlsm.readout.bundle import SIGNATURE, _content_hash, sign_bundle
+    from streamlsm.model.bundle import SIGNATURE, _content_hash, sign_bundle
 
     b = _bundle(np.random.default_rng(0))
     b.save(tmp_path / "b")
@@ -135,7 +136,7 @@ def test_signed_bundles_load_only_with_their_key_and_unaltered(tmp_path):
 ])
 def test_malformed_or_non_finite_bundles_are_one_model_error(tmp_path, edit, says):
     """Items 10 and 12: these loaded with a traceback, or loaded and sent NaN scores."""
-    from streamlsm.readout.bundle import _content_hash
+    from streamlsm.model.bundle import _content_hash
 
     _bundle(np.random.default_rng(0)).save(tmp_path / "b")
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())

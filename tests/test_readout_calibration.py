@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamlsm.errors import ModelError
-from streamlsm.readout.calibration import (
+from streamlsm.model.calibration import (
     Calibration,
     choose_offset,
     confidence,

@@ -9,12 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamlsm.readout.train_losses import (  # noqa: E402
-    clip_loss,
-    proto_loss,
-    soft_clip_loss,
-    supcon_loss,
-)
+from streamlsm.training.losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss  # noqa: E402
 
 E = math.e
 P = E / (E + 1.0)  # softmax([1, 0])[0]

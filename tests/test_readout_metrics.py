@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from streamlsm.errors import ModelError
-from streamlsm.readout import (
+from streamlsm.training.metrics import (
     accuracy,
     confusion_matrix,
     mean_spread,

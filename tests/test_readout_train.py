@@ -7,8 +7,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamlsm.readout import Bundle, retrieval_topk  # noqa: E402
-from streamlsm.readout.train import (  # noqa: E402
+from streamlsm.model.bundle import Bundle  # noqa: E402
+from streamlsm.training.metrics import retrieval_topk  # noqa: E402
+from streamlsm.training.train import (  # noqa: E402
     TrainConfig,
     stratified_split,
     train_classifier,
@@ -103,7 +104,7 @@ def test_paired_rows_and_deeper_head():
 
 
 def test_torch_head_export_agrees_with_numpy(tmp_path):
-    from streamlsm.readout.train import TorchHead, to_numpy_head
+    from streamlsm.training.train import TorchHead, to_numpy_head
 
     rng = np.random.default_rng(9)
     torch.manual_seed(0)
@@ -127,7 +128,7 @@ def test_lbfgs_classifier_selects_l2_and_refits():
 
 def test_classifier_without_validation_samples_and_nan_scores():
     from streamlsm.errors import ModelError
-    from streamlsm.readout.train import fit_epochs
+    from streamlsm.training.train import fit_epochs
 
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
     b = train_classifier(x, ["a", "b", "c"], config=TrainConfig(epochs=3, seed=0))  # no class has 2 samples

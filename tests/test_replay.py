@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from streamlsm.config import from_dict
 from streamlsm.errors import ConfigError, DataError
 from streamlsm.events import DVS_DTYPE
-from streamlsm.replay import ReplayConfig, merge, parse_speed, sample_order, schedule, stream_ids
+from streamlsm.stream.replay import (
+    ReplayConfig,
+    merge,
+    parse_speed,
+    sample_order,
+    schedule,
+    stream_ids,
+)
 
 
 def dvs(times):

@@ -8,7 +8,7 @@ import numpy as np
 
 from streamlsm.events import SPIKES_DTYPE, EventPacket
 from streamlsm.reservoir import Reservoir, ReservoirConfig
-from streamlsm.reservoir import _kernel as k
+from streamlsm.reservoir import kernel as k
 from streamlsm.reservoir.reservoir import normal_table
 
 

@@ -11,12 +11,15 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from streamlsm import wire
 from streamlsm.config import from_dict
+from streamlsm.daemon.config import DaemonConfig, SinkConfig
+from streamlsm.daemon.daemon import Daemon
+from streamlsm.daemon.sinks import make_sinks
 from streamlsm.errors import ConfigError, ModelError
 from streamlsm.events import DVS_DTYPE
+from streamlsm.net import wire
+from streamlsm.net.transport import Receiver
 from streamlsm.pipeline import Pipeline
-from streamlsm.runtime import Daemon, DaemonConfig, SinkConfig, make_sinks
 from streamlsm.testing import (
     EOF,
     FAIL,
@@ -33,7 +36,6 @@ from streamlsm.testing import (
     register_classes,
     write_support,
 )
-from streamlsm.transport import Receiver
 
 F, D = 32, 16
 pytestmark = pytest.mark.timeout(60)
@@ -370,8 +372,8 @@ def test_jsonl_sink_flushes_on_time_not_only_every_n_labels(tmp_path):
 
 def test_start_removes_checkpoint_orphans_of_a_kill_9(tmp_path):
     """Issue 11, minor list: each kill -9 during a checkpoint could leave prototypes.*.npz(.tmp)."""
-    from streamlsm.readout.matcher import PrototypeMatcher
-    from streamlsm.runtime_control import sweep_checkpoint_orphans
+    from streamlsm.daemon.control import sweep_checkpoint_orphans
+    from streamlsm.model.prototypes import PrototypeMatcher
 
     path = tmp_path / "protos.json"
     m = PrototypeMatcher(4)
@@ -412,8 +414,8 @@ async def test_register_dataset_refuses_a_symlink_leading_outside_allowed_dirs(t
 async def test_packet_buffer_bounds_bytes_too():
     """Issue 11, item 4 / budgets: the queue is bounded in event bytes (limits.queue_mb), not only in
     packets: 10,000 queued packets of 1M events were ~13 GB."""
+    from streamlsm.daemon.buffer import PacketBuffer
     from streamlsm.events import EventPacket
-    from streamlsm.runtime_parts import PacketBuffer
 
     def pkt(i, n):
         return EventPacket("s", i, 0, 1, np.zeros(n, DVS_DTYPE))
@@ -436,8 +438,8 @@ async def test_packet_buffer_bounds_bytes_too():
 async def test_packet_buffer_is_fair_between_streams():
     """A burst on one stream never makes another wait behind it: take() serves the streams in turn,
     each stream keeping its own order; drop_oldest drops from the stream with the most queued."""
+    from streamlsm.daemon.buffer import PacketBuffer
     from streamlsm.events import EventPacket
-    from streamlsm.runtime_parts import PacketBuffer
 
     def pkt(sid, i):
         return EventPacket(sid, i, 0, 1, np.zeros(1, DVS_DTYPE))
@@ -464,8 +466,8 @@ async def test_packet_buffer_is_fair_between_streams():
 
 @pytest.mark.asyncio
 async def test_calibrated_bundle_few_shot_register_and_error_target(tmp_path):
-    from streamlsm.readout import Bundle
-    from streamlsm.readout.calibration import Calibration
+    from streamlsm.model.bundle import Bundle
+    from streamlsm.model.calibration import Calibration
 
     cfg = _config(tmp_path, model={"error_target": 0.2})
     b = Bundle.load(cfg.model.bundle)

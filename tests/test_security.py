@@ -14,7 +14,7 @@ import zmq.asyncio
 
 from streamlsm.cli import main
 from streamlsm.errors import ConfigError, ControlError
-from streamlsm.security import (
+from streamlsm.net.security import (
     AUTHORIZED_DIR,
     check_bind,
     confine,
@@ -251,7 +251,7 @@ def test_secret_key_files_not_in_repo():
 
 def _daemon_config(tmp_path, keys_dir=None, control="tcp://0.0.0.0:*"):
     from streamlsm.config import from_dict
-    from streamlsm.runtime import DaemonConfig
+    from streamlsm.daemon.config import DaemonConfig
     from streamlsm.testing import make_bundle
 
     make_bundle(32, 16).save(tmp_path / "bundle")
@@ -263,7 +263,7 @@ def _daemon_config(tmp_path, keys_dir=None, control="tcp://0.0.0.0:*"):
 
 
 def test_daemon_refuses_remote_bind_without_keys(tmp_path):
-    from streamlsm.runtime import Daemon
+    from streamlsm.daemon.daemon import Daemon
 
     daemon = Daemon(_daemon_config(tmp_path))
     with pytest.raises(ConfigError) as info:
@@ -272,8 +272,8 @@ def test_daemon_refuses_remote_bind_without_keys(tmp_path):
 
 
 def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
-    from streamlsm import wire
-    from streamlsm.runtime import Daemon
+    from streamlsm.daemon.daemon import Daemon
+    from streamlsm.net import wire
     from streamlsm.testing import FakeReservoir
 
     keys = make_keys(tmp_path / "keys", ("ctl",))
@@ -315,7 +315,7 @@ def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
 
 def test_ctl_command_reaches_a_keyed_daemon_with_its_client_key(tmp_path, capsys):
     from streamlsm.cli import main
-    from streamlsm.runtime import Daemon
+    from streamlsm.daemon.daemon import Daemon
     from streamlsm.testing import FakeReservoir
 
     make_keys(tmp_path / "keys", ("client",))
@@ -371,7 +371,8 @@ def test_relay_sink_keeps_the_bind_rule():
     finally:
         sink.close()
 
-    from streamlsm.runtime import SinkConfig, make_sinks
+    from streamlsm.daemon.config import SinkConfig
+    from streamlsm.daemon.sinks import make_sinks
 
     with pytest.raises(ConfigError) as info:  # from a daemon config: the sink's key, the rule's reason
         make_sinks([SinkConfig("relay", {"endpoint": "tcp://127.0.0.1:*"}),

@@ -10,11 +10,11 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from streamlsm.clock import pace
 from streamlsm.errors import ConfigError, TransportError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, EventPacket, LabelEvent
-from streamlsm.replay import ReplayConfig, merge, schedule, stream_ids
-from streamlsm.transport import Receiver, Sender
+from streamlsm.net.transport import Receiver, Sender
+from streamlsm.stream.pacing import pace
+from streamlsm.stream.replay import ReplayConfig, merge, schedule, stream_ids
 
 TCP = "tcp://127.0.0.1:*"
 
@@ -295,7 +295,7 @@ def test_1000_real_nmnist_samples_push_pull_max_speed_lose_nothing(real_data):
 
 
 def test_oversized_frames_disconnect_the_peer_and_later_messages_still_arrive():
-    from streamlsm.wire import WireLimits
+    from streamlsm.net.wire import WireLimits
 
     async def main():
         limits = WireLimits(max_events=100)

@@ -8,7 +8,14 @@ import pytest
 
 from streamlsm.errors import WireError
 from streamlsm.events import LAYOUTS, EventPacket, LabelEvent
-from streamlsm.wire import WIRE_VERSION, WireLimits, decode, encode, pack_control, unpack_control
+from streamlsm.net.wire import (
+    WIRE_VERSION,
+    WireLimits,
+    decode,
+    encode,
+    pack_control,
+    unpack_control,
+)
 
 
 def _events(layout: str, n: int, t0: int = 1000, seed: int = 0) -> np.ndarray:

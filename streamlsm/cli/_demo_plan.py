@@ -13,8 +13,8 @@ import numpy as np
 
 from ..config import data_root, default_cache_dir, to_dict
 from ..errors import StreamLSMError
+from ..model.bundle import Bundle
 from ..plugins import EMULATOR_GROUP, SOURCE_GROUP, load
-from ..readout.bundle import Bundle
 
 __all__ = ["Plan", "Subset", "default_plan", "nmnist_plan", "say"]
 
@@ -192,7 +192,7 @@ def nmnist_plan(root: Path, limit: int, seed: int, retrain: bool = False, why: s
 
 def _train_nmnist(ds, train: list[int], cfg, seed: int, Reservoir) -> Bundle:
     try:
-        from ..readout.train import TrainConfig, train_projections
+        from ..training.train import TrainConfig, train_projections
     except ImportError as exc:  # the edge install has no torch
         raise StreamLSMError(f"training needs the 'train' extra (torch): {exc}") from None
     t0 = time.monotonic()

@@ -20,7 +20,7 @@ def add_key_options(p: argparse.ArgumentParser) -> None:
 def socket_setup(args: argparse.Namespace, endpoint: str, bind: bool, context: Any) -> tuple[
         Callable | None, Any]:
     """(setup callback for the socket, authenticator or None); binding off loopback needs --keys."""
-    from ..security import (
+    from ..net.security import (
         AUTHORIZED_DIR,
         SERVER_NAME,
         check_bind,

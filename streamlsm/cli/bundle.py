@@ -86,7 +86,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     from ..config import to_dict
     from ..errors import ConfigError, StreamLSMError
-    from ..readout.bundle import Bundle
+    from ..model.bundle import Bundle
     from ..reservoir import Reservoir, preset
     from ..reservoir.presets import PRESETS
     from .replay import open_dataset, parse_options
@@ -94,7 +94,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.per_class < 2 or args.epochs < 1:
         raise ConfigError("per_class", "--per-class must be >= 2 and --epochs >= 1")
     try:
-        from ..readout.train import TrainConfig, train_projections
+        from ..training.train import TrainConfig, train_projections
     except ImportError as exc:  # the edge install has no torch
         raise StreamLSMError(f"training needs the 'train' extra (pip install 'streamlsm[train]'): "
                              f"{exc}") from None
@@ -134,8 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "preset": name, "feature_transform": "log1p"})
     path = bundle.save(args.out)
     if args.prototypes:
-        from ..pipeline_parts import embed
-        from ..readout.matcher import PrototypeMatcher
+        from ..model.bundle import embed
+        from ..model.prototypes import PrototypeMatcher
 
         emb = embed(bundle, mod, counts)
         matcher = PrototypeMatcher(int(emb.shape[1]))
@@ -178,7 +178,7 @@ def cmd_support(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from ..readout.bundle import Bundle
+    from ..model.bundle import Bundle
 
     b = Bundle.load(args.path)
     print(json.dumps({"bundle": str(args.path), "hash": b.hash, "classes": b.classes,

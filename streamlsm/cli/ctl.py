@@ -57,8 +57,8 @@ def request(endpoint: str, req: dict, timeout: float = 30.0, setup=None,
     import zmq
 
     from ..errors import ConfigError, ControlError
-    from ..peers import PeerWatch
-    from ..wire import pack_control, unpack_control
+    from ..net.peers import PeerWatch
+    from ..net.wire import pack_control, unpack_control
 
     if not 0 < timeout <= 86_400:  # inf or NaN would overflow the poll, then wait for ever
         raise ConfigError("timeout", f"must be a number of seconds in (0, 86400], got {timeout!r}")
@@ -117,8 +117,8 @@ def run(args: argparse.Namespace) -> int:
     endpoint = args.endpoint
     if args.config:
         from ..config import load_toml
+        from ..daemon.config import DaemonConfig
         from ..errors import ConfigError
-        from ..runtime import DaemonConfig
 
         endpoint = load_toml(args.config, DaemonConfig).control.endpoint
         if not endpoint:

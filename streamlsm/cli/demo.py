@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..replay import parse_speed
+    from ..stream.replay import parse_speed
     from ._demo_plan import make_plan, say
 
     speed = parse_speed(args.speed)
@@ -58,13 +58,14 @@ async def _stream(plan, args, speed, work) -> dict:
     import dataclasses
     import time
 
-    from ..clock import pace
-    from ..peers import HandshakeWatch
+    from ..daemon.config import DaemonConfig, InputConfig, LimitsConfig, ModelConfig, OutputConfig
+    from ..daemon.daemon import Daemon
+    from ..net.peers import HandshakeWatch
+    from ..net.transport import Receiver, Sender
     from ..pipeline import PipelineConfig
     from ..plugins import SINK_GROUP, load
-    from ..replay import ReplayConfig, merge, schedule
-    from ..runtime import Daemon, DaemonConfig, InputConfig, LimitsConfig, ModelConfig, OutputConfig
-    from ..transport import Receiver, Sender
+    from ..stream.pacing import pace
+    from ..stream.replay import ReplayConfig, merge, schedule
     from ._demo_plan import Subset, say
 
     cfg = DaemonConfig(model=ModelConfig(bundle=work / "unused", prototypes=work / "prototypes.json",

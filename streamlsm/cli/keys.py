@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..security import AUTHORIZED_DIR, make_keys
+    from ..net.security import AUTHORIZED_DIR, make_keys
 
     clients = tuple(args.client or ("client",))
     pairs = make_keys(args.dir, clients, overwrite=args.force)
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_signing(args: argparse.Namespace) -> int:
-    from ..security import make_signing_key
+    from ..net.security import make_signing_key
 
     path = make_signing_key(args.file, overwrite=args.force)
     print(f"signing key written to {path} (keep it secret; set model.signing_key to it)")
@@ -50,8 +50,8 @@ def run_signing(args: argparse.Namespace) -> int:
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    from ..readout.bundle import sign_bundle
-    from ..security import load_signing_key
+    from ..model.bundle import sign_bundle
+    from ..net.security import load_signing_key
 
     sig = sign_bundle(args.bundle, load_signing_key(args.key))
     print(f"signed: {sig}")

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import dataclasses
 
-    from ..replay import ReplayConfig, merge, parse_speed, schedule, stream_ids
+    from ..stream.replay import ReplayConfig, merge, parse_speed, schedule, stream_ids
 
     cfg = ReplayConfig(packet_us=args.packet_us, packet_events=args.packet_events,
                        speed=parse_speed(args.speed), gap_us=args.gap_us, order=args.order,
@@ -171,10 +171,10 @@ async def _replay(items, cfg, args, total_samples: int) -> dict:
 
     import zmq.asyncio
 
-    from ..clock import PaceStats, pace
-    from ..peers import PeerWatch
-    from ..publisher import Publisher
-    from ..transport import Sender
+    from ..net.peers import PeerWatch
+    from ..net.publisher import Publisher
+    from ..net.transport import Sender
+    from ..stream.pacing import PaceStats, pace
 
     kind = socket_kind(args)
     ctx = zmq.asyncio.Context()

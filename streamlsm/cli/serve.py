@@ -54,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     import signal
 
     from ..config import load_toml, to_dict
+    from ..daemon.config import DaemonConfig
+    from ..daemon.daemon import Daemon
     from ..errors import ConfigError
-    from ..runtime import Daemon, DaemonConfig
 
     cfg = load_toml(args.config, DaemonConfig)
     if args.status_every < 0:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         report = {"ok": why is None, "config": to_dict(cfg)}
         if why is None:
-            from ..readout.bundle import Bundle
+            from ..model.bundle import Bundle
 
             report["bundle_hash"] = Bundle.load(cfg.model.bundle).hash
         else:
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if why is not None:
         raise ConfigError("model.bundle", why.partition(": ")[2])
 
-    from ..runtime_parts import give_back_freed_memory
+    from ..daemon.daemon import give_back_freed_memory
 
     give_back_freed_memory()  # a burst of big messages must not stay in the RSS (glibc)
 

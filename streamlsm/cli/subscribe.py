@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..readout.matcher import UNKNOWN
+from ..model.prototypes import UNKNOWN
 from ._net import add_key_options, socket_setup
 
 __all__ = ["add_parser", "run", "StreamTally", "Pretty"]
@@ -193,8 +193,8 @@ async def _subscribe(args: argparse.Namespace) -> None:
 
     from ..errors import ConfigError
     from ..events import EventPacket
-    from ..peers import PeerWatch
-    from ..transport import Receiver
+    from ..net.peers import PeerWatch
+    from ..net.transport import Receiver
 
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError("timeout", f"must be > 0 seconds, got {args.timeout}")

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import zmq
 
-from .. import wire
 from ..errors import WireError
 from ..events import LAYOUTS, EventPacket
-from ..testing_procs import packets_from_samples, random_samples
+from ..net import wire
+from ..stream.synthetic import packets_from_samples, random_samples
 
 __all__ = ["make_samples", "stream_packets", "drive"]
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from ..errors import TransportError
-from ..security import make_keys
+from ..net.security import make_keys
 
 __all__ = ["Hosts", "MAIN"]
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import zmq
 
-from .. import wire
 from ..errors import ConfigError, WireError
 from ..events import LabelEvent
-from ..security import (
+from ..net import wire
+from ..net.security import (
     check_bind,
     is_local_endpoint,
     load_keys,

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import zmq
 
-from .. import wire
 from ..errors import TransportError, WireError
 from ..events import EventPacket
-from ..security import load_keys, secure_client
+from ..net import wire
+from ..net.security import load_keys, secure_client
 from .router import BYE, HEARTBEAT, HELLO, LEAVE
 
 __all__ = ["WorkerConfig", "Worker", "default_name", "load_pipeline"]
@@ -195,8 +195,8 @@ class Worker:
 
 def load_pipeline(bundle_dir, prototypes, pipeline_config=None):
     """A Pipeline from a bundle directory and a prototype checkpoint (as the daemon loads them)."""
+    from ..model.bundle import Bundle
+    from ..model.prototypes import PrototypeMatcher
     from ..pipeline import Pipeline
-    from ..readout.bundle import Bundle
-    from ..readout.matcher import PrototypeMatcher
 
     return Pipeline(Bundle.load(bundle_dir), PrototypeMatcher.load(prototypes), pipeline_config)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..readout.train import (
+from ..training.train import (
     TrainConfig,
     classification_epoch,
     contrastive_epoch,
@@ -147,7 +147,7 @@ def train_srnn_clip(xa: np.ndarray, la, xb: np.ndarray, lb, *, dim: int = 64, lo
     """CLIP-style zero-shot baseline with two trainable SRNN encoders (BPTT, surrogate gradient) on
     (n, T, C) input sequences; pools paired by class each epoch as for the LSM projections. Returns
     the encoders (an ``embed(which, x)`` callable), the selected epoch, seconds and MACs."""
-    from ..readout.metrics import retrieval_topk
+    from ..training.metrics import retrieval_topk
 
     la, lb = np.asarray([str(v) for v in la]), np.asarray([str(v) for v in lb])
     tra, vaa = stratified_split(la, config.val_fraction, config.seed)

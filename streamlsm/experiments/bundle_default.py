@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import default_cache_dir, to_dict
-from ..readout import Bundle
-from ..readout.train import TrainConfig, train_projections
+from ..model.bundle import Bundle
 from ..reservoir import preset
+from ..training.train import TrainConfig, train_projections
 from .features import Samples, encode_cached
 from .zeroshot import Variant, calibrate_pseudo_unseen, evaluate_zero_shot
 

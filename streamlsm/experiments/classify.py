@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..readout.train import TrainConfig, train_classifier
 from ..reservoir import ReservoirConfig
+from ..training.train import TrainConfig, train_classifier
 from .baselines import SeqConfig, train_sequence
 from .features import Samples, binned_input, encode_cached, window_pool
 

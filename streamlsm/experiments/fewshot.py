@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..readout.calibration import choose_offset, gzsl_accuracy, seen_unseen_curve
-from ..readout.train import TrainConfig, stratified_split, train_projections
+from ..model.calibration import choose_offset, gzsl_accuracy, seen_unseen_curve
 from ..reservoir import preset
+from ..training.train import TrainConfig, stratified_split, train_projections
 from .features import Samples, encode_cached
 from .report import fmt, seen_unseen_png, summarise, write_report
 from .zeroshot import cosine_scores

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..readout.train import TrainConfig
 from ..reservoir import preset
+from ..training.train import TrainConfig
 from .baselines import SeqConfig
 from .classify import Protocol, _concat, run_classification
 from .features import Samples

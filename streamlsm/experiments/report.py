@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ..readout.metrics import mean_spread
+from ..training.metrics import mean_spread
 
 __all__ = ["summarise", "fmt", "write_report", "json_numpy", "bar_png", "tsne_png", "confusion_png", "seen_unseen_png",
            "risk_coverage_png"]

@@ -110,7 +110,7 @@ def input_features(config: ReservoirConfig, samples: Samples) -> Iterator[tuple[
 
 def _softmax(x: np.ndarray, labels: np.ndarray, classes: list[str], tr: np.ndarray, te: np.ndarray, seed: int) -> dict:
     """The repo's softmax-regression readout (L-BFGS, L2 chosen on 20% of ``tr``, refit on ``tr``)."""
-    from ..readout.train import TrainConfig, train_classifier
+    from ..training.train import TrainConfig, train_classifier
 
     b = train_classifier(x[tr], labels[tr], classes, config=TrainConfig(epochs=100, seed=seed), refit=True,
                          l2_grid=(3e-3, 3e-2))

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..readout import Bundle, prototype_predict, prototypes, retrieval_topk
-from ..readout.calibration import (
+from ..model.bundle import Bundle
+from ..model.calibration import (
     Calibration,
     confidence,
     fit_calibration,
@@ -26,9 +26,9 @@ from ..readout.calibration import (
     seen_unseen_curve,
     stacked,
 )
-from ..readout.metrics import confusion_matrix
-from ..readout.train import TrainConfig, stratified_split, train_projections
 from ..reservoir import ReservoirConfig
+from ..training.metrics import confusion_matrix, prototype_predict, prototypes, retrieval_topk
+from ..training.train import TrainConfig, stratified_split, train_projections
 from .features import Samples, encode_cached
 
 __all__ = ["ZeroShotSetup", "Variant", "evaluate_zero_shot", "evaluate_embeddings", "run_zero_shot",

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..readout.train import TrainConfig, stratified_split
 from ..reservoir import preset
+from ..training.train import TrainConfig, stratified_split
 from .features import Samples
 from .report import (
     bar_png,

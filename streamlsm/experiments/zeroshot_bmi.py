@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..readout.train import TrainConfig
 from ..reservoir import preset
+from ..training.train import TrainConfig
 from .features import Samples
 from .report import bar_png, fmt, summarise, write_report
 from .zeroshot import PAPER_EXACT, Variant, ZeroShotSetup, class_fold, run_zero_shot, srnn_baselines

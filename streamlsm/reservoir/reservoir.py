@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import ConfigError, ReservoirError, WireError
 from ..events import LAYOUTS, EventPacket, as_layout
-from . import _kernel as _k
+from . import kernel as _k
 from .config import ReservoirConfig
 from .device import make_weights
 from .features import _U64, Features, normal_table, window_key

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ConfigError, DataError
-from .events import EventPacket, dtype_for
+from ..errors import ConfigError, DataError
+from ..events import EventPacket, dtype_for
 
 __all__ = ["ReplayConfig", "schedule", "merge", "sample_order", "split_sample", "split_chunks",
            "stream_ids", "parse_speed"]

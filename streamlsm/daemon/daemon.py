@@ -7,7 +7,6 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncIterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +14,24 @@ import zmq
 import zmq.asyncio
 from aiostream import stream
 
-from . import wire
-from .errors import CheckpointError, ConfigError, ModelError
-from .events import EventPacket
-from .loop import ProcessLoop
-from .pipeline import Pipeline, PipelineConfig
-from .readout.bundle import Bundle
-from .readout.calibration import bundle_calibration
-from .readout.matcher import PrototypeMatcher
-from .runtime_control import ControlCommands, load_support, sweep_checkpoint_orphans, vet_bundle
-from .runtime_parts import (
-    ControlConfig,
-    InputConfig,
-    LimitsConfig,
-    ModelConfig,
-    OutputConfig,
-    PacketBuffer,
-    SinkConfig,
-    make_sinks,
+from ..errors import CheckpointError, ConfigError, ModelError
+from ..events import EventPacket
+from ..loop import ProcessLoop
+from ..model.bundle import Bundle
+from ..model.calibration import bundle_calibration
+from ..model.prototypes import PrototypeMatcher
+from ..net import wire
+from ..net.security import ServerSecurity, load_signing_key
+from ..net.transport import Receiver, Sender
+from ..pipeline import Pipeline
+from .buffer import PacketBuffer
+from .config import (
+    DaemonConfig,
 )
-from .security import SecurityConfig, ServerSecurity, load_signing_key
-from .transport import Receiver, Sender
+from .control import ControlCommands, sweep_checkpoint_orphans, vet_bundle
+from .sinks import make_sinks
 
-__all__ = ["InputConfig", "ModelConfig", "SinkConfig", "OutputConfig", "ControlConfig", "LimitsConfig",
-           "DaemonConfig", "Daemon", "PacketBuffer", "make_sinks", "load_support"]
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonConfig:
-    model: ModelConfig
-    inputs: list[InputConfig] = field(default_factory=list)
-    outputs: OutputConfig = field(default_factory=OutputConfig)
-    control: ControlConfig = field(default_factory=ControlConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
-    security: SecurityConfig = field(default_factory=SecurityConfig)
+__all__ = ["Daemon", "give_back_freed_memory"]
 
 
 async def _batches(receiver: Receiver):
@@ -306,3 +288,19 @@ class Daemon(ControlCommands):
                 "prototype_version": self.matcher.version, "bundle_hash": self.bundle.hash,
                 "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint,
                 "last_sink_error": self.last_sink_error}
+
+
+def give_back_freed_memory() -> bool:
+    """glibc only (else False, nothing changed): blocks of 256 KiB and more (ZeroMQ frames of a
+    flood of big messages, numpy arrays) always come from mmap and go back to the OS when freed,
+    and the heap is trimmed above 4 MiB free. By default glibc raises its mmap threshold after
+    such frees, so a burst of big input stayed in the daemon's RSS for good (issue 11, item 4)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 256 * 1024)) and bool(mallopt(m_trim_threshold, 4 << 20))

@@ -19,7 +19,7 @@ from ..config import from_dict, to_dict
 from ..errors import ModelError
 from .projection import ProjectionHead
 
-__all__ = ["Bundle", "FORMAT", "VERSION", "SIGNATURE", "sign_bundle"]
+__all__ = ["Bundle", "FORMAT", "VERSION", "SIGNATURE", "sign_bundle", "embed", "feature_transform"]
 
 FORMAT = "streamlsm-bundle"
 VERSION = 1
@@ -299,3 +299,26 @@ def _atomic(target: Path, write) -> None:
         raise
 
 
+_TRANSFORMS = {"none": None, "log1p": np.log1p}
+
+
+def feature_transform(bundle, modality: str) -> str:
+    """How the bundle's head for ``modality`` wants reservoir counts: "none" or "log1p".
+
+    Read from the head's ``meta["feature_transform"]``, else ``bundle.extra["feature_transform"]``
+    (a name, or a {modality: name} table); default "none".
+    """
+    name = bundle.head(modality).meta.get("feature_transform")
+    if name is None:
+        spec = bundle.extra.get("feature_transform", "none")
+        name = spec.get(modality, "none") if isinstance(spec, dict) else spec
+    if name not in _TRANSFORMS:
+        raise ModelError(f"unknown feature_transform {name!r} for {modality!r}; known: {sorted(_TRANSFORMS)}")
+    return name
+
+
+def embed(bundle, modality: str, counts: np.ndarray) -> np.ndarray:
+    """Reservoir counts (n, F) -> embeddings: the bundle's feature transform, then its head."""
+    x = np.asarray(counts, dtype=np.float32)
+    fn = _TRANSFORMS[feature_transform(bundle, modality)]
+    return bundle.embed(modality, x if fn is None else fn(x))

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import zmq
 
+from ..errors import TransportError
+from ..events import EventPacket, LabelEvent
 from . import wire
-from .errors import TransportError
-from .events import EventPacket, LabelEvent
 from .transport import Sender
 
 __all__ = ["Publisher"]

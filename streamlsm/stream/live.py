@@ -8,7 +8,7 @@ daemon's queue is full the packet is dropped and counted (``stats["dropped"]``),
 keeps flowing. It is thread-safe (one lock around the socket) and needs no asyncio.
 
 ``run_source(source, sender, stop)`` runs a ``plugins.LiveSource`` plug-in (entry-point group
-``streamlsm.live``) into a sender; `streamlsm live <name>` is that on the command line.
+``streamlsm.stream.live``) into a sender; `streamlsm live <name>` is that on the command line.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import zmq
 
-from . import wire
-from .errors import ConfigError, DataError, TransportError
-from .events import MODALITIES, EventPacket, dtype_for
-from .transport import SEND_KINDS
+from ..errors import ConfigError, DataError, TransportError
+from ..events import MODALITIES, EventPacket, dtype_for
+from ..net import wire
+from ..net.transport import SEND_KINDS
 
 __all__ = ["LiveSender", "FIELD_ALIASES", "to_layout", "run_source"]
 

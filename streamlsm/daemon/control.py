@@ -9,13 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from . import wire
-from .errors import ConfigError, ControlError, ModelError, WireError
-from .pipeline import Pipeline
-from .pipeline_parts import embed, feature_transform
-from .plugins import SOURCE_GROUP, load
-from .readout.bundle import Bundle
-from .readout.calibration import bundle_calibration
+from ..errors import ConfigError, ControlError, ModelError, WireError
+from ..model.bundle import Bundle, embed, feature_transform
+from ..model.calibration import bundle_calibration
+from ..net import wire
+from ..pipeline import Pipeline
+from ..plugins import SOURCE_GROUP, load
 
 __all__ = ["load_support", "ControlCommands", "vet_bundle", "sweep_checkpoint_orphans"]
 
@@ -53,7 +52,7 @@ def vet_bundle(bundle: Bundle, matcher_dim: int, max_neurons: int, model_mb: flo
     each reservoir config valid and within ``max_neurons``, each head's input the size of its
     reservoir's features, a known feature transform, a projection head of the matcher's dimension,
     and the weights it needs (reservoirs and heads) within ``model_mb``."""
-    from .reservoir import ReservoirConfig  # late: importing it compiles nothing, but is not free
+    from ..reservoir import ReservoirConfig  # late: importing it compiles nothing, but is not free
 
     need = 0
     for m in bundle.modalities:
@@ -113,7 +112,7 @@ def load_support(path: Path, modality: str, req: dict) -> tuple[str, Any, str]:
     if "embeddings" in arrays:
         return "embeddings", arrays["embeddings"], modality
     if not modality and "events" in arrays:
-        from .events import layout_of
+        from ..events import layout_of
 
         modality = _LAYOUT_MODALITY[layout_of(arrays["events"])]
     if not modality:

@@ -15,7 +15,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from .errors import TransportError
+from ..errors import TransportError
 
 __all__ = ["PeerWatch", "HandshakeWatch", "CLOSED_IN_HANDSHAKE"]
 

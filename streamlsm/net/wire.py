@@ -18,8 +18,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from .errors import WireError
-from .events import LAYOUTS, MODALITIES, EventPacket, LabelEvent, as_layout
+from ..errors import WireError
+from ..events import LAYOUTS, MODALITIES, EventPacket, LabelEvent, as_layout
 
 __all__ = [
     "WIRE_VERSION",

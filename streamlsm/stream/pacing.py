@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["Clock", "LoopClock", "VirtualClock", "PaceStats", "pace"]
 

@@ -9,9 +9,9 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from ..errors import ConfigError, TransportError, WireError
+from ..events import LAYOUTS, EventPacket, LabelEvent
 from . import wire
-from .errors import ConfigError, TransportError, WireError
-from .events import LAYOUTS, EventPacket, LabelEvent
 
 __all__ = ["Sender", "Receiver", "SEND_KINDS", "RECV_KINDS"]
 

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-from .bundle import Bundle
+from ..model.bundle import Bundle
+from .heads import TorchHead, seeded, standardiser, to_numpy_head
+from .lbfgs import train_lbfgs
+from .losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss
 from .metrics import retrieval_topk
-from .projection import ProjectionHead
-from .train_losses import clip_loss, proto_loss, soft_clip_loss, supcon_loss
 
 __all__ = ["TrainConfig", "TorchHead", "train_classifier", "train_projections", "stratified_split",
            "pair_loss", "contrastive_epoch", "classification_epoch",
@@ -39,44 +40,6 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.val_fraction < 1:
             raise ModelError(f"bad training config {self}")
-
-
-class TorchHead(nn.Module):
-    """Standardise, then Linear (+GELU) layers; L2-normalised output for embeddings."""
-
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, dims: Sequence[int],
-                 final_activation: bool, normalise: bool) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
-        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32))
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
-        self.final_activation, self.normalise = final_activation, normalise
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.scale
-        for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < len(self.layers) - 1 or self.final_activation:
-                x = nn.functional.gelu(x)
-        return nn.functional.normalize(x, dim=1) if self.normalise else x
-
-    def macs(self) -> int:
-        return int(sum(layer.in_features * layer.out_features for layer in self.layers))
-
-
-def to_numpy_head(head: TorchHead, meta: dict | None = None) -> ProjectionHead:
-    """Export the torch head's weights to the torch-free numpy head (same outputs to float32 rounding)."""
-    return ProjectionHead(
-        weights=[layer.weight.detach().cpu().numpy().T.astype(np.float32).copy() for layer in head.layers],
-        biases=[layer.bias.detach().cpu().numpy().astype(np.float32).copy() for layer in head.layers],
-        mean=head.mean.cpu().numpy().astype(np.float64), scale=head.scale.cpu().numpy().astype(np.float64),
-        final_activation=head.final_activation, normalise=head.normalise, meta=dict(meta or {}))
-
-
-def _standardiser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = x.mean(axis=0)
-    std = x.std(axis=0)
-    return mean, np.where(std > 1e-6, std, 1.0)
 
 
 def stratified_split(labels: Sequence, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,13 +102,9 @@ def _margin(q: np.ndarray, ql: np.ndarray, g: np.ndarray, gl: np.ndarray) -> flo
     return float(np.mean(mine - sims.max(1)))
 
 
-def _seeded(seed: int) -> None:
-    torch.manual_seed(seed)
-
-
 def _train_linear(x, y, xv, yv, n_classes, hidden, config, modality, fixed_epochs):
-    _seeded(config.seed)
-    mean, scale = _standardiser(x)
+    seeded(config.seed)
+    mean, scale = standardiser(x)
     head = TorchHead(mean, scale, [x.shape[1], *hidden, n_classes], final_activation=False, normalise=False)
     opt = torch.optim.Adam(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     xt, yt, xvt = torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(xv)
@@ -208,10 +167,9 @@ def train_classifier(features: np.ndarray, labels: Sequence, classes: Sequence |
     else:
         xv, yv, xt_, yt_ = x, y, x, y
     if l2_grid:
-        from .train_lbfgs import train_lbfgs
-
-        return train_lbfgs(x, y, xt_, yt_, xv, yv, classes, list(l2_grid), config, modality, reservoir,
-                            refit and val is None and len(xv) > 0)
+        return train_lbfgs(train=(xt_, yt_), val=(xv, yv), classes=classes, grid=list(l2_grid), config=config,
+                           modality=modality, reservoir=reservoir,
+                           refit_on=(x, y) if refit and val is None and len(xv) > 0 else None)
     head, fit = _train_linear(xt_, yt_, xv, yv, len(classes), hidden, config, modality, None)
     macs = 3 * head.macs() * len(xt_) * (fit["best_epoch"] + 1)
     seconds = fit["seconds"]
@@ -260,10 +218,10 @@ def train_projections(features_a: np.ndarray, features_b: np.ndarray, labels: Se
     trb, vab = (tra, vaa) if paired else stratified_split(lb, cfg.val_fraction, cfg.seed + 1)
     if len(vaa) == 0:
         vaa, vab = tra, trb
-    _seeded(cfg.seed)
+    seeded(cfg.seed)
     heads = []
     for x, tr in ((xa, tra), (xb, trb)):
-        mean, scale = _standardiser(x[tr]) if standardise else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
+        mean, scale = standardiser(x[tr]) if standardise else (np.zeros(x.shape[1]), np.ones(x.shape[1]))
         heads.append(TorchHead(mean, scale, [x.shape[1], *hidden, dim], final_activation=True,
                                normalise=normalise))
     ha, hb = heads

@@ -11,7 +11,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from .errors import ConfigError, ControlError
+from ..errors import ConfigError, ControlError
 
 __all__ = [
     "SERVER_NAME",

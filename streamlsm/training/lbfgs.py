@@ -7,16 +7,16 @@ import time
 import torch
 from torch import nn
 
-from .bundle import Bundle
-from .train import TorchHead, _seeded, _standardiser, to_numpy_head
+from ..model.bundle import Bundle
+from .heads import TorchHead, seeded, standardiser, to_numpy_head
 
 __all__ = ["train_lbfgs"]
 
 
 def _lbfgs_fit(x, y, n_classes, l2, seed, max_iter):
     """Full-batch L-BFGS (strong Wolfe) on cross-entropy + l2/2 |W|^2; returns (head, evaluations)."""
-    _seeded(seed)
-    mean, scale = _standardiser(x)
+    seeded(seed)
+    mean, scale = standardiser(x)
     head = TorchHead(mean, scale, [x.shape[1], n_classes], final_activation=False, normalise=False)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, tolerance_grad=1e-6,
@@ -35,9 +35,13 @@ def _lbfgs_fit(x, y, n_classes, l2, seed, max_iter):
     return head, evals[0]
 
 
-def train_lbfgs(x, y, xt_, yt_, xv, yv, classes, grid, config, modality, reservoir, refit):
-    """Fit one L2-penalised softmax regression per penalty in ``grid`` on (xt_, yt_), keep the best
-    validation accuracy on (xv, yv), optionally refit on (x, y); returns a Bundle (see train_classifier)."""
+def train_lbfgs(*, train: tuple, val: tuple, classes: list[str], grid: list[float], config, modality: str,
+                reservoir: object | None = None, refit_on: tuple | None = None) -> Bundle:
+    """Fit one L2-penalised softmax regression per penalty in ``grid`` on ``train`` (x, y), keep the
+    best validation accuracy on ``val`` (x, y), and refit on ``refit_on`` (x, y) when given; returns
+    a Bundle (see ``train_classifier``). ``config`` is a TrainConfig (seed, epochs = L-BFGS iterations)."""
+    (xt_, yt_), (xv, yv) = train, val
+    refit = refit_on is not None
     t0 = time.perf_counter()
     scores, evals, history = [], 0, []
     iters = max(50, config.epochs)
@@ -52,11 +56,12 @@ def train_lbfgs(x, y, xt_, yt_, xv, yv, classes, grid, config, modality, reservo
         history.append({"l2": l2, "val": acc, "val_loss": ce, "evaluations": n})
     _, acc, l2, head = max(scores, key=lambda r: r[0])
     if refit:
+        x, y = refit_on
         head, n = _lbfgs_fit(x, y, len(classes), l2, config.seed, iters)
         evals += n * len(x)
     metrics = {"val_accuracy": acc, "best_l2": l2, "best_epoch": 0, "epochs_run": 1,
                "train_seconds": time.perf_counter() - t0, "train_macs_to_best": 3 * head.macs() * evals,
-               "n_train": len(x) if refit else len(xt_), "refit": bool(refit), "history": history,
+               "n_train": len(refit_on[0]) if refit else len(xt_), "refit": bool(refit), "history": history,
                "solver": "lbfgs"}
     return Bundle(heads={modality: to_numpy_head(head, {"kind": "classifier"})}, classes=classes,
                   reservoirs={modality: reservoir} if reservoir is not None else {}, seed=config.seed,

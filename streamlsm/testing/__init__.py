@@ -12,12 +12,12 @@ import numpy as np
 import zmq
 import zmq.asyncio
 
-from . import wire
-from .errors import ControlError, ReservoirError
-from .events import EventPacket, LabelEvent
-from .readout.bundle import Bundle
-from .readout.projection import ProjectionHead
-from .testing_procs import (
+from ..errors import ControlError, ReservoirError
+from ..events import EventPacket, LabelEvent
+from ..model.bundle import Bundle
+from ..model.projection import ProjectionHead
+from ..net import wire
+from .procs import (
     DaemonProcess,
     HandshakeWatch,
     control_request,

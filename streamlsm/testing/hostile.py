@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from . import wire
-from .config import to_dict
-from .errors import WireError
-from .events import DVS_DTYPE, EventPacket
-from .readout.bundle import sign_bundle
-from .security import load_signing_key, make_signing_key
-from .testing import make_bundle
-from .testing_procs import DaemonProcess, HandshakeWatch, packets_from_samples, random_samples
+from ..config import to_dict
+from ..errors import WireError
+from ..events import DVS_DTYPE, EventPacket
+from ..model.bundle import sign_bundle
+from ..net import wire
+from ..net.security import load_signing_key, make_signing_key
+from . import make_bundle
+from .procs import DaemonProcess, HandshakeWatch, packets_from_samples, random_samples
 
 __all__ = ["Outcome", "HostileDaemon", "regression_cases", "random_case", "summary"]
 
@@ -61,13 +61,13 @@ def _rss_mb(pid: int) -> float:
 
 
 def _reservoir_cfg():
-    from .reservoir import preset
+    from ..reservoir import preset
 
     return preset("nmnist", n_neurons=60, bin_us=1000, feature_windows=4)
 
 
 def _bundle(path: Path, key: bytes | None, **head_edit) -> Path:
-    from .reservoir import Reservoir
+    from ..reservoir import Reservoir
 
     cfg = _reservoir_cfg()
     n = Reservoir(cfg).n_features
@@ -363,7 +363,7 @@ _RELOAD_SAYS = {  # what the daemon's error reply must name, per malformed bundl
 
 def _sign(path: Path, key: bytes) -> None:
     """Sign whatever the directory holds (sign_bundle would refuse a bundle that does not load)."""
-    from .readout import bundle as bmod
+    from ..model import bundle as bmod
 
     h = json.loads((path / "manifest.json").read_text())["hash"]
     (path / bmod.SIGNATURE).write_text(json.dumps({"alg": "hmac-sha256", "hash": h, "mac": bmod._mac(key, h)}))
@@ -371,7 +371,7 @@ def _sign(path: Path, key: bytes) -> None:
 
 def _rehash(path: Path, m: dict) -> None:
     """Write manifest ``m`` with its content hash recomputed (anyone can: it proves nothing)."""
-    from .readout import bundle as bmod
+    from ..model import bundle as bmod
 
     m["hash"] = bmod._content_hash(dict(np.load(path / "weights.npz")), m)
     (path / "manifest.json").write_text(json.dumps(m))
@@ -386,7 +386,7 @@ def _reload_good(d: HostileDaemon) -> bool:
 
 def _reload(kind: str) -> Callable[[HostileDaemon], bool]:  # items 5, 10, 12
     def attack(d: HostileDaemon) -> bool:
-        from .reservoir import Reservoir
+        from ..reservoir import Reservoir
 
         path = d.work / "bundles" / kind
         cfg = _reservoir_cfg()
