@@ -6,7 +6,6 @@ import asyncio
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -178,12 +177,11 @@ def test_ctl_says_when_no_daemon_answers_before_the_reply_timeout():
 
 
 def test_register_outside_the_allowed_folders_names_control_allowed_dirs(tmp_path):
-    from streamlsm.daemon.control import ControlCommands
+    from streamlsm.net.security import confine
 
-    owner = SimpleNamespace(config=SimpleNamespace(control=SimpleNamespace(allowed_dirs=[str(tmp_path)])))
-    assert ControlCommands.confine(owner, str(tmp_path / "a.npz")) == (tmp_path / "a.npz").resolve()
+    assert confine(str(tmp_path / "a.npz"), [str(tmp_path)]) == (tmp_path / "a.npz").resolve()
     with pytest.raises(ControlError, match=r"lies outside control\.allowed_dirs \[.*\]: put it in one"):
-        ControlCommands.confine(owner, str(tmp_path.parent / "elsewhere"))
+        confine(str(tmp_path.parent / "elsewhere"), [str(tmp_path)])
 
 
 def test_bad_dataset_option_lists_the_valid_ones(real_data, capsys):

@@ -48,7 +48,7 @@ async def _running(tmp_path):
     """A daemon (test config) running as a task: yields (daemon, task); stops it on the way out."""
     daemon = Daemon(_config(tmp_path), reservoir_factory=_factory)
     task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
+    await daemon.started()
     try:
         yield daemon, task
     finally:

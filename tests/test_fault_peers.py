@@ -84,7 +84,7 @@ async def test_stalled_subscriber_costs_only_itself(tmp_path):
     sink = ListSink()
     daemon = Daemon(cfg, sources=[source()], sinks=[sink], reservoir_factory=_factory)
     task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
+    await daemon.started()
     healthy: list = []
     ready = threading.Event()
     reader = threading.Thread(target=_read_labels, args=(daemon.label_endpoint, len(samples), ready, healthy))
@@ -120,7 +120,7 @@ async def test_full_disk_on_checkpoint_is_an_error_reply_and_keeps_the_old_one(t
     cfg = _config(tmp_path)
     daemon = Daemon(cfg, reservoir_factory=_factory)
     task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
+    await daemon.started()
     samples = random_samples(6, DVS_DTYPE, seed=3)
     a_path = str(write_support(tmp_path / "support" / "a.npz", samples[:3]))
     ok = await daemon_ctl(daemon, {"cmd": "register", "label": "a", "path": a_path})

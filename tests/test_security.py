@@ -283,7 +283,7 @@ def test_daemon_control_beyond_loopback_lets_in_authorised_keys_only(tmp_path):
         daemon = Daemon(_daemon_config(tmp_path, tmp_path / "keys"),
                         reservoir_factory=lambda m: FakeReservoir(32, m))
         task = asyncio.create_task(daemon.run())
-        await daemon.ready.wait()
+        await daemon.started()
         port = daemon.control_endpoint.rsplit(":", 1)[1]
         ctx = zmq.asyncio.Context.instance()
 
@@ -324,7 +324,7 @@ def test_ctl_command_reaches_a_keyed_daemon_with_its_client_key(tmp_path, capsys
         daemon = Daemon(_daemon_config(tmp_path, tmp_path / "keys"),
                         reservoir_factory=lambda m: FakeReservoir(32, m))
         task = asyncio.create_task(daemon.run())
-        await daemon.ready.wait()
+        await daemon.started()
         endpoint = "tcp://127.0.0.1:" + daemon.control_endpoint.rsplit(":", 1)[1]
         try:
             keyed = await asyncio.to_thread(

@@ -80,9 +80,7 @@ async def _stream(plan, args, speed, work) -> dict:
         daemon.matcher.add(lab, daemon.pipeline.embed_support(modality, events, durations),
                            source=f"{len(events)} {modality} support samples")
     task = asyncio.create_task(daemon.run())
-    await daemon.ready.wait()
-    if task.done():  # start-up failed (e.g. an endpoint in use): report it
-        task.result()
+    await daemon.started()  # raises the start-up error (an endpoint in use...)
     k = min(args.streams, len(plan.test))
     parts = [Subset(plan.test.ds, plan.test.ids[i::k]) for i in range(k)]
     rcfg = ReplayConfig(packet_us=args.packet_us, speed=speed)

@@ -88,9 +88,7 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, daemon.request_stop)
         task = asyncio.create_task(daemon.run())
-        await daemon.ready.wait()
-        if task.done():  # start-up failed (e.g. an endpoint in use): report it, no ready line
-            task.result()
+        await daemon.started()  # raises the start-up error (an endpoint in use...): no ready line
         inputs = ", ".join(daemon.input_endpoints) or "none"
         print(f"streamlsm serve: inputs {inputs}; labels on {daemon.label_endpoint}; control on "
               f"{daemon.control_endpoint or 'off'}; {len(daemon.matcher)} classes; bundle "

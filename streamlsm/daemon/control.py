@@ -1,86 +1,22 @@
-"""The daemon's control side: support files for ``register``, and the commands of ``streamlsm ctl``."""
+"""The control commands of ``streamlsm ctl`` (status, register, remove, snapshot, reload) and support files."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, ControlError, ModelError, WireError
-from ..model.bundle import Bundle, embed, feature_transform
-from ..model.calibration import bundle_calibration
+from ..errors import ControlError, WireError
 from ..net import wire
-from ..pipeline import Pipeline
+from ..net.security import confine
 from ..plugins import SOURCE_GROUP, load
+from .config import ControlConfig
+from .served import ServedModel
 
-__all__ = ["load_support", "ControlCommands", "vet_bundle", "sweep_checkpoint_orphans"]
-
-
-def sweep_checkpoint_orphans(path: Path) -> int:
-    """Remove what a kill -9 during ``PrototypeMatcher.save`` can leave beside the checkpoint
-    ``path``: ``<stem>.<token>.npz(.tmp)`` not named by the manifest, ``<name>.<token>.tmp``.
-    Returns how many files were removed (run at start, before anything writes a checkpoint)."""
-    import json
-    import re
-
-    folder = path.parent
-    if not folder.is_dir():
-        return 0
-    keep = None
-    try:
-        keep = json.loads(path.read_text(encoding="utf-8")).get("arrays")
-    except (OSError, ValueError, AttributeError):
-        pass
-    arrays = re.compile(rf"{re.escape(path.stem)}\.[0-9a-f]{{12}}\.npz(\.tmp)?\Z")
-    manifest_tmp = re.compile(rf"{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp\Z")
-    removed = 0
-    for p in folder.iterdir():
-        if p.name != keep and (arrays.match(p.name) or manifest_tmp.match(p.name)) and p.is_file():
-            try:
-                p.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
-
-
-def vet_bundle(bundle: Bundle, matcher_dim: int, max_neurons: int, model_mb: float) -> None:
-    """ModelError naming why the daemon could not run this bundle, checked before it is used:
-    each reservoir config valid and within ``max_neurons``, each head's input the size of its
-    reservoir's features, a known feature transform, a projection head of the matcher's dimension,
-    and the weights it needs (reservoirs and heads) within ``model_mb``."""
-    from ..reservoir import ReservoirConfig  # late: importing it compiles nothing, but is not free
-
-    need = 0
-    for m in bundle.modalities:
-        head = bundle.head(m)
-        need += sum(w.size * 4 + b.size * 4 for w, b in zip(head.weights, head.biases, strict=True))
-        feature_transform(bundle, m)  # ModelError on an unknown one
-        if bundle.reservoirs.get(m) is None:
-            continue
-        try:
-            cfg = bundle.reservoir_config(m, ReservoirConfig)
-        except ConfigError as exc:
-            raise ModelError(f"bundle reservoir {m!r}: {exc}") from None
-        if cfg.n_neurons > max_neurons:
-            raise ModelError(f"bundle reservoir {m!r}: n_neurons {cfg.n_neurons} exceeds limits.max_neurons "
-                             f"= {max_neurons}")
-        want = cfg.n_neurons * cfg.feature_windows
-        if head.in_features != want:
-            raise ModelError(f"bundle head {m!r} takes {head.in_features} features, its reservoir makes "
-                             f"{want} (n_neurons x feature_windows)")
-        copies = 2 if cfg.read_noise > 0 else 1  # W and W**2 when noisy
-        need += copies * 4 * cfg.n_neurons * (cfg.n_neurons + max(cfg.n_inputs, 1))
-    if need > model_mb * (1 << 20):
-        raise ModelError(f"the bundle needs about {need / (1 << 20):.0f} MiB of weights, more than "
-                         f"limits.model_mb = {model_mb:g}")
-    dims = {h.out_features for h in bundle.heads.values() if h.normalise}
-    if matcher_dim not in dims:
-        raise ModelError(f"no projection head of the bundle gives the prototypes' dimension {matcher_dim} "
-                         f"(heads give {sorted(dims)})")
+__all__ = ["Control", "load_support"]
 
 
 _LAYOUT_MODALITY = {"dvs": "vision", "cochlea": "audio", "spikes": "neural"}
@@ -130,49 +66,28 @@ def load_support(path: Path, modality: str, req: dict) -> tuple[str, Any, str]:
     raise ControlError(f"{path} holds none of: embeddings, features, events + lengths")
 
 
-class ControlCommands:
-    """The control commands of ``Daemon`` (a mixin: it uses the daemon's config, matcher, bundle,
-    pipeline, counters and lock): status, register, remove, snapshot, reload, and checkpoints."""
+class Control:
+    """The control commands over a served model.
 
-    def _checkpoint(self, force: bool = True) -> Path | None:
-        if not force and self.matcher.version == self._saved_version:
-            return None
-        path = Path(self.config.model.prototypes)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.matcher.save(path)
-        self._saved_version = self.matcher.version
-        self.counters["checkpoints"] += 1
-        return path
+    ``served`` is what the commands change; ``lock`` is the lock its owner holds around every
+    pipeline call (a change waits for the call in flight, and the next call sees the change);
+    ``status`` gives the owner's status reply; ``counters`` is the owner's counter table, where
+    ``control`` and ``control_errors`` are counted.
+    """
 
-    def _transact(self, change) -> None:
-        """Apply a class change and checkpoint it; if either fails, the matcher is as before.
-
-        A full disk or an unwritable path leaves the previous checkpoint intact (atomic writes) and
-        the registered classes in memory equal to what a restart would restore.
-        """
-        backup = copy.deepcopy(self.matcher.__dict__)
-        try:
-            change()
-            self._checkpoint()
-        except BaseException:
-            self.matcher.__dict__.clear()
-            self.matcher.__dict__.update(backup)
-            raise
+    def __init__(self, served: ServedModel, config: ControlConfig, lock: asyncio.Lock,
+                 status: Callable[[], dict], counters: dict[str, int]) -> None:
+        self.served = served
+        self.config = config
+        self.lock = lock
+        self.status = status
+        self.counters = counters
 
     def confine(self, raw: object, what: str = "path") -> Path:
-        """A path inside one of control.allowed_dirs (resolved, symlinks followed) or ControlError."""
-        if not isinstance(raw, str) or not raw or "\x00" in raw:
-            raise ControlError(f"{what} must be a non-empty path string")
-        p = Path(raw).expanduser().resolve()
-        for d in self.config.control.allowed_dirs:
-            if p.is_relative_to(Path(d).expanduser().resolve()):
-                return p
-        dirs = [str(Path(d).expanduser().resolve()) for d in self.config.control.allowed_dirs]
-        raise ControlError(f"{what} {raw!r} lies outside control.allowed_dirs {dirs}: put it in one "
-                           "of them, or add its folder to [control] allowed_dirs in the daemon's "
-                           "config")
+        return confine(raw, self.config.allowed_dirs, what)
 
-    async def _control(self, sock) -> None:
+    async def serve(self, sock) -> None:
+        """Answer requests on a REP socket for ever; a bad request gets an error reply, never an exit."""
         while True:
             frames = await sock.recv_multipart()  # all parts: REP cannot reply with parts unread
             self.counters["control"] += 1
@@ -195,7 +110,7 @@ class ControlCommands:
 
     async def handle(self, req: dict) -> dict:
         """Run one control command: status, register, remove, snapshot, reload."""
-        cmd = req["cmd"]
+        cmd, served = req["cmd"], self.served
         if cmd == "status":
             return self.status()
         if cmd == "register":
@@ -205,34 +120,30 @@ class ControlCommands:
             if req.get("dataset"):  # a symlink inside the data set must not lead outside allowed_dirs
                 await asyncio.to_thread(self._confine_tree, path)
             kind, data, mod = await asyncio.to_thread(load_support, path, modality, req)
-            async with self._lock:  # Reservoir.encode may not run beside a feed (shared reservoir)
-                emb = await asyncio.to_thread(self._embed, kind, data, mod)
+            async with self.lock:  # Reservoir.encode may not run beside a feed (shared reservoir)
+                emb = await asyncio.to_thread(served.embed_support, kind, data, mod)
             rule = "replace" if req.get("replace") else str(req.get("rule") or "mean")
             if rule not in ("mean", "ema", "replace"):
                 raise ControlError(f"register rule must be 'mean', 'ema' or 'replace', got {rule!r}")
-            async with self._lock:
-                self._transact(lambda: self.matcher.enrol(label, emb, rule, source=str(path)))
+            async with self.lock:
+                served.change(lambda m: m.enrol(label, emb, rule, source=str(path)))
+            m = served.matcher
             return {"ok": True, "label": label, "samples": int(len(emb)), "modality": mod, "rule": rule,
-                    "enrolled": self.matcher.count(label), "prototype_version": self.matcher.version,
-                    "classes": self.matcher.labels, "calibration": self.matcher.calibration}
+                    "enrolled": m.count(label), "prototype_version": m.version,
+                    "classes": m.labels, "calibration": m.calibration}
         if cmd == "remove":
-            async with self._lock:
-                self._transact(lambda: self.matcher.remove(req.get("label")))
-            return {"ok": True, "classes": self.matcher.labels, "prototype_version": self.matcher.version}
+            async with self.lock:
+                served.change(lambda m: m.remove(req.get("label")))
+            return {"ok": True, "classes": served.matcher.labels, "prototype_version": served.matcher.version}
         if cmd == "snapshot":
-            async with self._lock:
-                path = self._checkpoint()
-            return {"ok": True, "path": str(path), "prototype_version": self.matcher.version}
+            async with self.lock:
+                path = served.checkpoint()
+            return {"ok": True, "path": str(path), "prototype_version": served.matcher.version}
         if cmd == "reload":
-            path = self.confine(req["path"], "bundle") if req.get("path") else self.config.model.bundle
-            bundle = await asyncio.to_thread(Bundle.load, path, self._signing_key)
-            await asyncio.to_thread(self._try_bundle, bundle)
-            async with self._lock:  # between two batches: input keeps queueing meanwhile
-                self.pipeline.swap_bundle(bundle, self._factory)
-                self.bundle = bundle
-                self.matcher.calibrate(bundle_calibration(bundle), bundle.seen_classes,
-                                       self.config.model.error_target)
-                self.counters["reloads"] += 1
+            path = self.confine(req["path"], "bundle") if req.get("path") else served.model_config.bundle
+            bundle = await asyncio.to_thread(served.load_bundle, path)
+            async with self.lock:  # between two pipeline calls: input keeps queueing meanwhile
+                served.swap(bundle)
             return {"ok": True, "bundle_hash": bundle.hash, "path": str(path)}
         raise ControlError(f"unknown command {cmd!r}; known: status, register, remove, snapshot, reload")
 
@@ -245,24 +156,3 @@ class ControlCommands:
                 p = Path(folder) / name
                 if p.is_symlink():
                     self.confine(str(p), "a link in the data set")
-
-    def _try_bundle(self, bundle: Bundle) -> None:
-        """Accept a bundle only once it has run: vet it, then label one tiny sample per modality in
-        a trial pipeline of the daemon's own config (the running one is untouched until the swap)."""
-        lim = self.config.limits
-        vet_bundle(bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
-        trial = Pipeline(bundle, copy.deepcopy(self.matcher), self.config.pipeline, self._factory)
-        try:
-            trial.warm_up()
-        except MemoryError:
-            raise ModelError("the bundle's reservoir does not fit in memory") from None
-        except (ValueError, TypeError, IndexError, ArithmeticError) as exc:
-            raise ModelError(f"the bundle fails on a test sample: {type(exc).__name__}: {exc}") from None
-
-    def _embed(self, kind: str, data: Any, modality: str):
-        if kind == "embeddings":
-            return data
-        if kind == "features":
-            return embed(self.bundle, modality, data)
-        samples, durations = data
-        return self.pipeline.embed_support(modality, samples, durations)

@@ -4,34 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import AsyncIterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.asyncio
 from aiostream import stream
 
-from ..errors import CheckpointError, ConfigError, ModelError
+from ..errors import CheckpointError, ConfigError, StreamLSMError
 from ..events import EventPacket
 from ..loop import ProcessLoop
 from ..model.bundle import Bundle
-from ..model.calibration import bundle_calibration
 from ..model.prototypes import PrototypeMatcher
 from ..net import wire
-from ..net.security import ServerSecurity, load_signing_key
+from ..net.security import ServerSecurity
 from ..net.transport import Receiver, Sender
 from ..pipeline import Pipeline
 from .buffer import PacketBuffer
 from .config import (
     DaemonConfig,
 )
-from .control import ControlCommands, sweep_checkpoint_orphans, vet_bundle
+from .control import Control
+from .served import ServedModel
 from .sinks import make_sinks
 
 __all__ = ["Daemon", "give_back_freed_memory"]
+
+log = logging.getLogger("streamlsm.daemon")
 
 
 async def _batches(receiver: Receiver):
@@ -44,8 +46,12 @@ async def _singles(source: AsyncIterable):
         yield [msg]
 
 
-class Daemon(ControlCommands):
-    """One daemon: ``await daemon.run()`` until ``request_stop()`` (or every source ended)."""
+class Daemon:
+    """One daemon: ``await daemon.run()`` until ``request_stop()`` (or every source ended).
+
+    Composed of a ``ServedModel`` (bundle, prototypes, pipeline, processing loop), a ``Control``
+    (the ``streamlsm ctl`` commands), a fair bounded ``PacketBuffer`` and its sockets and sinks.
+    """
 
     def __init__(self, config: DaemonConfig, *, sources: Sequence[AsyncIterable[EventPacket]] = (),
                  sinks: Sequence[Any] | None = None, bundle: Bundle | None = None,
@@ -53,47 +59,54 @@ class Daemon(ControlCommands):
         self.config = config
         self.extra_sources = list(sources)
         self.stop_at_eof = (not config.inputs) if stop_at_eof is None else stop_at_eof
-        self._signing_key = load_signing_key(config.model.signing_key) if config.model.signing_key else None
-        self.bundle = bundle if bundle is not None else Bundle.load(config.model.bundle, self._signing_key)
-        self.matcher = self._restore_matcher()
-        lim = config.limits
-        vet_bundle(self.bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
-        self._factory = reservoir_factory
-        self.pipeline = Pipeline(self.bundle, self.matcher, config.pipeline, reservoir_factory)
-        self.loop = ProcessLoop(self.pipeline, config.limits.max_call_us)
+        self.served = ServedModel(config.model, config.pipeline, config.limits, bundle=bundle,
+                                  reservoir_factory=reservoir_factory)
         # the sinks last: a bad bundle or checkpoint must not leave files, sockets or a metrics server open
         self.sinks = list(sinks) if sinks is not None else make_sinks(config.outputs.sinks)
         self.counters = {"received": 0, "dropped": 0, "labels": 0, "label_drops": 0, "batches": 0,
-                         "control": 0, "control_errors": 0, "checkpoints": 0, "reloads": 0,
-                         "sink_errors": 0, "checkpoint_errors": 0}
+                         "control": 0, "control_errors": 0, "sink_errors": 0, "checkpoint_errors": 0}
         self.last_sink_error: str | None = None
         self._sinks_failed: set[int] = set()
         self.label_endpoint = config.outputs.labels
         self.control_endpoint = config.control.endpoint
         self.input_endpoints: list[str] = []
         self._receivers: list[Receiver] = []
-        self.ready = asyncio.Event()
+        self.ready = asyncio.Event()      # set once serving (never when start-up fails: see started())
+        self._settled = asyncio.Event()   # serving, or start-up failed
+        self._failure: BaseException | None = None
         self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()       # around every pipeline call and every change of the model
+        self.control = Control(self.served, config.control, self._lock, self.status, self.counters)
         self._inline = config.limits.compute == "inline"
         self._queue = PacketBuffer(config.limits.queue, config.limits.overflow,
                                    int(config.limits.queue_mb * (1 << 20)))
-        self._saved_version = self.matcher.version
         self._t0 = time.monotonic()
         self._cpu0 = time.process_time()
 
-    def _restore_matcher(self) -> PrototypeMatcher:
-        m, path = self.config.model, Path(self.config.model.prototypes)
-        self.orphans_removed = sweep_checkpoint_orphans(path)
-        if path.is_file():
-            matcher = PrototypeMatcher.load(path)
-        else:
-            dims = sorted({h.out_features for h in self.bundle.heads.values() if h.normalise})
-            if not dims:
-                raise ModelError("the bundle has no projection head to match prototypes against")
-            matcher = PrototypeMatcher(dims[0], m.threshold, m.update, m.ema)
-        matcher.calibrate(bundle_calibration(self.bundle), self.bundle.seen_classes, m.error_target)
-        return matcher
+    # what it serves (read-only views; changes go through self.served / self.control)
+    @property
+    def bundle(self) -> Bundle:
+        return self.served.bundle
+
+    @property
+    def matcher(self) -> PrototypeMatcher:
+        return self.served.matcher
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.served.pipeline
+
+    @property
+    def loop(self) -> ProcessLoop:
+        return self.served.loop
+
+    @property
+    def orphans_removed(self) -> int:
+        return self.served.orphans_removed
+
+    async def handle(self, req: dict) -> dict:
+        """Run one control request (as the control socket would)."""
+        return await self.control.handle(req)
 
     # ------------------------------------------------------------ life cycle
     def request_stop(self) -> None:
@@ -101,12 +114,20 @@ class Daemon(ControlCommands):
         self._stop.set()
 
     async def run(self) -> None:
-        """Serve until stopped. ``ready`` is set once serving, and also when start-up fails (a port
-        in use...), so that nobody waits for ever: the error is this coroutine's."""
+        """Serve until stopped; raises what stopped it (a start-up error: an endpoint in use...)."""
         try:
             await self._run()
+        except BaseException as exc:
+            self._failure = exc
+            raise
         finally:
-            self.ready.set()
+            self._settled.set()
+
+    async def started(self) -> None:
+        """Wait until the daemon serves (``ready``); raises the start-up error if it never will."""
+        await self._settled.wait()
+        if not self.ready.is_set():
+            raise self._failure if self._failure is not None else StreamLSMError("the daemon stopped before serving")
 
     async def _run(self) -> None:
         lim = self.config.limits
@@ -155,37 +176,60 @@ class Daemon(ControlCommands):
                 except zmq.ZMQError as exc:
                     raise ConfigError("control.endpoint", f"cannot bind: {exc}") from None
                 self.control_endpoint = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
-            worker = asyncio.create_task(self._worker())
-            helpers = [asyncio.create_task(self._observer())]
-            if ctl is not None:
-                helpers.append(asyncio.create_task(self._control(ctl)))
-            if lim.warm_up:  # compile the kernels before the first packet, not on it
-                await asyncio.to_thread(self.pipeline.warm_up)
-            source = asyncio.create_task(self._source())
-            stopper = asyncio.create_task(self._stop.wait())
-            self.ready.set()
             try:
-                await asyncio.wait({source, stopper, worker}, return_when=asyncio.FIRST_COMPLETED)
-                if worker.done():
-                    worker.result()  # a pipeline error ends the daemon loudly
-                failed = source.exception() if source.done() and not source.cancelled() else None
-                source.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await source
-                self._queue.close()  # drain: the worker finishes what is queued
-                await worker
-                if failed is not None:
-                    raise failed
+                await self._serve(ctl)
+            except BaseExceptionGroup as group:  # one task's error, as itself (not wrapped in a group)
+                raise group.exceptions[0] from None
             finally:
-                for t in (*helpers, source, stopper, worker):
-                    t.cancel()
-                await asyncio.gather(*helpers, source, stopper, worker, return_exceptions=True)
-                self._checkpoint(force=False)
+                self._checkpoint_quietly()
+
+    async def _serve(self, ctl) -> None:
+        """The tasks of a serving daemon, in one TaskGroup: the worker (queue -> processing loop ->
+        labels), the observer (status to sinks, periodic checkpoints), the control server and the
+        source (sockets -> queue). Stop order: the source first, then the worker drains the queue
+        (no good packet already queued is lost), then the helpers. A source that fails is drained
+        the same way, then its error is raised; a worker error ends the daemon at once."""
+        async with asyncio.TaskGroup() as tg:
+            worker = tg.create_task(self._worker(), name="worker")
+            helpers = [tg.create_task(self._observer(), name="observer")]
+            if ctl is not None:
+                helpers.append(tg.create_task(self.control.serve(ctl), name="control"))
+            if self.config.limits.warm_up:  # compile the kernels before the first packet, not on it
+                await asyncio.to_thread(self.pipeline.warm_up)
+            source = tg.create_task(self._source_until_stop(), name="source")
+            self.ready.set()
+            self._settled.set()
+            log.info("serving: inputs %s; labels on %s; control on %s", ", ".join(self.input_endpoints) or "none",
+                     self.label_endpoint, self.control_endpoint or "off")
+            await asyncio.wait({source, worker}, return_when=asyncio.FIRST_COMPLETED)
+            failed = source.result() if source.done() else None
+            source.cancel()
+            self._queue.close()  # drain: the worker finishes what is queued
+            await worker
+            for t in helpers:
+                t.cancel()
+        if failed is not None:
+            raise failed
 
     def _close_sinks(self) -> None:
         for s in self.sinks:
             with contextlib.suppress(Exception):
                 s.close()
+
+    async def _source_until_stop(self) -> BaseException | None:
+        """Read until stopped (or every source ended, with stop_at_eof); a source's error is
+        returned, not raised, so that the queue is drained before it ends the daemon."""
+        reader = asyncio.ensure_future(self._source())
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({reader, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            stop.cancel()
+            await asyncio.gather(reader, stop, return_exceptions=True)
+        if reader.done() and not reader.cancelled() and reader.exception() is not None:
+            return reader.exception()
+        return None
 
     async def _source(self) -> None:
         iters = [*(_batches(r) for r in self._receivers), *(_singles(s) for s in self.extra_sources)]
@@ -241,8 +285,7 @@ class Daemon(ControlCommands):
         self.last_sink_error = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
         if id(sink) not in self._sinks_failed:
             self._sinks_failed.add(id(sink))
-            print(f"streamlsm: sink failed (counted in sink_errors, labelling goes on): "
-                  f"{self.last_sink_error}", file=sys.stderr, flush=True)
+            log.warning("sink failed (counted in sink_errors, labelling goes on): %s", self.last_sink_error)
 
     async def _observer(self) -> None:
         every = self.config.limits.stats_every_s
@@ -258,7 +301,7 @@ class Daemon(ControlCommands):
                     except Exception as exc:  # noqa: BLE001 - the observer loop must go on
                         self._sink_failed(s, exc)
             # online prototype updates (model.update) are checkpointed at most every 10 s
-            if self.matcher.version != self._saved_version and time.monotonic() - last_save >= 10.0:
+            if self.served.unsaved and time.monotonic() - last_save >= 10.0:
                 async with self._lock:
                     self._checkpoint_quietly()
                 last_save = time.monotonic()
@@ -267,11 +310,11 @@ class Daemon(ControlCommands):
         """The periodic checkpoint: a failure (disk full) is counted, printed and retried later; it
         must not end the observer task (sinks' status, later checkpoints) for the daemon's life."""
         try:
-            self._checkpoint(force=False)
+            self.served.checkpoint(force=False)
         except (CheckpointError, OSError) as exc:
             self.counters["checkpoint_errors"] += 1
-            print(f"streamlsm: checkpoint failed (counted in checkpoint_errors, retried): "
-                  f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            log.warning("checkpoint failed (counted in checkpoint_errors, retried): %s: %s",
+                        type(exc).__name__, exc)
 
     # ------------------------------------------------------------ status and control
     def status(self) -> dict[str, Any]:
@@ -281,7 +324,8 @@ class Daemon(ControlCommands):
         recv = {"wire_errors": sum(r.stats["wire_errors"] for r in self._receivers)}
         return {"ok": True, "uptime_s": wall, "queue_depth": len(self._queue),
                 "queue_limit": self.config.limits.queue, "overflow": self.config.limits.overflow,
-                **self.counters, **recv, "pipeline": ps, "busy_s": self.loop.stats.busy_s,
+                **self.counters, **recv, "checkpoints": self.served.checkpoints,
+                "reloads": self.served.reloads, "pipeline": ps, "busy_s": self.loop.stats.busy_s,
                 "cpu_s": time.process_time() - self._cpu0,
                 "real_time_factor": self.loop.stats.busy_s / stream_s if stream_s else 0.0,
                 "streams": len(self.pipeline.streams), "classes": self.matcher.labels,

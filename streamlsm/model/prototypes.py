@@ -304,6 +304,29 @@ class PrototypeMatcher:
             raise ModelError(f"match takes one embedding of shape ({self.dim},), got {q.shape}")
         return self.match_many(q[None, :], k)[0]
 
+    # ------------------------------------------------------------ class table as data
+    def classes_state(self) -> dict:
+        """The registered classes as plain data (copies): labels, sums, counts, prototypes, sources,
+        version. ``set_classes_state`` puts it back: a rollback, or another process's copy."""
+        return {"labels": list(self._labels), "sums": self._sums.copy(), "counts": self._counts.copy(),
+                "prototypes": self._protos.copy(), "sources": dict(self.sources), "version": int(self.version)}
+
+    def set_classes_state(self, state: dict) -> None:
+        """Replace the class table by ``state`` (from ``classes_state``); ModelError if it does not fit."""
+        labels = [self._check_label(lab) for lab in state["labels"]]
+        sums = np.asarray(state["sums"], np.float64)
+        counts = np.asarray(state["counts"], np.int64)
+        protos = np.asarray(state["prototypes"], np.float32)
+        c = len(labels)
+        if len(set(labels)) != c or sums.shape != (c, self.dim) or counts.shape != (c,) \
+                or protos.shape != (c, self.dim):
+            raise ModelError(f"a class table of {c} classes of dim {self.dim} does not fit these arrays")
+        self._labels, self._index = labels, {lab: i for i, lab in enumerate(labels)}
+        self._sums, self._counts, self._protos = sums.copy(), counts.copy(), protos.copy()
+        self.sources = {str(k): str(v) for k, v in dict(state.get("sources", {})).items()}
+        self.version = int(state["version"])
+        self._refresh()
+
     # ------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         """JSON-ready description of the matcher (no arrays; the calibration comes from the bundle)."""

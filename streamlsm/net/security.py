@@ -218,16 +218,20 @@ def start_authenticator(context: zmq.Context, authorized: str | os.PathLike, *,
     return auth
 
 
-def confine(path: str | os.PathLike, allowed_dirs: list | tuple) -> Path:
-    """Resolve ``path`` (relative ones against the first allowed dir); ControlError if it escapes.
+def confine(path: object, allowed_dirs: list | tuple, what: str = "path") -> Path:
+    """``path`` resolved inside one of ``allowed_dirs`` (control.allowed_dirs), else ControlError.
 
-    Symlinks and ``..`` are resolved before the check, so neither can lead outside the directories.
+    A relative path is taken from the first allowed directory (never from the server's working
+    directory); symlinks and ``..`` are resolved before the check, so neither can lead outside.
     """
-    if not allowed_dirs:
-        raise ControlError("no directories are configured for file paths in control commands")
+    if not isinstance(path, str | os.PathLike):
+        raise ControlError(f"{what} must be a non-empty path string")
     raw = os.fspath(path)
     if not isinstance(raw, str) or not raw or "\x00" in raw:
-        raise ControlError(f"bad file path {raw!r}")
+        raise ControlError(f"{what} must be a non-empty path string")
+    if not allowed_dirs:
+        raise ControlError(f"{what} {raw!r}: no folder is allowed for file paths in control commands; add one "
+                           "to [control] allowed_dirs in the daemon's config")
     roots = [Path(d).expanduser().resolve() for d in allowed_dirs]
     candidate = Path(raw).expanduser()
     if not candidate.is_absolute():
@@ -236,7 +240,8 @@ def confine(path: str | os.PathLike, allowed_dirs: list | tuple) -> Path:
     for root in roots:
         if resolved == root or resolved.is_relative_to(root):
             return resolved
-    raise ControlError(f"path {raw!r} is outside the allowed directories {[str(r) for r in roots]}")
+    raise ControlError(f"{what} {raw!r} lies outside control.allowed_dirs {[str(r) for r in roots]}: put it in "
+                       "one of them, or add its folder to [control] allowed_dirs in the daemon's config")
 
 
 @dataclass(frozen=True, slots=True)

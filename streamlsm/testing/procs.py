@@ -8,11 +8,9 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
 from ..errors import ControlError
