@@ -1,4 +1,4 @@
-"""Synchronous packet -> per-stream reservoir -> segmenter -> projection -> matcher -> LabelEvent pipeline."""
+"""The synchronous pipeline: packets -> admit -> segment -> reservoir -> projection -> nearest prototype -> labels."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ConfigError, ModelError, ReservoirError, WireError
-from .events import LAYOUTS, EventPacket, LabelEvent, as_layout, slice_time
+from .events import LAYOUTS, EventPacket, LabelEvent, as_layout
 from .model.bundle import embed
 from .model.prototypes import PrototypeMatcher
+from .stream.segment import Cursor, Piece, Segmenter
 
 __all__ = ["PipelineConfig", "Pipeline", "PipelineStats", "ReservoirFactory", "default_reservoir_factory",
            "offline_labels"]
@@ -97,22 +98,10 @@ _LAYOUT_NAME = {dt: name for name, dt in LAYOUTS.items()}  # dtype -> layout nam
 
 
 @dataclass(slots=True)
-class _Window:
-    index: int
-    t_start: int
-    t_end: int
-    slot: str       # the reservoir's stream id of this window: "<stream>#<k mod concurrent>"
-    seq: int = 0
-
-
-@dataclass(slots=True)
 class _Stream:
     modality: str
+    cursor: Cursor = field(default_factory=Cursor)  # where the segmenter is in this stream
     next_seq: int = -1
-    in_sample: bool = False
-    origin: int | None = None                     # window mode: time of window 0
-    next_window: int = 0
-    windows: list[_Window] = field(default_factory=list)
     labels: int = 0                               # labels published so far (their seq)
     last_end: int | None = None                   # t_end of the last packet fed (None: a fresh timeline)
     seen_ns: int = 0                              # when its last packet arrived (the pipeline's clock)
@@ -124,13 +113,19 @@ class _Refused(Exception):
 
 
 class Pipeline:
-    """``pipeline(packets, received_ns=None) -> list[LabelEvent]``; state per stream survives calls.
+    """``pipeline.process(packets, received_ns=None) -> list[LabelEvent]`` (also ``pipeline(...)``).
 
-    One reservoir per modality holds every stream's state (a slot per stream) and advances all the
-    packets of a call in one kernel call. Any split of a stream into packets and calls gives the
-    same labels. Provenance (bundle hash, prototype version, reservoir seed) and latency stamps
-    (sender's ``sent_ns`` of the closing packet, the daemon's receive time) ride on every label; the
-    runtime stamps ``published_ns``.
+    One call, one way forward: **admit** each packet (stream table and budgets, duplicates and
+    gaps, layout, how far it moves its stream), **segment** it into pieces (``stream.segment``:
+    samples or sliding windows, with their reservoir slots and noise keys), **run** each
+    modality's pieces through its reservoir (one kernel call; every stream's state in one table),
+    then **label** what ended: feature transform, projection head, nearest prototype.
+
+    State per stream survives calls: any split of a stream into packets and calls gives the same
+    labels, equal to the offline batch encode with the same noise keys. Provenance (bundle hash,
+    prototype version, reservoir seed) and latency stamps (sender's ``sent_ns`` of the closing
+    packet, the server's receive time) ride on every label; the processing loop stamps
+    ``published_ns``.
     """
 
     def __init__(self, bundle, matcher: PrototypeMatcher, config: PipelineConfig | None = None,
@@ -139,14 +134,11 @@ class Pipeline:
         self.config = config or PipelineConfig()
         self.matcher = matcher
         self.stats = PipelineStats()
+        self.segmenter = Segmenter(self.config.segment, self.config.window_us, self.config.hop_us, self.stats)
         self._clock_ns = clock_ns
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
         self._state_bytes = 0
         self._slot_bytes: dict[str, int] = {}
-        # (window slot, index) -> starts (stream time) of the windows of that key not labelled yet,
-        # oldest first: a restarted stream can open a window of the same key before the old one's label
-        self._wstart: dict[tuple[str, int], list[int]] = {}
-        self._n_windows = -(-self.config.window_us // self.config.hop_us) + 1
         self._set_bundle(bundle, reservoir_factory)
 
     # ------------------------------------------------------------ model
@@ -178,7 +170,7 @@ class Pipeline:
             if keep:
                 self._reservoirs[modality] = res
         for sid in [sid for sid, st in self._streams.items() if st.modality not in self._reservoirs]:
-            self._drop_windows(self._streams.pop(sid))
+            del self._streams[sid]
         self._slot_bytes = {}
         self._state_bytes = sum(st.slot_bytes for st in self._streams.values())
 
@@ -214,11 +206,11 @@ class Pipeline:
         return m
 
     def slot_bytes(self, modality: str) -> int:
-        """Reservoir state bytes one stream of a modality holds (all its window slots)."""
+        """Reservoir state bytes one stream of a modality holds (all its slots)."""
         got = self._slot_bytes.get(modality)
         if got is None:
             per = int(getattr(self.reservoir(modality), "slot_bytes", 0))
-            got = self._slot_bytes[modality] = per * (self._n_windows if self.config.segment == "window" else 1)
+            got = self._slot_bytes[modality] = per * self.segmenter.slots
         return got
 
     @property
@@ -254,23 +246,12 @@ class Pipeline:
         st.seen_ns = now_ns
         return st
 
-    def _drop_windows(self, st: _Stream) -> None:
-        for w in st.windows:
-            starts = self._wstart.get((w.slot, w.index))
-            if starts and w.t_start in starts:
-                starts.remove(w.t_start)
-                if not starts:
-                    del self._wstart[(w.slot, w.index)]
-
     def _release(self, stream_id: str, st: _Stream) -> None:
-        self._drop_windows(st)
         self._state_bytes -= st.slot_bytes
         st.slot_bytes = 0
         release = getattr(self._reservoirs.get(st.modality), "release", None)
         if release is not None:
-            release(stream_id)
-            for k in range(self._n_windows):
-                release(f"{stream_id}#{k}")
+            release(*self.segmenter.slots_of(stream_id))
 
     def forget(self, stream_id: str) -> None:
         """Drop a stream's state (its open sample or windows are discarded)."""
@@ -291,10 +272,12 @@ class Pipeline:
                 continue
             sid = "_warm_up"
             ev = np.zeros(1, dtype)
-            pkt = EventPacket(sid, 0, 0, 1_000, ev, modality, 0, None, True, True)
+            span = min(self.config.window_us, self.config.max_advance_us) if self.config.segment == "window" \
+                else 1_000
+            pkt = EventPacket(sid, 0, 0, span, ev, modality, 0, None, True, True)
             before = self.stats.as_dict()
             try:
-                self([pkt], [0])
+                self.process([pkt], [0])
             finally:
                 self.forget(sid)
                 for k, v in before.items():
@@ -303,140 +286,105 @@ class Pipeline:
         return done
 
     # ------------------------------------------------------------ the call
-    def __call__(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
+    def process(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
         """Feed packets (in arrival order); labels of every sample or window they complete."""
-        feed: dict[str, list[EventPacket]] = {}
-        recv_of: dict[tuple[str, int], int] = {}
-        window = self.config.segment == "window"
-        cfg = self.config
+        pieces: dict[str, list[Piece]] = {}   # modality -> pieces for its reservoir, in order
+        recv_of: dict[tuple[str, int], int] = {}  # (stream, seq of the closing packet) -> received
         for i, pkt in enumerate(packets):
             now = self._clock_ns()
-            recv = received_ns[i] if received_ns is not None else now
-            self.stats.packets += 1
-            self.stats.events += len(pkt.events)
-            try:
-                st = self._stream(pkt, now)
-            except (ModelError, ConfigError):  # a stream the model cannot take: counted, never fatal
-                self.stats.rejected_packets += 1
+            admitted = self._admit(pkt, now)
+            if admitted is None:
                 continue
-            except _Refused:
-                self.stats.refused_streams += 1
-                continue
-            gap = pkt.seq - st.next_seq
-            if st.next_seq >= 0 and 0 < pkt.seq < st.next_seq and -gap <= cfg.max_seq_jump:
-                self.stats.duplicate_packets += 1  # a duplicate (seq 0 = the source restarted)
-                continue
-            if st.next_seq >= 0 and gap:
-                if 0 < gap <= cfg.max_seq_jump:
-                    self.stats.seq_gaps += gap
-                else:  # far back or far ahead: a restarted source, or a spoofed seq; never a mute
-                    self.stats.seq_resets += 1
+            st, pkt = admitted
+            cut = self.segmenter.cut(st.cursor, pkt)
+            if cut:
+                pieces.setdefault(st.modality, []).extend(cut)
+                if any(c.packet.sample_end for c in cut):
+                    recv_of[(pkt.stream_id, pkt.seq)] = received_ns[i] if received_ns is not None else now
+        return self._label(self._run(pieces), recv_of)
+
+    __call__ = process
+
+    def _admit(self, pkt: EventPacket, now: int) -> tuple[_Stream, EventPacket] | None:
+        """The packet's stream and the packet in its reservoir's layout, or None (counted): a stream
+        the model cannot take or has no room for, a duplicate, or a packet that moves its stream
+        back in time or too far forward. A gap or a seq jump restarts the stream's segmentation."""
+        cfg, stats = self.config, self.stats
+        stats.packets += 1
+        stats.events += len(pkt.events)
+        try:
+            st = self._stream(pkt, now)
+        except (ModelError, ConfigError):  # a stream the model cannot take: counted, never fatal
+            stats.rejected_packets += 1
+            return None
+        except _Refused:
+            stats.refused_streams += 1
+            return None
+        gap = pkt.seq - st.next_seq
+        if st.next_seq >= 0 and 0 < pkt.seq < st.next_seq and -gap <= cfg.max_seq_jump:
+            stats.duplicate_packets += 1  # a duplicate (seq 0 = the source restarted)
+            return None
+        if st.next_seq >= 0 and gap:
+            if 0 < gap <= cfg.max_seq_jump:
+                stats.seq_gaps += gap
+            else:  # far back or far ahead: a restarted source, or a spoofed seq; never a mute
+                stats.seq_resets += 1
+            self._break(st)
+        st.next_seq = pkt.seq + 1
+        want = self._dtype(st.modality)
+        if want is not None and pkt.events.dtype != want:
+            try:  # tonic-style arrays (x, y, t, p of any widths) are converted by field name
+                pkt = replace(pkt, events=as_layout(pkt.events, _LAYOUT_NAME[want]))
+            except WireError:
+                stats.rejected_packets += 1
                 self._break(st)
-            st.next_seq = pkt.seq + 1
-            want = self._dtype(st.modality)
-            if want is not None and pkt.events.dtype != want:
-                try:  # tonic-style arrays (x, y, t, p of any widths) are converted by field name
-                    pkt = replace(pkt, events=as_layout(pkt.events, _LAYOUT_NAME[want]))
-                except WireError:
-                    pkt = None
-            if pkt is None:
-                self.stats.rejected_packets += 1
-                self._break(st)
-                continue
-            # what this packet costs the reservoir: the time it moves its stream forward
-            fresh = st.last_end is None or (pkt.sample_begin and not window)
-            advance = pkt.t_end - (pkt.t_start if fresh else st.last_end)
-            if not 0 <= advance <= cfg.max_advance_us:  # too far forward, or back in time
-                self.stats.refused_spans += 1
-                self._break(st)
-                continue
-            if window or pkt.sample_begin or st.in_sample:
-                st.last_end = pkt.t_end
-            self.stats.stream_us += pkt.t_end - pkt.t_start
-            out = feed.setdefault(st.modality, [])
-            if window:
-                for piece in self._windows(st, pkt):
-                    out.append(piece)
-                    if piece.sample_end:
-                        recv_of[(piece.stream_id, piece.seq)] = recv
-                continue
-            if pkt.sample_begin:
-                if st.in_sample:
-                    self.stats.incomplete_samples += 1
-                st.in_sample = True
-            if not st.in_sample:
-                self.stats.skipped_packets += 1
-                continue
-            if pkt.sample_end:
-                st.in_sample = False
-                recv_of[(pkt.stream_id, pkt.seq)] = recv
-            out.append(pkt)
+                return None
+        # what this packet costs the reservoir: the time it moves its stream forward
+        window = cfg.segment == "window"
+        fresh = st.last_end is None or (pkt.sample_begin and not window)
+        advance = pkt.t_end - (pkt.t_start if fresh else st.last_end)
+        if not 0 <= advance <= cfg.max_advance_us:  # too far forward, or back in time
+            stats.refused_spans += 1
+            self._break(st)
+            return None
+        if window or pkt.sample_begin or st.cursor.in_sample:
+            st.last_end = pkt.t_end
+        stats.stream_us += pkt.t_end - pkt.t_start
+        return st, pkt
+
+    def _break(self, st: _Stream) -> None:
+        """End a stream's sample or windows in flight (counted incomplete) and its timeline."""
+        self.segmenter.restart(st.cursor)
+        st.last_end = None
+
+    def _run(self, pieces: dict[str, list[Piece]]) -> list[tuple[str, Any]]:
+        """Each modality's pieces through its reservoir: (modality, features) of what ended. A
+        reservoir error drops that reservoir (rebuilt on next use) and restarts its streams."""
         done = []
-        for modality, pkts in feed.items():
-            if not pkts:
-                continue
+        for modality, todo in pieces.items():
             try:
-                feats = self.reservoir(modality).feed(pkts)
+                feats = self.reservoir(modality).feed([c.packet for c in todo], slots=[c.slot for c in todo],
+                                                      keys=[c.key for c in todo])
             except ReservoirError:
                 self.stats.reservoir_errors += 1
                 self._reservoirs.pop(modality, None)
                 for st in self._streams.values():
                     if st.modality == modality:
-                        self._drop_windows(st)
-                        st.in_sample, st.windows, st.origin = False, [], None
+                        self.segmenter.restart(st.cursor)
+                        st.last_end = None
                 continue
-            for f in feats:
-                done.append((modality, f, recv_of.get((f.stream_id, f.seq), 0)))
-        return self._label(done)
-
-    def _break(self, st: _Stream) -> None:
-        """End a stream's sample or windows in flight (counted incomplete) and its timeline."""
-        if st.in_sample or st.windows:
-            self.stats.incomplete_samples += 1 if st.in_sample else len(st.windows)
-        self._drop_windows(st)
-        st.in_sample, st.windows, st.origin, st.last_end = False, [], None, None
-
-    # ------------------------------------------------------------ sliding windows
-    def _windows(self, st: _Stream, pkt: EventPacket) -> list[EventPacket]:
-        cfg = self.config
-        if st.origin is None:
-            st.origin, st.next_window = pkt.t_start, 0
-        while st.origin + st.next_window * cfg.hop_us < pkt.t_end:
-            t0 = st.origin + st.next_window * cfg.hop_us
-            slot = f"{pkt.stream_id}#{st.next_window % self._n_windows}"
-            st.windows.append(_Window(st.next_window, t0, t0 + cfg.window_us, slot))
-            self._wstart.setdefault((slot, st.next_window), []).append(t0)
-            st.next_window += 1
-        keep, pieces = [], []
-        for w in st.windows:
-            a, b = max(pkt.t_start, w.t_start), min(pkt.t_end, w.t_end)
-            if a >= b:
-                keep.append(w)
-                continue
-            end = pkt.t_end >= w.t_end
-            ev = slice_time(pkt.events, a, b)
-            if w.t_start:  # window time runs from the window's start, as offline
-                ev = ev.copy()
-                ev["t"] -= w.t_start
-            pieces.append(EventPacket(w.slot, w.seq, a - w.t_start, b - w.t_start, ev, st.modality,
-                                      w.index, pkt.label, sample_begin=w.seq == 0, sample_end=end,
-                                      sent_ns=pkt.sent_ns))
-            w.seq += 1
-            if not end:
-                keep.append(w)
-        st.windows = keep
-        return pieces
+            done += [(modality, f) for f in feats]
+        return done
 
     # ------------------------------------------------------------ labelling
-    def _label(self, done: list) -> list[LabelEvent]:
+    def _label(self, done: list[tuple[str, Any]], recv_of: dict[tuple[str, int], int]) -> list[LabelEvent]:
         if not done:
             return []
         by_mod: dict[str, list[int]] = {}
-        for j, (modality, _f, _r) in enumerate(done):
+        for j, (modality, _f) in enumerate(done):
             by_mod.setdefault(modality, []).append(j)
         out: list[LabelEvent | None] = [None] * len(done)
         bhash, k = self.bundle.hash, self.config.topk
-        windows = self.config.segment == "window"
         for modality, rows in by_mod.items():
             x = np.stack([np.asarray(done[j][1].counts, dtype=np.float32) for j in rows])
             emb = embed(self.bundle, modality, x)
@@ -444,38 +392,24 @@ class Pipeline:
             seed = self.seed_of(modality)
             finite = np.isfinite(emb).all(axis=1)
             for j, e, m, fin in zip(rows, emb, matches, finite, strict=True):
-                _mod, f, recv = done[j]
+                f = done[j][1]
                 if not (fin and math.isfinite(m.score) and math.isfinite(m.margin)):
                     self.stats.nonfinite_labels += 1  # never a NaN score on the wire or in a sink
                     continue
-                # a window's reservoir slot is "<stream>#<k>"; a stream id may hold "#" itself
-                sid, _slot = f.stream_id.rpartition("#")[::2] if windows else (f.stream_id, "")
-                t_start, t_end = int(f.t_start), int(f.t_end)
-                st = self._streams.get(sid)
+                st = self._streams.get(f.stream_id)
                 seq = 0
                 if st is not None:
                     seq, st.labels = st.labels, st.labels + 1
-                    if _slot:  # a window: its span in stream time
-                        # the window's own start, recorded when it opened: the stream's origin may
-                        # have moved since (a refused packet restarts its windows)
-                        starts = self._wstart.get((f.stream_id, int(f.sample_id)))
-                        if starts:
-                            w0 = starts.pop(0)
-                            if not starts:
-                                del self._wstart[(f.stream_id, int(f.sample_id))]
-                        else:
-                            w0 = (st.origin or 0) + int(f.sample_id) * self.config.hop_us
-                        t_start, t_end = t_start + w0, t_end + w0
                 truth = f.label
                 if self.config.update == "truth" and truth is not None and truth in self.matcher:
                     self.stats.updates += int(self.matcher.update(truth, e))
                 out[j] = LabelEvent(
-                    stream_id=sid, seq=seq, t_start=t_start, t_end=t_end, label=m.label,
+                    stream_id=f.stream_id, seq=seq, t_start=int(f.t_start), t_end=int(f.t_end), label=m.label,
                     score=m.score, topk=m.topk, margin=m.margin, truth=truth, modality=modality,
                     sample_id=int(f.sample_id), bundle_hash=bhash,
                     prototype_version=self.matcher.version, seed=seed,
-                    source_ns=int(getattr(f, "sent_ns", 0)), received_ns=recv,
-                    probability=m.probability)
+                    source_ns=int(getattr(f, "sent_ns", 0)),
+                    received_ns=recv_of.get((f.stream_id, int(f.seq)), 0), probability=m.probability)
         labels = [lab for lab in out if lab is not None]
         self.stats.labels += len(labels)
         return labels

@@ -11,6 +11,7 @@ from streamlsm.errors import ConfigError, ModelError
 from streamlsm.events import COCHLEA_DTYPE, DVS_DTYPE, slice_time
 from streamlsm.model.prototypes import PrototypeMatcher
 from streamlsm.pipeline import Pipeline, PipelineConfig, offline_labels
+from streamlsm.stream.segment import window_key
 from streamlsm.testing import FakeReservoir, make_bundle, packets_from_samples, random_samples
 
 F, D = 32, 16
@@ -221,10 +222,10 @@ def test_real_reservoir_sliding_windows_equal_offline_windows():
         w["t"] -= a
         windows.append(w)
     offline = offline_labels(bundle, matcher, "vision", windows, [40_000] * len(windows),
-                             sample_ids=[lab.sample_id for lab in labels])
+                             sample_ids=[window_key("live", lab.sample_id) for lab in labels])
     assert [lab.label for lab in labels] == offline
     feats = res.Reservoir(cfg).encode(windows, [40_000] * len(windows),
-                                      sample_ids=[lab.sample_id for lab in labels])
+                                      sample_ids=[window_key("live", lab.sample_id) for lab in labels])
     assert feats.sum() > 0  # the windows do drive the reservoir
     ref = matcher.match_many(bundle.embed("vision", feats))
     np.testing.assert_allclose([lab.score for lab in labels], [m.score for m in ref], rtol=0, atol=1e-6)
@@ -398,6 +399,6 @@ def test_window_labels_keep_their_own_span_when_the_stream_restarts_in_the_same_
     assert spans == [(0, 100_000), (50_000, 150_000), (100_000, 200_000)]
     assert all(0 <= lab.t_start <= lab.t_end < 2 ** 63 for lab in labels)
     assert pipe.stats.refused_spans == 1
-    assert pipe._wstart == {("w#0", 0): [2 ** 63 - 2]}  # only the window still open
+    assert pipe._streams["w"].cursor.open == {0}  # only the window opened after the restart
     pipe.forget("w")
-    assert not pipe._wstart
+    assert "w" not in pipe.streams

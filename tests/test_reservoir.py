@@ -267,40 +267,6 @@ def test_release_and_reuse(small_cfg):
     np.testing.assert_array_equal(a[0].counts, b[0].counts)
 
 
-def test_sliding_windows_chunked_equal_and_match_encode(small_cfg):
-    from streamlsm.reservoir.reservoir import window_key
-
-    cfg = dataclasses.replace(small_cfg, segment="window", window_us=60_000, hop_us=20_000, read_noise=0.05)
-    rng = np.random.default_rng(4)
-    ev = random_dvs(rng, 6000, 300_000)
-    ev["t"] += 5_000
-    runs = []
-    for _ in range(3):
-        res = Reservoir(cfg)
-        cuts = np.unique(np.r_[5_000, np.sort(rng.integers(5_000, 305_000, 30)), 305_000])
-        got = []
-        for j in range(len(cuts) - 1):
-            a, b = int(cuts[j]), int(cuts[j + 1])
-            got += res.feed(EventPacket("w", j, a, b, ev[(ev["t"] >= a) & (ev["t"] < b)], "vision", -1, "x"))
-        runs.append(got)
-        assert res.streams == ["w"]
-    # windows k = 0.. with [5000 + 20000 k, +60000) inside [5000, 305000): k = 0..12
-    assert [f.sample_id for f in runs[0]] == list(range(13))
-    for got in runs[1:]:
-        np.testing.assert_array_equal(np.stack([f.counts for f in got]), np.stack([f.counts for f in runs[0]]))
-    f3 = runs[0][3]
-    assert (f3.t_start, f3.t_end, f3.stream_id) == (65_000, 125_000, "w")
-    # the same windows offline: slices rebased to the window start, noise keys from window_key
-    offline_cfg = dataclasses.replace(cfg, segment="sample", window_us=0, hop_us=0)
-    slices = []
-    for k in range(13):
-        part = ev[(ev["t"] >= 5_000 + 20_000 * k) & (ev["t"] < 65_000 + 20_000 * k)].copy()
-        part["t"] -= 5_000 + 20_000 * k
-        slices.append(part)
-    enc = Reservoir(offline_cfg).encode(slices, [60_000] * 13, sample_ids=[window_key("w", k) for k in range(13)])
-    np.testing.assert_array_equal(enc, np.stack([f.counts for f in runs[0]]))
-
-
 def test_config_round_trips_through_dicts():
     from streamlsm.config import from_dict, to_dict
 

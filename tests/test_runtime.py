@@ -94,9 +94,9 @@ async def test_drop_oldest_counts_every_drop(tmp_path):
         res = FakeReservoir(F, m)
         feed = res.feed
 
-        def slow_feed(p):
+        def slow_feed(p, **kw):
             time.sleep(0.002)
-            return feed(p)
+            return feed(p, **kw)
         res.feed = slow_feed
         return res
 

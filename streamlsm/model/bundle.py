@@ -26,6 +26,7 @@ VERSION = 1
 _WEIGHTS = "weights.npz"
 _MANIFEST = "manifest.json"
 _MAX_MANIFEST = 16 * 1024 * 1024
+_LEGACY_SEGMENT_KEYS = ("segment", "window_us", "hop_us")  # ReservoirConfig fields until 0.1
 SIGNATURE = "signature.json"  # {"alg": "hmac-sha256", "hash": <content hash>, "mac": <hex>}
 _MAX_LAYERS = 64
 
@@ -150,7 +151,13 @@ class Bundle:
         cfg = self.reservoirs.get(modality)
         if cfg is None:
             raise ModelError(f"the bundle records no reservoir config for modality {modality!r}")
-        return dict(cfg) if cls is None else from_dict(cls, cfg, f"reservoirs.{modality}")
+        cfg = dict(cfg)
+        # bundles written before the segmenter left the reservoir record its (sample-mode) keys
+        legacy = {k: cfg.pop(k) for k in _LEGACY_SEGMENT_KEYS if k in cfg}
+        if legacy.get("segment", "sample") != "sample":
+            raise ModelError(f"reservoirs.{modality}: window mode is set in [pipeline] now (segment, "
+                             f"window_us, hop_us), not in the bundle's reservoir config")
+        return cfg if cls is None else from_dict(cls, cfg, f"reservoirs.{modality}")
 
     def embed(self, modality: str, features: np.ndarray) -> np.ndarray:
         """(n, F) features -> (n, D) float32 (L2-normalised rows for projection heads)."""

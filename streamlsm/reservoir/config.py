@@ -18,8 +18,8 @@ class ReservoirConfig:
     Time is cut into fixed bins of ``bin_us`` microseconds from each sample's start (or the stream's
     first packet). Features are spike counts per neuron over the sample (``feature_windows`` = K > 1:
     counts in K equal spans of the sample's bins, K * n_neurons features), emitted at the packet
-    marked ``sample_end``; ``segment="window"`` (continuous input) instead runs every window of
-    ``window_us`` starting each ``hop_us`` from rest and emits its features at its end. Input counts per channel and bin add up,
+    marked ``sample_end`` (where samples or sliding windows are cut is the segmenter's business:
+    ``streamlsm.stream.segment``, configured in ``[pipeline]``). Input counts per channel and bin add up,
     clipped to ``input_max`` (0 = no clip) or to 1 when ``binary``. ``read_noise`` is eta of the
     per-read multiplicative noise w (1 + eta N(0,1)). ``weight_scale`` multiplies the input rows,
     ``rec_scale`` the recurrent rows (unit-variance signed conductances; presets store calibrated
@@ -39,9 +39,6 @@ class ReservoirConfig:
     seed: int = 0
     binary: bool = False
     input_max: int = 0
-    segment: Literal["sample", "window"] = "sample"
-    window_us: int = 0
-    hop_us: int = 0
     feature_windows: int = 1
     max_bins: int = 1024
     # input mapping (see mapping.py)
@@ -75,13 +72,6 @@ class ReservoirConfig:
             raise ConfigError("max_bins", f"must be >= 1, got {self.max_bins}")
         if not 0 <= self.seed < 2 ** 63:
             raise ConfigError("seed", f"must be in [0, 2^63), got {self.seed}")
-        if self.segment == "window":
-            if self.window_us < self.bin_us:
-                raise ConfigError("window_us", "must be >= bin_us in window mode")
-            if not 0 < self.hop_us <= self.window_us:
-                raise ConfigError("hop_us", "must be in (0, window_us] in window mode")
-            if self.feature_windows != 1:
-                raise ConfigError("feature_windows", "must be 1 in window mode")
         try:
             self.device.validate()
         except ConfigError as exc:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import statistics
-import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["Features", "normal_table", "window_key"]
+__all__ = ["Features", "normal_table"]
 
 _U64 = (1 << 64) - 1
 
@@ -41,8 +40,3 @@ def normal_table(size: int = 4096) -> np.ndarray:
     a, b = tab[:-1], tab[1:]
     var = float(np.mean((a * a + a * b + b * b) / 3.0))
     return (tab / np.sqrt(var)).astype(np.float32)
-
-
-def window_key(stream_id: str, k: int) -> int:
-    """Read-noise key of window k of a stream in window mode (pass it as encode's sample_id)."""
-    return ((zlib.crc32(stream_id.encode()) & 0x7FFFFFFF) << 32) | (int(k) & 0xFFFFFFFF)

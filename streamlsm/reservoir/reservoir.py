@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import replace
 from itertools import accumulate
 
@@ -13,10 +13,10 @@ from ..events import LAYOUTS, EventPacket, as_layout
 from . import kernel as _k
 from .config import ReservoirConfig
 from .device import make_weights
-from .features import _U64, Features, normal_table, window_key
+from .features import _U64, Features, normal_table
 from .mapping import build_map
 
-__all__ = ["Features", "Reservoir", "normal_table", "window_key"]
+__all__ = ["Features", "Reservoir", "normal_table"]
 
 
 class Reservoir:
@@ -64,10 +64,8 @@ class Reservoir:
         self._H = cfg.max_bins if self._K > 1 else 0
         self.n_features = N * self._K
         self._dtype = LAYOUTS[cfg.layout]
-        self._slots: dict[str, int] = {}
+        self._slots: dict[Hashable, int] = {}  # slot key (a stream id, or the segmenter's tuple) -> row
         self._free: list[int] = []
-        self._wstart: dict[str, int] = {}  # window mode: T0 per stream
-        self._wcur: dict[str, int] = {}  # window mode: window index held by each window slot
         self._alloc_state(max(1, capacity))
         self._scratch = [np.zeros(N, np.float32) for _ in range(3)]
         self._alloc_stage(64, 4096)
@@ -114,13 +112,13 @@ class Reservoir:
         """Slots allocated now (grows by half when full; shrinks when mostly free)."""
         return self._capacity
 
-    def _slot(self, stream_id: str) -> int:
-        s = self._slots.get(stream_id)
+    def _slot(self, key: Hashable) -> int:
+        s = self._slots.get(key)
         if s is None:
             if not self._free:
                 self._alloc_state(self._capacity + max(4, self._capacity // 2))
             s = self._free.pop()
-            self._slots[stream_id] = s
+            self._slots[key] = s
         return s
 
     def _compact(self) -> None:
@@ -158,18 +156,16 @@ class Reservoir:
 
     @property
     def streams(self) -> list[str]:
-        """Stream ids that hold a slot."""
-        return list(dict.fromkeys(name.split("\x00", 1)[0] for name in self._slots))
+        """Stream ids that hold a slot (a tuple slot key names its stream first)."""
+        return list(dict.fromkeys(k[0] if isinstance(k, tuple) else k for k in self._slots))
 
-    def release(self, stream_id: str) -> None:
-        """Forget a stream (its open sample or windows are discarded) and free its slots."""
-        self._wstart.pop(stream_id, None)
-        names = [stream_id] + [n for n in self._slots if n.startswith(stream_id + "\x00")]
-        for name in names:
-            self._wcur.pop(name, None)
-            s = self._slots.pop(name, None)
+    def release(self, *keys: Hashable) -> None:
+        """Forget slots (a stream id, or the segmenter's slot tuples): what they held in flight is
+        discarded and the slots are free for other streams."""
+        st = self._state
+        for key in keys:
+            s = self._slots.pop(key, None)
             if s is not None:
-                st = self._state
                 _k.reset_slot(s, st["v"], st["sprev"], st["acc"], st["fidx"], st["ist"], st["cnt"], st["hist"])
                 st["ist"][s] = 0
                 self._free.append(s)
@@ -193,15 +189,18 @@ class Reservoir:
         return self._state["v"][s].copy()
 
     # ---- streaming ------------------------------------------------------------------------------
-    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0) -> list[Features]:
-        """Advance the streams of these packets (in order); features of every sample that ended."""
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0, *,
+             slots: Sequence[Hashable] | None = None, keys: Sequence[int] | None = None) -> list[Features]:
+        """Advance the streams of these packets (in order); features of every sample that ended.
+
+        A packet runs in the state slot ``slots[i]`` (default: its stream id) with read-noise key
+        ``keys[i]`` (default: its sample_id); the segmenter passes its window slots and keys.
+        """
         if isinstance(packets, EventPacket):
             packets = (packets,)
         dt = self._dtype
         if any(pk.events.dtype is not dt and pk.events.dtype != dt for pk in packets):
             packets = [self._by_name(pk) for pk in packets]
-        if self.config.segment == "window" and not (packets and "\x00" in packets[0].stream_id):
-            return self._feed_windows(packets, received_ns)
         P = len(packets)
         if P == 0:
             return []
@@ -215,13 +214,13 @@ class Reservoir:
         if P > self._pk["slot"].shape[0] or E > self._ev["t"].shape[0]:
             self._alloc_stage(max(P, 2 * self._pk["slot"].shape[0]), max(E, 2 * self._ev["t"].shape[0]))
         pks, ev = self._pk, self._ev
-        slots = self._slots
-        pks["slot"][:P] = [slots[sid] if sid in slots else self._slot(sid)
-                           for sid in [pk.stream_id for pk in packets]]
+        table = self._slots
+        pks["slot"][:P] = [table[k] if k in table else self._slot(k)
+                           for k in (slots if slots is not None else [pk.stream_id for pk in packets])]
         pks["t0"][:P] = [pk.t_start for pk in packets]
         pks["t1"][:P] = [pk.t_end for pk in packets]
         pks["flags"][:P] = [pk.sample_begin | (pk.sample_end << 1) for pk in packets]
-        pks["key"][:P] = [pk.sample_id & _U64 for pk in packets]
+        pks["key"][:P] = [k & _U64 for k in (keys if keys is not None else [pk.sample_id for pk in packets])]
         eoff = pks["e"]
         eoff[0] = 0
         eoff[1:P + 1] = list(accumulate(lens))
@@ -255,41 +254,6 @@ class Reservoir:
         except WireError as exc:
             raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {pk.events.dtype} do not fit "
                                  f"layout {self.config.layout!r}: {exc}") from None
-
-    def _feed_windows(self, packets: Sequence[EventPacket], received_ns: int) -> list[Features]:
-        """Sliding windows: window k of a stream covers [T0 + k hop, T0 + k hop + window) (T0 = its
-        first packet's t_start) and is its own reservoir run from rest, in one of
-        ceil(window / hop) slots of the stream; its features come when a packet reaches its end.
-        Sample markers are ignored. Noise key: window_key(stream_id, k)."""
-        cfg = self.config
-        W, hop = cfg.window_us, cfg.hop_us
-        M = -(-W // hop)
-        subs = []
-        for pk in packets:
-            if pk.events.dtype != self._dtype:
-                raise ReservoirError(f"stream {pk.stream_id!r}: events of dtype {pk.events.dtype}, "
-                                     f"this reservoir takes layout {cfg.layout!r}")
-            T0 = self._wstart.setdefault(pk.stream_id, pk.t_start)
-            a, b = max(pk.t_start, T0), pk.t_end
-            if b <= a:
-                continue
-            t = pk.events["t"]
-            for k in range(max(0, (a - T0 - W) // hop + 1), (b - 1 - T0) // hop + 1):
-                ws = T0 + k * hop
-                sa, sb = max(a, ws), min(b, ws + W)
-                if sa >= sb:
-                    continue
-                name = f"{pk.stream_id}\x00{k % M}"
-                begin = self._wcur.get(name) != k
-                self._wcur[name] = k
-                i0, i1 = np.searchsorted(t, (sa, sb))
-                subs.append(EventPacket(name, pk.seq, ws if begin else sa, sb, pk.events[i0:i1], pk.modality,
-                                        window_key(pk.stream_id, k), pk.label, begin, sb == ws + W, pk.sent_ns))
-        feats = self.feed(subs, received_ns) if subs else []
-        for f in feats:
-            f.stream_id = f.stream_id.split("\x00", 1)[0]
-            f.sample_id = int(f.sample_id) & 0xFFFFFFFF
-        return feats
 
     def _run(self, P: int) -> int:
         pks, ev = self._pk, self._ev

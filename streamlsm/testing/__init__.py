@@ -123,21 +123,25 @@ class FakeReservoir:
         ch = events["x"].astype(np.int64)
         return np.bincount(ch % self.n_features, minlength=self.n_features).astype(np.float32)
 
-    def release(self, stream_id: str) -> None:
-        self._acc.pop(stream_id, None)
+    def release(self, *keys) -> None:
+        for key in keys:
+            self._acc.pop(key, None)
 
     @property
     def streams(self) -> list[str]:
-        return list(self._acc)
+        return list(dict.fromkeys(k[0] if isinstance(k, tuple) else k for k in self._acc))
 
-    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0) -> list[FakeFeatures]:
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0, *,
+             slots=None, keys=None) -> list[FakeFeatures]:
         out = []
-        for pkt in [packets] if isinstance(packets, EventPacket) else packets:
+        packets = [packets] if isinstance(packets, EventPacket) else list(packets)
+        for i, pkt in enumerate(packets):
+            slot = slots[i] if slots is not None else pkt.stream_id
             if pkt.sample_begin:
-                self._acc[pkt.stream_id] = (pkt.t_start, np.zeros(self.n_features, np.float32))
-            if pkt.stream_id not in self._acc:
+                self._acc[slot] = (pkt.t_start, np.zeros(self.n_features, np.float32))
+            if slot not in self._acc:
                 raise ReservoirError(f"stream {pkt.stream_id}: packet before any sample_begin")
-            t0, acc = self._acc[pkt.stream_id]
+            t0, acc = self._acc[slot]
             acc += self._counts(pkt.events)
             if pkt.sample_end:
                 out.append(FakeFeatures(pkt.stream_id, pkt.sample_id, t0, pkt.t_end, acc.copy(),
