@@ -3,7 +3,7 @@
 It stands in for a camera or cochlea board where there is none (``streamlsm live playback -o
 dataset=nmnist -o root=DATA/nmnist``): the samples of a source plug-in follow each other on one
 sensor clock, and every ``buffer_us`` of sensor time the events of that span are handed to
-``emit``, as an SDK callback would hand them. Registered in the ``streamlsm.stream.live`` group.
+``emit``, as an SDK callback would hand them. Registered in the ``streamlsm.live`` group.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ import numpy as np
 from .errors import ConfigError
 from .events import LabelEvent
 
-__all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "LIVE_GROUP", "PLUGIN_GROUPS", "Dataset",
+__all__ = ["SOURCE_GROUP", "SINK_GROUP", "EMULATOR_GROUP", "LIVE_GROUP", "DATA_GROUP", "PLUGIN_GROUPS", "Dataset",
            "Sink", "LiveSource", "available", "load"]
 
 SOURCE_GROUP = "streamlsm.sources"      # name -> Dataset class, constructed as cls(root, **options)
 SINK_GROUP = "streamlsm.sinks"          # name -> Sink class, constructed as cls(**options)
 EMULATOR_GROUP = "streamlsm.emulators"  # name -> function making a data set on disk
-LIVE_GROUP = "streamlsm.stream.live"           # name -> LiveSource class, constructed as cls(**options)
+DATA_GROUP = "streamlsm.data"            # name -> a data plug-in module (emulated: ensure_default_data, make, ...)
+LIVE_GROUP = "streamlsm.live"          # name -> LiveSource class, constructed as cls(**options)
 PLUGIN_GROUPS = (SOURCE_GROUP, SINK_GROUP, EMULATOR_GROUP, LIVE_GROUP)
 
 

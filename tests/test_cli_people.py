@@ -192,7 +192,7 @@ def test_bad_dataset_option_lists_the_valid_ones(real_data, capsys):
 
 def test_help_shows_defaults_plugins_and_python_m_works():
     top = build_parser().format_help()
-    assert "streamlsm.sources: " in top and "nmnist" in top and "streamlsm.stream.live: playback" in top
+    assert "streamlsm.sources: " in top and "nmnist" in top and "streamlsm.live: playback" in top
     replay = subprocess.run(CLI + ["replay", "--help"], capture_output=True, text=True, timeout=60)
     assert replay.returncode == 0 and "(default: 1000)" in replay.stdout  # --hwm
     assert "auditory-cortex" in replay.stdout  # the data set names

@@ -242,3 +242,21 @@ def test_k_shot_enrolment_on_separable_blobs():
     pred = np.array([x.label for x in m.match_many(q)])
     truth = np.array([f"c{c}" for c in y])
     assert (pred == truth)[y >= 8].mean() >= 0.95 and (pred == truth)[y < 8].mean() >= 0.95
+
+
+def test_offline_nearest_prototype_is_the_online_matcher():
+    """One implementation: the experiments' class means and predictions equal the live matcher's."""
+    from streamlsm.model.prototypes import class_means, cosine
+    from streamlsm.training.metrics import prototype_predict
+
+    rng = np.random.default_rng(5)
+    support = rng.normal(size=(30, 8)) + np.repeat(np.eye(8)[:3] * 3, 10, axis=0)
+    labels = np.repeat(["a", "b", "c"], 10)
+    m = PrototypeMatcher(8)
+    for c in "abc":
+        m.add(c, support[labels == c])
+    classes, means = class_means(support, labels, unit=True)
+    np.testing.assert_allclose(cosine(means, means), cosine(m.prototypes, m.prototypes), atol=1e-6)
+    queries = rng.normal(size=(200, 8))
+    np.testing.assert_allclose(cosine(queries, m.prototypes), m.scores(queries), atol=1e-5)
+    assert prototype_predict(queries, classes, means).tolist() == [x.label for x in m.match_many(queries, 1)]

@@ -230,7 +230,7 @@ def test_readme_tour_quickstart_and_docs_as_written(real_data, tmp_path, tour):
         # the live-sensor example of docs/live.md and its plug-in registration
         live_md = (ROOT / "docs" / "live.md").read_text()
         toml = tomllib.loads(fenced(live_md, "toml")[0])
-        assert list(toml["project"]["entry-points"]) == ["streamlsm.stream.live"]
+        assert list(toml["project"]["entry-points"]) == ["streamlsm.live"]
         stats = ast.literal_eval(tour.python(fenced(live_md, "python")[0]).strip().splitlines()[-1])
         assert stats == {"sent": 301, "events": 15_000, "dropped": 0, "dropped_events": 0, "late_events": 0}
 

@@ -14,7 +14,7 @@ import numpy as np
 from ..config import data_root, default_cache_dir, to_dict
 from ..errors import StreamLSMError
 from ..model.bundle import Bundle
-from ..plugins import EMULATOR_GROUP, SOURCE_GROUP, load
+from ..plugins import DATA_GROUP, SOURCE_GROUP, load
 
 __all__ = ["Plan", "Subset", "default_plan", "nmnist_plan", "say"]
 
@@ -101,8 +101,7 @@ def default_plan(limit: int, seed: int) -> Plan:
     """Emulated camera digits streamed; prototypes of all ten classes from emulated spoken digits."""
     from ..experiments import default_bundle
 
-    maker = load(EMULATOR_GROUP, "camera-digits")  # the emulators' module, found by entry point
-    ensure_default_data = sys.modules[maker.__module__].ensure_default_data
+    ensure_default_data = load(DATA_GROUP, "emulated").ensure_default_data  # the plug-in, by entry point
 
     def made(kind: str):
         return lambda n: say(f"  made {kind}: {n} samples")

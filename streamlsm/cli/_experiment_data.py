@@ -17,12 +17,10 @@ def source(name: str):
 
 
 def emulated():
-    """The emulated-data plug-in module, found through the emulator entry points."""
-    import sys
+    """The emulated-data plug-in module (entry point ``streamlsm.data: emulated``)."""
+    from ..plugins import DATA_GROUP, load
 
-    from ..plugins import EMULATOR_GROUP, load
-
-    return sys.modules[load(EMULATOR_GROUP, "camera-digits").__module__]
+    return load(DATA_GROUP, "emulated")
 
 
 def nmnist_samples(root: Path, split: str = "train"):

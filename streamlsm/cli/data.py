@@ -62,14 +62,11 @@ def _source_names() -> str:
 
 
 def _emulated():
-    """The emulated-data plug-in module (found through the emulator entry points; streamlsm never
+    """The emulated-data plug-in module (entry point ``streamlsm.data: emulated``; streamlsm never
     imports the plug-in packages by name)."""
-    import sys
+    from ..plugins import DATA_GROUP, load
 
-    from ..plugins import EMULATOR_GROUP, load
-
-    maker = load(EMULATOR_GROUP, "camera-digits")
-    return sys.modules[maker.__module__]
+    return load(DATA_GROUP, "emulated")
 
 
 def _source(name: str):

@@ -20,7 +20,7 @@ def _names() -> str:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("live", help="stream a live sensor (a LiveSource plug-in) into the daemon",
                        description=__doc__ + "\n\nLive sources are plug-ins of the entry-point group "
-                       "'streamlsm.stream.live' (docs/live.md); installed: " + _names())
+                       "'streamlsm.live' (docs/live.md); installed: " + _names())
     p.add_argument("source", help="live-source plug-in name: " + _names())
     p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                    help="source option, e.g. -o root=DATA/nmnist (repeatable)")

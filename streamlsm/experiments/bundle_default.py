@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,10 +38,9 @@ def _configs():
 def default_loader(cache=None) -> dict[str, dict[str, Samples]]:
     """Default emulated data (camera-digits, cochlea-digits) through the plug-in entry points:
     {"vision" | "audio": {"train" | "test": Samples}}."""
-    from ..plugins import EMULATOR_GROUP, SOURCE_GROUP, load
+    from ..plugins import DATA_GROUP, SOURCE_GROUP, load
 
-    maker = load(EMULATOR_GROUP, "camera-digits")
-    paths = sys.modules[maker.__module__].ensure_default_data(cache, kinds=("camera-digits", "cochlea-digits"))
+    paths = load(DATA_GROUP, "emulated").ensure_default_data(cache, kinds=("camera-digits", "cochlea-digits"))
     nmnist, ntidigits = load(SOURCE_GROUP, "nmnist"), load(SOURCE_GROUP, "ntidigits")
     out: dict[str, dict[str, Samples]] = {"vision": {}, "audio": {}}
     for split in ("train", "test"):

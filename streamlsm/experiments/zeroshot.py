@@ -26,6 +26,7 @@ from ..model.calibration import (
     seen_unseen_curve,
     stacked,
 )
+from ..model.prototypes import cosine
 from ..reservoir import ReservoirConfig
 from ..training.metrics import confusion_matrix, prototype_predict, prototypes, retrieval_topk
 from ..training.train import TrainConfig, stratified_split, train_projections
@@ -75,10 +76,8 @@ def features_for(v: Variant, cfg: ReservoirConfig, samples: Samples, cache_dir=N
 
 
 def cosine_scores(eq: np.ndarray, protos: np.ndarray) -> np.ndarray:
-    """Cosine similarity (n, classes) of query embeddings to prototypes (the live matcher's scores)."""
-    q = eq / np.maximum(np.linalg.norm(eq, axis=1, keepdims=True), 1e-12)
-    p = protos / np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
-    return q @ p.T
+    """Cosine similarity (n, classes) of query embeddings to prototypes (the live matcher's rule)."""
+    return cosine(eq, protos)
 
 
 def _train(v: Variant, xq, xg, lq, lg, iq, ig, classes, seed, modalities, reservoirs=None) -> Bundle:

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import CheckpointError, ModelError
 from .calibration import Calibration
 
-__all__ = ["Match", "PrototypeMatcher", "UNKNOWN", "FORMAT"]
+__all__ = ["Match", "PrototypeMatcher", "UNKNOWN", "FORMAT", "cosine", "class_means"]
 
 UNKNOWN = "unknown"
 FORMAT = "streamlsm.prototypes"
@@ -50,6 +50,32 @@ class Match:
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def cosine(query: np.ndarray, protos: np.ndarray) -> np.ndarray:
+    """Cosine similarity (n, classes) of query rows to prototype rows: the one scoring rule, used
+    by the online matcher and by the offline experiments alike."""
+    q, p = np.asarray(query, np.float64), np.asarray(protos, np.float64)
+    q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+    p = p / np.maximum(np.linalg.norm(p, axis=-1, keepdims=True), 1e-12)
+    return q @ p.T
+
+
+def class_means(embeddings: np.ndarray, labels, classes=None, *, unit: bool = False) -> tuple[list, np.ndarray]:
+    """(classes, one mean embedding per class); ``classes`` fixes the order and subset (each must
+    occur). ``unit`` averages unit-length rows (the online matcher's rule for support samples)."""
+    emb = np.asarray(embeddings, dtype=np.float64)
+    if unit:
+        emb = _unit_rows(emb).astype(np.float64)
+    lab = np.asarray(labels)
+    classes = list(dict.fromkeys(lab.tolist())) if classes is None else list(classes)
+    means = []
+    for c in classes:
+        mask = lab == c
+        if not np.any(mask):
+            raise ModelError(f"class {c!r} has no support sample to build its prototype")
+        means.append(emb[mask].mean(axis=0))
+    return classes, np.stack(means) if means else np.zeros((0, emb.shape[1]))
 
 
 class PrototypeMatcher:
@@ -259,7 +285,7 @@ class PrototypeMatcher:
             q = q[None, :]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ModelError(f"queries must have shape (n, {self.dim}), got {np.shape(embeddings)}")
-        return _unit_rows(q) @ self._protos.T
+        return _unit_rows(q) @ self._protos.T  # = cosine(q, protos): the rows are unit already
 
     def match_many(self, embeddings: np.ndarray, k: int = 5) -> list[Match]:
         """One Match per query row; all rows scored in one matrix product.

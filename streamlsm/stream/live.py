@@ -8,7 +8,7 @@ daemon's queue is full the packet is dropped and counted (``stats["dropped"]``),
 keeps flowing. It is thread-safe (one lock around the socket) and needs no asyncio.
 
 ``run_source(source, sender, stop)`` runs a ``plugins.LiveSource`` plug-in (entry-point group
-``streamlsm.stream.live``) into a sender; `streamlsm live <name>` is that on the command line.
+``streamlsm.live``) into a sender; `streamlsm live <name>` is that on the command line.
 """
 
 from __future__ import annotations

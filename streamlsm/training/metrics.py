@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ModelError
+from ..model.prototypes import class_means, cosine
 
 __all__ = [
     "retrieval_topk",
@@ -49,27 +50,15 @@ def retrieval_topk(query: np.ndarray, query_labels: Sequence, gallery: np.ndarra
 def prototypes(embeddings: np.ndarray, labels: Sequence,
                classes: Sequence | None = None) -> tuple[list, np.ndarray]:
     """(classes, class-mean embeddings); ``classes`` fixes the order and subset (each must occur)."""
-    emb = np.asarray(embeddings, dtype=np.float64)
-    lab = np.asarray(labels)
-    classes = list(dict.fromkeys(lab.tolist())) if classes is None else list(classes)
-    protos = []
-    for c in classes:
-        mask = lab == c
-        if not np.any(mask):
-            raise ModelError(f"class {c!r} has no support sample to build its prototype")
-        protos.append(emb[mask].mean(axis=0))
-    return classes, np.stack(protos) if protos else np.zeros((0, emb.shape[1]))
+    return class_means(embeddings, labels, classes)
 
 
-def prototype_predict(query: np.ndarray, classes: Sequence, protos: np.ndarray,
-                      normalise: bool = True) -> np.ndarray:
-    """Label of the most similar prototype (cosine when ``normalise``) for every query row."""
+def prototype_predict(query: np.ndarray, classes: Sequence, protos: np.ndarray) -> np.ndarray:
+    """Label of the most similar prototype (cosine, as the online matcher) for every query row."""
     query = np.asarray(query, dtype=np.float64)
     protos = np.asarray(protos, dtype=np.float64)
     _check(query, protos)
-    if normalise:
-        protos = protos / np.maximum(np.linalg.norm(protos, axis=1, keepdims=True), 1e-12)
-    return np.asarray(classes)[np.argmax(query @ protos.T, axis=1)]
+    return np.asarray(classes)[np.argmax(cosine(query, protos), axis=1)]
 
 
 def accuracy(pred: Sequence, truth: Sequence) -> float:
