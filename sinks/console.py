@@ -6,55 +6,11 @@ import sys
 import time
 from typing import TextIO
 
-import numpy as np
-
 from streamlsm.events import LabelEvent
 from streamlsm.model.prototypes import UNKNOWN
+from streamlsm.tally import Tally
 
-__all__ = ["ConsoleSink", "LabelTally"]
-
-
-class LabelTally:
-    """Running counts: accuracy overall / on seen / on unseen classes, latency samples, rate."""
-
-    def __init__(self, unseen: list[str] | tuple[str, ...] = ()) -> None:
-        self.unseen = {str(c) for c in unseen}
-        self.n = self.correct = self.n_unseen = self.correct_unseen = self.n_truth = 0
-        self.latency_ms: list[float] = []
-        self.events_seen = 0
-        self.first_ns = self.last_ns = 0
-
-    def add(self, label: LabelEvent, arrival_ns: int | None = None) -> None:
-        now = arrival_ns if arrival_ns is not None else (label.published_ns or time.time_ns())
-        self.first_ns = self.first_ns or now
-        self.last_ns = now
-        self.n += 1
-        if label.received_ns:
-            self.latency_ms.append((now - label.received_ns) / 1e6)
-        if label.truth is None:
-            return
-        self.n_truth += 1
-        ok = label.label == label.truth
-        self.correct += ok
-        if label.truth in self.unseen:
-            self.n_unseen += 1
-            self.correct_unseen += ok
-
-    def summary(self) -> dict:
-        lat = np.asarray(self.latency_ms) if self.latency_ms else np.zeros(1)
-        seen_n = self.n_truth - self.n_unseen
-        wall = (self.last_ns - self.first_ns) / 1e9
-        return {
-            "labels": self.n,
-            "accuracy": self.correct / self.n_truth if self.n_truth else None,
-            "seen_accuracy": (self.correct - self.correct_unseen) / seen_n if seen_n else None,
-            "seen_n": seen_n,
-            "unseen_accuracy": self.correct_unseen / self.n_unseen if self.n_unseen else None,
-            "unseen_n": self.n_unseen,
-            "latency_p50_ms": float(np.percentile(lat, 50)),
-            "latency_p99_ms": float(np.percentile(lat, 99)),
-            "labels_per_s": (self.n - 1) / wall if wall > 0 else 0.0,
-        }
+__all__ = ["ConsoleSink"]
 
 
 def _pct(x: float | None) -> str:
@@ -66,7 +22,7 @@ class ConsoleSink:
 
     def __init__(self, unseen: list[str] | tuple[str, ...] = (), every_s: float = 0.5,
                  show_labels: bool = True, stream: TextIO | None = None) -> None:
-        self.tally = LabelTally(unseen)
+        self.tally = Tally(unseen)
         self.every_s = float(every_s)
         self.show_labels = show_labels
         self.out = stream or sys.stdout
@@ -74,7 +30,7 @@ class ConsoleSink:
         self._status: dict = {}
 
     def write(self, label: LabelEvent, arrival_ns: int | None = None) -> None:
-        self.tally.add(label, arrival_ns)
+        self.tally.label(label, arrival_ns if arrival_ns is not None else (label.published_ns or time.time_ns()))
         if self.show_labels:
             mark = "" if label.truth is None else ("  ok" if label.label == label.truth else "  MISS")
             if label.label == UNKNOWN and label.topk:  # abstained: say so, with the best guess

@@ -26,6 +26,7 @@ LAYERS = {
     "streamlsm.model": 2,          # bundle, projection, prototypes, calibration (may read reservoir configs)
     "streamlsm.pipeline": 3,
     "streamlsm.training": 3,       # torch training of readouts, metrics
+    "streamlsm.tally": 3,          # what a reader of the streams counts (subscribe, console sink)
     "streamlsm.loop": 4,           # the processing loop every server runs (daemon, scale-out shard)
     "streamlsm.experiments": 4,
     "streamlsm.net.transport": 4,

@@ -108,22 +108,28 @@ def test_pretty_lines_show_running_accuracy_and_packet_rates():
     import io
 
     from streamlsm.cli.subscribe import Pretty
+    from streamlsm.tally import Tally
 
     out = io.StringIO()
-    pretty = Pretty(out)
+    tally = Tally()
+    pretty = Pretty(out, tally)
+
+    def show(lab, lat):  # as subscribe does: count, then print
+        tally.label(lab, 0)
+        pretty.label(lab, lat)
 
     def lab(label, truth):
         return LabelEvent(stream_id="cam0", seq=0, t_start=0, t_end=1, label=label, score=0.5,
                           topk=[(label, 0.5)], margin=0.1, truth=truth)
 
-    pretty.label(lab("3", "3"), 1.25)
-    pretty.label(lab("4", "5"), None)
-    pretty.label(lab("7", None), None)
+    show(lab("3", "3"), 1.25)
+    show(lab("4", "5"), None)
+    show(lab("7", None), None)
     lines = out.getvalue().splitlines()
     assert lines[0] == "cam0         3          +0.500  truth 3        ok    acc 100.0% of 1     1.2 ms"
     assert lines[1] == "cam0         4          +0.500  truth 5        MISS  acc  50.0% of 2"
     assert lines[2] == "cam0         7          +0.500  truth -              acc  50.0% of 2"
-    pretty.label(lab("unknown", "6"), None)  # an abstention is marked as such, not as a wrong guess
+    show(lab("unknown", "6"), None)  # an abstention is marked as such, not as a wrong guess
     assert out.getvalue().splitlines()[3] == "cam0         unknown    +0.500  truth 6        abst  acc  33.3% of 3"
     pretty.packet(_pkt("a", 0), 0, 10.0)  # the first packet starts the clock
     for k in range(1, 5):

@@ -14,11 +14,11 @@ import pytest
 
 from streamlsm.cli import build_parser, main
 from streamlsm.cli.replay import parse_options
-from streamlsm.cli.subscribe import StreamTally
 from streamlsm.errors import ConfigError
 from streamlsm.events import DVS_DTYPE, EventPacket, LabelEvent
 from streamlsm.net.transport import Sender
 from streamlsm.stream.replay import ReplayConfig, schedule
+from streamlsm.tally import Tally
 
 
 def free_port() -> int:
@@ -117,14 +117,26 @@ def test_subscribe_prints_packets_labels_and_summary():
 
 
 def test_stream_tally():
-    t = StreamTally()
+    t = Tally()
     ev = np.zeros(2, dtype=DVS_DTYPE)
     for seq in (5, 6, 9, 7):
         t.packet(EventPacket("a", seq, 0, 5, ev, sent_ns=1_000_000), 3_000_000)
     s = t.summary()
     assert s["streams"]["a"]["first_seq"] == 5 and s["streams"]["a"]["last_seq"] == 9
     assert s["gaps"] == 2 and s["duplicates"] == 1 and s["latency_ms"]["p50"] == pytest.approx(2.0)
-    assert StreamTally().summary()["latency_ms"]["p50"] is None
+    assert Tally().summary()["latency_ms"]["p50"] is None
+
+
+def test_tally_counts_labels_on_seen_and_unseen_classes_and_abstentions():
+    from streamlsm.events import LabelEvent
+
+    t = Tally(unseen=["8"])
+    for label, truth in (("1", "1"), ("2", "1"), ("8", "8"), ("unknown", "8"), ("3", None)):
+        t.label(LabelEvent("s", 0, 0, 1, label, 0.5, truth=truth, received_ns=1_000_000, source_ns=0), 4_000_000)
+    s = t.summary()
+    assert (s["labels"], s["abstained"], s["accuracy"]) == (5, 1, 0.5)
+    assert (s["seen_accuracy"], s["seen_n"], s["unseen_accuracy"], s["unseen_n"]) == (0.5, 2, 0.5, 2)
+    assert s["server_latency_ms"]["p50"] == pytest.approx(3.0) and s["label_latency_ms"]["n"] == 0
 
 
 @pytest.mark.realdata

@@ -9,7 +9,7 @@ import sys
 from ..model.prototypes import UNKNOWN
 from ._net import add_key_options, socket_setup
 
-__all__ = ["add_parser", "run", "StreamTally", "Pretty"]
+__all__ = ["add_parser", "run", "Pretty"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,87 +32,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-class StreamTally:
-    """Per-stream counts, sequence gaps and duplicates, and packet latency (pure bookkeeping)."""
-
-    def __init__(self) -> None:
-        self.streams: dict[str, dict] = {}
-        self.latency_ms: list[float] = []
-        self.label_latency_ms: list[float] = []
-        self.labels = 0
-        self.packets = 0
-        self.events = 0
-
-    def packet(self, pkt, now_ns: int) -> float | None:
-        s = self.streams.get(pkt.stream_id)
-        if s is None:
-            s = self.streams[pkt.stream_id] = {"packets": 0, "events": 0, "gaps": 0, "duplicates": 0,
-                                               "first_seq": pkt.seq, "last_seq": pkt.seq,
-                                               "next": pkt.seq, "samples": 0}
-        if pkt.seq > s["next"]:
-            s["gaps"] += pkt.seq - s["next"]
-        elif pkt.seq < s["next"]:
-            s["duplicates"] += 1
-        s["next"] = max(s["next"], pkt.seq + 1)
-        s["last_seq"] = max(s["last_seq"], pkt.seq)
-        s["packets"] += 1
-        s["events"] += len(pkt.events)
-        s["samples"] += int(pkt.sample_end)
-        self.packets += 1
-        self.events += len(pkt.events)
-        if pkt.sent_ns:
-            lat = (now_ns - pkt.sent_ns) / 1e6
-            self.latency_ms.append(lat)
-            return lat
-        return None
-
-    def label(self, lab, now_ns: int) -> float | None:
-        """Count a LabelEvent; its end-to-end latency (last packet sent -> label here) if stamped."""
-        self.labels += 1
-        if lab.source_ns:
-            lat = (now_ns - lab.source_ns) / 1e6
-            self.label_latency_ms.append(lat)
-            return lat
-        return None
-
-    def summary(self) -> dict:
-        import numpy as np
-
-        streams = {sid: {k: v for k, v in s.items() if k != "next"} for sid, s in self.streams.items()}
-
-        def dist(values: list[float]) -> dict:
-            lat = np.asarray(values)
-            if not lat.size:
-                return {"p50": None, "p99": None, "max": None, "n": 0}
-            return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                    "max": float(lat.max()), "n": int(lat.size)}
-
-        return {"type": "summary", "summary": True, "packets": self.packets, "labels": self.labels,
-                "events": self.events, "streams": streams,
-                "gaps": sum(s["gaps"] for s in streams.values()),
-                "duplicates": sum(s["duplicates"] for s in streams.values()),
-                "latency_ms": dist(self.latency_ms),
-                "label_latency_ms": dist(self.label_latency_ms)}
-
-
 class Pretty:
     """The --pretty view: a line per label with the running accuracy, a line a second for packets."""
 
-    def __init__(self, out, every_s: float = 1.0) -> None:
-        self.out, self.every_s = out, every_s
-        self.n_truth = self.correct = 0
+    def __init__(self, out, tally, every_s: float = 1.0) -> None:
+        self.out, self.tally, self.every_s = out, tally, every_s
         self._t = None
         self._packets = self._events = self._gaps = 0
         self._streams: set[str] = set()
 
     def label(self, lab, lat_ms: float | None) -> None:
         mark = ""
+        t = self.tally  # the label is counted there already
         if lab.truth is not None:
-            self.n_truth += 1
             ok = lab.label == lab.truth
-            self.correct += ok
             mark = "ok  " if ok else ("abst" if lab.label == UNKNOWN else "MISS")  # abstained: not a guess
-        acc = f"{100 * self.correct / self.n_truth:5.1f}% of {self.n_truth}" if self.n_truth else "-"
+        acc = f"{100 * t.correct / t.n_truth:5.1f}% of {t.n_truth}" if t.n_truth else "-"
         lat = "" if lat_ms is None else f"  {lat_ms:6.1f} ms"
         self.out.write(f"{lab.stream_id:<12} {lab.label:<10} {lab.score:+.3f}  truth "
                        f"{'-' if lab.truth is None else lab.truth:<8} {mark:<4}  acc {acc}{lat}\n")
@@ -140,8 +75,8 @@ class Pretty:
     def summary(self, s: dict) -> str:
         parts = [f"{s['messages']} messages: {s['packets']} packets ({s['events']:,} events) on "
                  f"{len(s['streams'])} stream(s), {s['labels']} labels"]
-        if self.n_truth:
-            parts.append(f"accuracy {100 * self.correct / self.n_truth:.1f}% of {self.n_truth}")
+        if self.tally.n_truth:
+            parts.append(f"accuracy {100 * self.tally.correct / self.tally.n_truth:.1f}% of {self.tally.n_truth}")
         parts.append(f"gaps {s['gaps']}, duplicates {s['duplicates']}, wire errors {s['wire_errors']}")
         for name, key in (("packet latency", "latency_ms"), ("label latency", "label_latency_ms")):
             d = s[key]
@@ -195,15 +130,16 @@ async def _subscribe(args: argparse.Namespace) -> None:
     from ..events import EventPacket
     from ..net.peers import PeerWatch
     from ..net.transport import Receiver
+    from ..tally import Tally
 
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError("timeout", f"must be > 0 seconds, got {args.timeout}")
     if args.count is not None and args.count < 1:
         raise ConfigError("count", f"must be >= 1, got {args.count}")
     topics = tuple(args.topic) if args.topic else (b"",)
-    tally = StreamTally()
+    tally = Tally()
     out = sys.stdout
-    pretty = Pretty(out) if args.pretty else None
+    pretty = Pretty(out, tally) if args.pretty else None
     peers = PeerWatch()
     watcher = None
     ctx = zmq.asyncio.Context()
@@ -245,7 +181,7 @@ async def _subscribe(args: argparse.Namespace) -> None:
                     if isinstance(msg, EventPacket):
                         lat = tally.packet(msg, now)
                         if pretty is not None:
-                            pretty.packet(msg, sum(x["gaps"] for x in tally.streams.values()),
+                            pretty.packet(msg, tally.gaps,
                                           t_last)
                         elif not args.quiet:
                             out.write(json.dumps({
@@ -256,7 +192,8 @@ async def _subscribe(args: argparse.Namespace) -> None:
                                 "modality": msg.modality,
                                 "latency_ms": None if lat is None else round(lat, 4)}) + "\n")
                     else:
-                        lat = tally.label(msg, now)
+                        tally.label(msg, now)
+                        lat = (now - msg.source_ns) / 1e6 if msg.source_ns else None  # end to end
                         if pretty is not None and not args.quiet:
                             pretty.label(msg, lat)
                         elif not args.quiet:
@@ -273,7 +210,7 @@ async def _subscribe(args: argparse.Namespace) -> None:
             auth.stop()
         ctx.destroy(linger=0)
         if rx is not None:
-            summary = tally.summary()
+            summary = {"type": "summary", "summary": True, **tally.summary()}
             summary.update({"messages": n, "wire_errors": rx.stats["wire_errors"],
                             "last_wire_error": str(rx.last_error) if rx.last_error else None,
                             "receive_s": round(t_last - t_first, 6) if t_first else 0.0})
