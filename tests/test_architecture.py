@@ -9,9 +9,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "streamlsm"
 
 # Lower numbers are closer to the leaves; a module may import only strictly lower layers (or modules
-# of its own entry: the longest matching prefix decides a module's layer). ../shared/DESIGN.md of the
-# project brief draws this flow: leaves <- wire, pacing, reservoir, model <- pipeline <- loop <-
-# transport <- daemon <- cli.
+# of its own entry: the longest matching prefix decides a module's layer). docs/design.md draws the
+# tree: leaves <- wire, stream, reservoir <- model <- pipeline <- loop <- transport <- daemon <- cli.
 LAYERS = {
     "streamlsm": 0,  # the package __init__: re-exports leaves only
     "streamlsm.errors": -1,
@@ -51,7 +50,7 @@ ONLY_IN = {
             "streamlsm.testing"),
     "asyncio": ("streamlsm.stream.pacing", "streamlsm.net.transport", "streamlsm.net.publisher", "streamlsm.daemon",
                 "streamlsm.cluster", "streamlsm.cli", "streamlsm.testing"),
-    "aiostream": ("streamlsm.net.transport", "streamlsm.daemon", "streamlsm.cluster", "streamlsm.cli",
+    "aiostream": ("streamlsm.stream.pacing", "streamlsm.net.transport", "streamlsm.daemon", "streamlsm.cluster", "streamlsm.cli",
                   "streamlsm.testing"),
 }
 KERNEL_ALLOWED = {"numba", "numpy", "math", "__future__"}
@@ -225,3 +224,23 @@ def test_production_code_never_imports_test_helpers():
             problems += [f"{path.name} imports {imp}" for imp in _imports("x.y", path)
                          if imp.startswith("streamlsm.testing")]
     assert not problems, "\n".join(problems)
+
+
+def test_the_design_note_names_only_files_that_exist():
+    """docs/design.md, the newcomer's map: every file it names in backticks and every package of
+    its tree exists, and every package of streamlsm/ is on the map."""
+    import re
+
+    text = (ROOT / "docs" / "design.md").read_text()
+    named = set(re.findall(r"`((?:streamlsm|sources|sinks|tests)/[\w/]+\.py)`", text))
+    assert len(named) >= 10
+    assert not [p for p in named if not (ROOT / p).is_file()]
+    tree = text.split("```")[1]
+    drawn = {name for line in tree.splitlines() if re.match(r"  \w", line)
+             for name in re.findall(r"(?:^|\s)(\w+)/", line.split("  ")[1] if "  " in line[2:] else line)}
+    packages = {p.parent.name for p in PKG.glob("*/__init__.py")}
+    assert drawn == packages, f"tree draws {sorted(drawn)}, streamlsm/ holds {sorted(packages)}"
+    for folder in drawn:
+        block = re.split(r"\n  \S", tree.split(f"  {folder}/", 1)[1], maxsplit=1)[0] if f"  {folder}/" in tree else ""
+        for name in re.findall(r"(\w+)\.py", block):
+            assert (PKG / folder / f"{name}.py").is_file(), f"docs/design.md names {folder}/{name}.py"

@@ -1,4 +1,4 @@
-"""Pacing against an absolute schedule: the only code in streamlsm that sleeps (real or virtual time)."""
+"""Pacing against an absolute schedule (real or virtual time): how replay and the demo release packets when due."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+from aiostream import stream, streamcontext
 
 from ..errors import ConfigError
 
@@ -110,15 +111,6 @@ class PaceStats:
         }
 
 
-async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
-
-
 async def pace(items: Iterable[tuple[int, Any]] | AsyncIterable[tuple[int, Any]],
                speed: float | str, clock: Clock | None = None, *,
                stats: PaceStats | None = None, start: float | None = None,
@@ -152,11 +144,12 @@ async def pace(items: Iterable[tuple[int, Any]] | AsyncIterable[tuple[int, Any]]
     clock = clock if clock is not None else LoopClock()
     scale = 1e-6 / float(speed)
     t0 = start
-    async for due_us, item in _aiter(items):
-        if t0 is None:
-            t0 = clock.now()
-        target = t0 + due_us * scale
-        await clock.sleep_until(target)
-        if stats is not None:
-            stats.record(clock.now() - target)
-        yield item
+    async with streamcontext(stream.iterate(items)) as source:  # sync or async input; closed on exit
+        async for due_us, item in source:
+            if t0 is None:
+                t0 = clock.now()
+            target = t0 + due_us * scale
+            await clock.sleep_until(target)
+            if stats is not None:
+                stats.record(clock.now() - target)
+            yield item
