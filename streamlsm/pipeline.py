@@ -288,20 +288,16 @@ class Pipeline:
     # ------------------------------------------------------------ the call
     def process(self, packets: Iterable[EventPacket], received_ns: Sequence[int] | None = None) -> list[LabelEvent]:
         """Feed packets (in arrival order); labels of every sample or window they complete."""
-        pieces: dict[str, list[Piece]] = {}   # modality -> pieces for its reservoir, in order
-        recv_of: dict[tuple[str, int], int] = {}  # (stream, seq of the closing packet) -> received
+        pieces: dict[str, list[tuple[Piece, int]]] = {}  # modality -> (piece, received_ns), in order
         for i, pkt in enumerate(packets):
             now = self._clock_ns()
             admitted = self._admit(pkt, now)
             if admitted is None:
                 continue
             st, pkt = admitted
-            cut = self.segmenter.cut(st.cursor, pkt)
-            if cut:
-                pieces.setdefault(st.modality, []).extend(cut)
-                if any(c.packet.sample_end for c in cut):
-                    recv_of[(pkt.stream_id, pkt.seq)] = received_ns[i] if received_ns is not None else now
-        return self._label(self._run(pieces), recv_of)
+            recv = received_ns[i] if received_ns is not None else now
+            pieces.setdefault(st.modality, []).extend((c, recv) for c in self.segmenter.cut(st.cursor, pkt))
+        return self._label(self._run(pieces))
 
     __call__ = process
 
@@ -357,14 +353,15 @@ class Pipeline:
         self.segmenter.restart(st.cursor)
         st.last_end = None
 
-    def _run(self, pieces: dict[str, list[Piece]]) -> list[tuple[str, Any]]:
-        """Each modality's pieces through its reservoir: (modality, features) of what ended. A
-        reservoir error drops that reservoir (rebuilt on next use) and restarts its streams."""
+    def _run(self, pieces: dict[str, list[tuple[Piece, int]]]) -> list[tuple[str, Any]]:
+        """Each modality's pieces through its reservoir: (modality, features) of what ended (the
+        features carry the receive time of the packet that closed them). A reservoir error drops
+        that reservoir (rebuilt on next use) and restarts its streams."""
         done = []
         for modality, todo in pieces.items():
             try:
-                feats = self.reservoir(modality).feed([c.packet for c in todo], slots=[c.slot for c in todo],
-                                                      keys=[c.key for c in todo])
+                feats = self.reservoir(modality).feed([c.packet for c, _ in todo], [r for _, r in todo],
+                                                      slots=[c.slot for c, _ in todo], keys=[c.key for c, _ in todo])
             except ReservoirError:
                 self.stats.reservoir_errors += 1
                 self._reservoirs.pop(modality, None)
@@ -377,7 +374,7 @@ class Pipeline:
         return done
 
     # ------------------------------------------------------------ labelling
-    def _label(self, done: list[tuple[str, Any]], recv_of: dict[tuple[str, int], int]) -> list[LabelEvent]:
+    def _label(self, done: list[tuple[str, Any]]) -> list[LabelEvent]:
         if not done:
             return []
         by_mod: dict[str, list[int]] = {}
@@ -409,7 +406,7 @@ class Pipeline:
                     sample_id=int(f.sample_id), bundle_hash=bhash,
                     prototype_version=self.matcher.version, seed=seed,
                     source_ns=int(getattr(f, "sent_ns", 0)),
-                    received_ns=recv_of.get((f.stream_id, int(f.seq)), 0), probability=m.probability)
+                    received_ns=int(f.received_ns), probability=m.probability)
         labels = [lab for lab in out if lab is not None]
         self.stats.labels += len(labels)
         return labels

@@ -189,12 +189,14 @@ class Reservoir:
         return self._state["v"][s].copy()
 
     # ---- streaming ------------------------------------------------------------------------------
-    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0, *,
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int | Sequence[int] = 0, *,
              slots: Sequence[Hashable] | None = None, keys: Sequence[int] | None = None) -> list[Features]:
         """Advance the streams of these packets (in order); features of every sample that ended.
 
         A packet runs in the state slot ``slots[i]`` (default: its stream id) with read-noise key
         ``keys[i]`` (default: its sample_id); the segmenter passes its window slots and keys.
+        ``received_ns`` (one for all, or one per packet) is carried to the features of the sample
+        that packet closes.
         """
         if isinstance(packets, EventPacket):
             packets = (packets,)
@@ -237,11 +239,13 @@ class Reservoir:
         if n_out == 0:
             return []
         out = []
+        per_packet = not isinstance(received_ns, int)
         for r in range(n_out):
-            pk = packets[int(pks["out_pk"][r])]
+            i = int(pks["out_pk"][r])
+            pk = packets[i]
             out.append(Features(pk.stream_id, pk.sample_id, int(pks["out_t0"][r]), pk.t_end,
                                 self._out[r].copy(), pk.label, pk.modality or self.config.modality,
-                                pk.seq, pk.sent_ns, received_ns))
+                                pk.seq, pk.sent_ns, int(received_ns[i]) if per_packet else received_ns))
         return out
 
     def _by_name(self, pk: EventPacket) -> EventPacket:

@@ -131,7 +131,7 @@ class FakeReservoir:
     def streams(self) -> list[str]:
         return list(dict.fromkeys(k[0] if isinstance(k, tuple) else k for k in self._acc))
 
-    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns: int = 0, *,
+    def feed(self, packets: EventPacket | Sequence[EventPacket], received_ns=0, *,
              slots=None, keys=None) -> list[FakeFeatures]:
         out = []
         packets = [packets] if isinstance(packets, EventPacket) else list(packets)
@@ -146,7 +146,7 @@ class FakeReservoir:
             if pkt.sample_end:
                 out.append(FakeFeatures(pkt.stream_id, pkt.sample_id, t0, pkt.t_end, acc.copy(),
                                         pkt.label, pkt.modality or self.modality, pkt.seq,
-                                        pkt.sent_ns, received_ns))
+                                        pkt.sent_ns, received_ns if isinstance(received_ns, int) else received_ns[i]))
         return out
 
     def encode(self, samples: Sequence[np.ndarray], durations_us=None, sample_ids=None) -> np.ndarray:
