@@ -42,7 +42,7 @@ class LabelThread:
 def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_us: int = 10_000):
     """(bundle, matcher): random heads on the N-MNIST reservoir preset, one prototype per class
     from six synthetic support samples (seed 99)."""
-    from streamlsm.cluster.drive import make_samples, stream_packets
+    from streamlsm.testing_procs import make_samples, stream_packets
     from streamlsm.config import to_dict
     from streamlsm.readout.matcher import PrototypeMatcher
     from streamlsm.reservoir import Reservoir, preset

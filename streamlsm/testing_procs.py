@@ -20,7 +20,7 @@ from .errors import ControlError
 from .events import EventPacket, slice_time
 from .peers import HandshakeWatch  # re-exported for tests (it lives with the peers concept)
 
-__all__ = ["random_samples", "packets_from_samples", "to_toml", "control_request", "HandshakeWatch", "DaemonProcess"]
+__all__ = ["random_samples", "packets_from_samples", "make_samples", "stream_packets", "to_toml", "control_request", "HandshakeWatch", "DaemonProcess"]
 
 
 def random_samples(n: int, layout_dtype: np.dtype, duration_us: int = 50_000, events: int = 200,
@@ -61,6 +61,22 @@ def packets_from_samples(samples: Sequence[tuple[np.ndarray, str | None]], strea
             seq += 1
         t += dur + gap_us
     return out
+
+
+def make_samples(n: int, layout: str = "dvs", duration_us: int = 100_000, events: int = 400,
+                 classes: int = 3, seed: int = 0, width: int = 34) -> list[tuple[np.ndarray, str]]:
+    """``n`` (events, label) samples of a layout by name whose channel distribution depends on the class."""
+    from .events import LAYOUTS
+
+    return random_samples(n, LAYOUTS[layout], duration_us, events, classes, seed, width)
+
+
+def stream_packets(stream_id: str, samples, duration_us: int, packet_us: int,
+                   modality: str = "vision", first_sample: int = 0, t0: int = 0,
+                   seq0: int = 0) -> list[EventPacket]:
+    """Contiguous packets of consecutive fixed-length samples (sample ids from ``first_sample``)."""
+    return packets_from_samples(samples, stream_id, packet_us, modality, duration_us, t0=t0, seq0=seq0,
+                                first_sample=first_sample)
 
 
 def _toml_value(v: Any) -> str:

@@ -34,12 +34,12 @@ LAYERS = {
     "streamlsm.runtime_parts": 4,  # the daemon's config records, packet buffer, sinks, support files
     "streamlsm.runtime_control": 4,  # the daemon's control commands (a mixin) and support files
     "streamlsm.runtime": 5,
-    "streamlsm.cluster": 5,
+    "streamlsm.cluster": 6,  # scale-out on Ray: gateway, shard and registry actors (runs the daemon's parts)
     "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
     "streamlsm.testing": 5,
     "streamlsm.testing_hostile": 6,  # hostile peers against a running daemon (tests and bench only)
-    "streamlsm.cli": 6,
-    "streamlsm.__main__": 7,  # `python -m streamlsm`: runs the CLI
+    "streamlsm.cli": 7,
+    "streamlsm.__main__": 8,  # `python -m streamlsm`: runs the CLI
 }
 # third-party imports allowed only under these prefixes
 ONLY_IN = {
@@ -51,6 +51,7 @@ ONLY_IN = {
             "streamlsm.testing"),
     "asyncio": ("streamlsm.clock", "streamlsm.transport", "streamlsm.publisher", "streamlsm.runtime", "streamlsm.cluster",
                 "streamlsm.cli", "streamlsm.testing"),
+    "ray": ("streamlsm.cluster",),  # the scale-out only: the edge daemon and its install never import it
     "aiostream": ("streamlsm.transport", "streamlsm.runtime", "streamlsm.cluster", "streamlsm.cli",
                   "streamlsm.testing"),
 }

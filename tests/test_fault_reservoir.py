@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from streamlsm.cluster.drive import make_samples, stream_packets
+from streamlsm.testing_procs import make_samples, stream_packets
 
 
 def _with_bad_events(pkt, rng):

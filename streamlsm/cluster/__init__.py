@@ -1,8 +1,24 @@
-"""Scale-out over ZeroMQ: a hash ring places streams on workers, a router forwards, one label endpoint."""
+"""Scale-out on Ray: a stateless ZeroMQ gateway routes streams to shard actors that each run the
+daemon's processing loop; a registry actor holds the prototypes. Needs the ``cluster`` extra (ray);
+the edge daemon never imports this package.
 
-from .ring import HashRing, stable_hash
-from .router import Router, RouterConfig
-from .worker import Worker, WorkerConfig, default_name, load_pipeline
+``Gateway`` and ``ClusterConfig`` are in ``streamlsm.cluster.gateway`` (it imports ray);
+``Shard`` (a plain class Ray runs as an actor) in ``streamlsm.cluster.shard``.
+"""
 
-__all__ = ["HashRing", "stable_hash", "Router", "RouterConfig", "Worker", "WorkerConfig",
-           "default_name", "load_pipeline"]
+from __future__ import annotations
+
+__all__ = ["require_ray", "RAY_MISSING"]
+
+RAY_MISSING = "ray is not installed: install streamlsm[cluster] (pip install 'streamlsm[cluster]')"
+
+
+def require_ray():
+    """The ``ray`` module, or a ConfigError saying how to install it."""
+    try:
+        import ray
+    except ImportError:
+        from ..errors import ConfigError
+
+        raise ConfigError("cluster", RAY_MISSING) from None
+    return ray

@@ -1,0 +1,74 @@
+"""The registry: the one source of truth for the registered classes (prototypes) of a cluster.
+
+A named Ray actor (async) pinned to the gateway's node, where the daemon config's paths
+(``model.prototypes``, ``control.allowed_dirs``) are the gateway's own. It runs the daemon's own
+control commands (``register``, ``remove``, ``snapshot``: support files confined to
+``control.allowed_dirs``, the change and its checkpoint as one transaction), restores the
+checkpoint at start exactly as the daemon does, and hands its state (``version``, JSON, npz bytes)
+to the shards, which refresh whenever the version the gateway sends with a batch differs from
+theirs. Requests and replies cross the actor boundary as msgpack bytes with the daemon's limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .. import wire
+from ..errors import ControlError
+from ..pipeline import Pipeline
+from ..runtime_control import ControlCommands, vet_bundle
+from .model import bundle_from_files, check_cluster_config, config_from_plain, matcher_to_parts, restore_matcher
+
+__all__ = ["Registry", "CLUSTER_COMMANDS"]
+
+CLUSTER_COMMANDS = ("register", "remove", "snapshot")
+
+
+class Registry(ControlCommands):
+    """``state() -> (version, json, npz)``; ``control(request bytes) -> reply bytes``."""
+
+    def __init__(self, config: dict, bundle_files: dict, bundle_hash: str) -> None:
+        self.config = config_from_plain(config)
+        check_cluster_config(self.config)
+        self.bundle = bundle_from_files(bundle_files, bundle_hash)
+        self.matcher = restore_matcher(self.config, self.bundle)
+        lim = self.config.limits
+        vet_bundle(self.bundle, self.matcher.dim, lim.max_neurons, lim.model_mb)
+        self._signing_key = None
+        self._factory = None
+        self.pipeline = Pipeline(self.bundle, self.matcher, self.config.pipeline)  # embeds support samples
+        self.counters = {"control": 0, "control_errors": 0, "checkpoints": 0}
+        self._saved_version = self.matcher.version
+        self._lock = asyncio.Lock()
+        self._t0 = time.monotonic()
+
+    def version(self) -> int:
+        return self.matcher.version
+
+    def state(self) -> tuple[int, str, bytes]:
+        state, arrays = matcher_to_parts(self.matcher)
+        return self.matcher.version, state, arrays
+
+    def status(self) -> dict:
+        return {"prototype_version": self.matcher.version, "classes": self.matcher.labels,
+                "calibration": self.matcher.calibration, **self.counters}
+
+    async def control(self, raw: bytes) -> bytes:
+        """One control request (msgpack bytes, the daemon's limits) -> the reply (msgpack bytes)."""
+        self.counters["control"] += 1
+        try:
+            req = wire.unpack_control(raw)
+            if not isinstance(req, dict) or not isinstance(req.get("cmd"), str):
+                raise ControlError("a control request is a map with a 'cmd' string")
+            if req["cmd"] not in CLUSTER_COMMANDS:
+                raise ControlError(f"the registry runs {list(CLUSTER_COMMANDS)}, not {req['cmd']!r}")
+            reply = await self.handle(req)
+        except Exception as exc:  # noqa: BLE001 - a bad request must never kill the registry
+            self.counters["control_errors"] += 1
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        try:
+            return wire.pack_control(reply)
+        except Exception as exc:  # noqa: BLE001
+            self.counters["control_errors"] += 1
+            return wire.pack_control({"ok": False, "error": f"WireError: {exc}"})
