@@ -42,11 +42,11 @@ class LabelThread:
 def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_us: int = 10_000):
     """(bundle, matcher): random heads on the N-MNIST reservoir preset, one prototype per class
     from six synthetic support samples (seed 99)."""
-    from streamlsm.testing_procs import make_samples, stream_packets
     from streamlsm.config import to_dict
     from streamlsm.readout.matcher import PrototypeMatcher
     from streamlsm.reservoir import Reservoir, preset
     from streamlsm.testing import make_bundle
+    from streamlsm.testing_procs import make_samples, stream_packets
 
     cfg = preset("nmnist")
     res = Reservoir(cfg)

@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import LabelThread, nmnist_model  # noqa: E402
 
 from streamlsm import wire  # noqa: E402
-from streamlsm.testing_procs import make_samples, stream_packets  # noqa: E402
 from streamlsm.events import EventPacket  # noqa: E402
 from streamlsm.testing import DaemonProcess  # noqa: E402
+from streamlsm.testing_procs import make_samples, stream_packets  # noqa: E402
 
 DIM, SAMPLE_US, PACKET_US = 16, 100_000, 10_000
 

@@ -14,22 +14,23 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-import numpy as np
 import pytest
 import zmq
 
+os.environ.setdefault("RAY_timeout_ms_task_wait_for_death_info", "100")  # = streamlsm.cluster.RAY_ENV, before ray loads
 ray = pytest.importorskip("ray", reason="ray is not installed (the 'cluster' extra: pip install streamlsm[cluster])")
 
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from streamlsm import wire  # noqa: E402
+from streamlsm.cluster import ray_env  # noqa: E402
 from streamlsm.cluster.gateway import ClusterConfig, Gateway, rendezvous  # noqa: E402
 from streamlsm.cluster.shard import Shard  # noqa: E402
 from streamlsm.config import from_dict, to_dict  # noqa: E402
 from streamlsm.errors import ConfigError  # noqa: E402
 from streamlsm.reservoir import preset  # noqa: E402
 from streamlsm.runtime import Daemon, DaemonConfig  # noqa: E402
-from streamlsm.testing import ListSink, MemorySource, make_bundle, register_classes, write_support  # noqa: E402
+from streamlsm.testing import ListSink, make_bundle, register_classes, write_support  # noqa: E402
 from streamlsm.testing_procs import make_samples, stream_packets  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
@@ -57,6 +58,7 @@ def support(folder: Path) -> list:
 @pytest.fixture(scope="module")
 def cluster():
     """Two nodes of one CPU each (the head runs the driver: the gateway and the registry)."""
+    ray_env()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     c.add_node(num_cpus=1)
     ray.init(address=c.address, logging_level="ERROR", log_to_driver=False)
@@ -245,3 +247,129 @@ def test_labels_equal_the_daemons_and_register_reaches_every_shard(cluster, tmp_
     assert st["lost_samples"] == 0 and st["received"] == len(packets) and st["labels"] == 18
     assert sorted(st["classes"]) == ["0", "1", "2"]
     assert all(s["counters"].get("prototype_version") == version for s in st["shards"] if s["counters"])
+
+
+class Sender(threading.Thread):
+    """Paced real-time packets of ``streams`` (one 10 ms packet of each per 10 ms) in a thread."""
+
+    def __init__(self, run: Run, streams: list[str], samples: int, seed0: int = 0) -> None:
+        super().__init__(daemon=True)
+        self.packets, self.sent = interleaved(streams, samples, seed0)
+        self.push = zmq.Context.instance().socket(zmq.PUSH)
+        self.push.linger = 2000
+        self.push.connect(run.gw.input_endpoints[0])
+        self.start()
+
+    def run(self) -> None:
+        t0, last_t = time.monotonic(), None
+        for p in self.packets:
+            if p.t_start != last_t:
+                last_t = p.t_start
+                delay = t0 + p.t_start / 1e6 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            self.push.send_multipart(wire.encode(p))
+
+    def finish(self) -> None:
+        self.join(120)
+        self.push.close()
+
+
+def check_accounting(run: Run, sent: dict, st: dict) -> dict:
+    """Every sample sent was labelled or counted lost, per stream; seq leaves a gap per lost one."""
+    labelled = Counter(lab.stream_id for _t, lab in run.labels)
+    lost = {sid: st["lost_by_stream"].get(sid, 0) for sid in sent}
+    assert {sid: labelled[sid] + lost[sid] for sid in sent} == sent
+    assert sum(lost.values()) == st["lost_samples"]
+    seqs = defaultdict(list)
+    for _t, lab in run.labels:
+        seqs[lab.stream_id].append(lab.seq)
+    for sid, got in seqs.items():
+        assert len(set(got)) == len(got) and max(got) < sent[sid], (sid, got)
+    return lost
+
+
+def first_label_after(run: Run, sid: str, t: float) -> float | None:
+    times = [at for at, lab in run.labels if lab.stream_id == sid and at > t]
+    return min(times) - t if times else None
+
+
+def test_killed_shard_process_streams_resume_and_losses_are_counted(cluster, tmp_path):
+    run = Run(small_config(tmp_path), ClusterConfig(shards=2, shard_cpus=0.5, batch_ms=2))
+    try:
+        streams = [f"k{i}" for i in range(8)]
+        snd = Sender(run, streams, 25)
+        time.sleep(0.45)
+        victim = run.gw.slots[0]
+        owned = [sid for sid, s in run.gw.streams.items() if s.owner == victim.index]
+        assert owned, "the victim shard owns no stream"
+        killed_at = time.monotonic()
+        os.kill(victim.pid, signal.SIGKILL)
+        snd.finish()
+        run.quiet(1.0)
+        t0 = time.monotonic()
+        while victim.restarts < 1 and time.monotonic() - t0 < 60:  # Ray restarts it
+            time.sleep(0.05)
+        st = run.ctl({"cmd": "status"})
+    finally:
+        run.close()
+    assert victim.restarts == 1 and victim.failures == 1 and victim.pid
+    lost = check_accounting(run, snd.sent, st)
+    assert st["lost_samples"] >= 1 and set(k for k, v in lost.items() if v) <= set(owned)
+    for sid in owned:  # the killed shard's streams are labelled again (on the other shard)
+        after = first_label_after(run, sid, killed_at)
+        assert after is not None and after < 3.0, (sid, after)
+
+
+def test_stuck_shard_is_killed_at_the_deadline_and_restarted(cluster, tmp_path):
+    class StuckOnce(Shard):
+        """Hangs on sample 2 of stream 'stuck' (a pipeline that stopped answering)."""
+
+        def process(self, frames, received_ns, prototype_version=-1):
+            for i in range(0, len(frames), 3):
+                pkt = wire.decode(frames[i:i + 3])
+                if pkt.stream_id == "stuck" and pkt.sample_id == 2:
+                    time.sleep(30)
+            return super().process(frames, received_ns, prototype_version)
+
+    run = Run(small_config(tmp_path), ClusterConfig(shards=2, shard_cpus=0.5, batch_ms=2, call_deadline_s=1.0),
+              shard_class=StuckOnce)
+    try:
+        snd = Sender(run, ["stuck", "a", "b", "c"], 12)
+        snd.finish()
+        run.quiet(1.5)
+        st = run.ctl({"cmd": "status"})
+    finally:
+        run.close()
+    assert st["deadline_kills"] == 1
+    lost = check_accounting(run, snd.sent, st)
+    assert lost["stuck"] >= 1
+    assert max(lab.sample_id for _t, lab in run.labels if lab.stream_id == "stuck") == 11  # labelled again
+
+
+def test_joined_node_gets_a_shard_and_a_removed_nodes_streams_move(cluster, tmp_path):
+    run = Run(small_config(tmp_path), ClusterConfig(shards=0, shard_cpus=1.0, batch_ms=2, rescale_every_s=0.3))
+    try:
+        assert len(run.gw.slots) == 2  # one shard per CPU of the cluster: one per node
+        snd = Sender(run, [f"n{i}" for i in range(6)], 120)
+        node = cluster.add_node(num_cpus=1)
+        t0 = time.monotonic()
+        while len([s for s in run.gw.slots if s.live]) < 3 and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        new = run.gw.slots[-1]
+        assert len(run.gw.slots) == 3 and new.live and new.node == node.node_id
+        time.sleep(1.0)  # samples begin on it
+        moved_in = [sid for sid, s in run.gw.streams.items() if s.owner == new.index]
+        assert moved_in, "no stream moved to the new shard"
+        removed_at = time.monotonic()
+        cluster.remove_node(node)
+        snd.finish()
+        run.quiet(1.0)
+        st = run.ctl({"cmd": "status"})
+    finally:
+        run.close()
+    assert new.failures == 1 and not new.live  # no free CPU left to restart it on
+    check_accounting(run, snd.sent, st)
+    for sid in moved_in:
+        after = first_label_after(run, sid, removed_at)
+        assert after is not None and after < 5.0, (sid, after)

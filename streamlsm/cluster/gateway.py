@@ -59,6 +59,7 @@ class ClusterConfig:
     max_batch: int = 512          # ... or as soon as this many wait
     max_inflight: int = 2         # calls per shard not yet answered
     call_deadline_s: float = 10.0  # a call not answered by then: the shard is stuck, killed, restarted
+    suspect_ms: float = 250.0     # a call not answered by then: new samples go to other shards meanwhile
     max_pending: int = 20_000     # packets waiting per shard
     max_streams: int = 100_000    # streams the gateway routes (an idle one is evicted for a new one)
     stream_idle_s: float = 30.0
@@ -75,6 +76,8 @@ class ClusterConfig:
         for key in ("max_batch", "max_inflight", "max_pending", "max_streams"):
             if getattr(self, key) < 1:
                 raise ConfigError(key, f"must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.suspect_ms <= 1000 * self.call_deadline_s:
+            raise ConfigError("suspect_ms", f"must lie in (0, call_deadline_s], got {self.suspect_ms}")
         if not 0 < self.call_deadline_s <= 3600:
             raise ConfigError("call_deadline_s", f"must lie in (0, 3600] s, got {self.call_deadline_s}")
 
@@ -105,6 +108,9 @@ class _Slot:
     failures: int = 0
     restarts: int = 0
     down_since: float | None = None
+    failed_at: float | None = None   # time.monotonic() of the last failure seen
+    suspect: bool = False            # a call is late: it gets no new samples until it answers
+    calls: dict = field(default_factory=dict)  # call id -> time.monotonic() it was made
     last_failover_s: float | None = None
     stats: dict = field(default_factory=dict)
 
@@ -155,12 +161,13 @@ class Gateway:
         self.streams: OrderedDict[str, _Stream] = OrderedDict()
         self._lost_keys: OrderedDict[tuple[str, int], None] = OrderedDict()
         self._live: list[str] = []
+        self._live_any: list[str] = []
         self._by_name: dict[str, _Slot] = {}
         self._calls = 0
         self.counters = {"received": 0, "wire_errors": 0, "dropped": 0, "skipped_packets": 0,
                          "refused_streams": 0, "evicted_streams": 0, "calls": 0, "call_failures": 0,
                          "deadline_kills": 0, "restarts_seen": 0, "lost_samples": 0, "labels": 0,
-                         "label_drops": 0, "control": 0, "control_errors": 0, "scaled": 0}
+                         "label_drops": 0, "control": 0, "control_errors": 0, "scaled": 0, "suspected": 0}
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._space = asyncio.Event()
@@ -202,7 +209,7 @@ class Gateway:
             try:
                 info = await asyncio.wait_for(asyncio.wrap_future(slot.actor.ping.remote().future()), 5.0)
                 break
-            except (asyncio.TimeoutError, self.ray.exceptions.RayError):
+            except (TimeoutError, self.ray.exceptions.RayError):
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     raise
                 await asyncio.sleep(self.cluster.probe_every_s)
@@ -215,7 +222,21 @@ class Gateway:
         self._relive()
 
     def _relive(self) -> None:
-        self._live = [s.name for s in self.slots if s.live and not s.retiring]
+        up = [s for s in self.slots if s.live and not s.retiring]
+        self._live_any = [s.name for s in up]
+        self._live = [s.name for s in up if not s.suspect]  # where new samples go (else any live one)
+
+    def _watch(self, now: float) -> None:
+        """Mark shards whose oldest call is older than ``suspect_ms`` (and clear the mark)."""
+        limit = self.cluster.suspect_ms / 1000
+        changed = False
+        for s in self.slots:
+            late = bool(s.calls) and now - min(s.calls.values()) > limit
+            if late != s.suspect:
+                s.suspect, changed = late, True
+                self.counters["suspected"] += late
+        if changed:
+            self._relive()
 
     def _spawn_task(self, coro) -> None:
         t = asyncio.create_task(coro)
@@ -243,7 +264,7 @@ class Gateway:
         if slot.live:
             slot.live = False
             slot.failures += 1
-            slot.down_since = time.monotonic()
+            slot.down_since = slot.failed_at = time.monotonic()
             self._relive()
             self._spawn_task(self._probe(slot))
         for sid, n in keys:
@@ -296,10 +317,10 @@ class Gateway:
             st.skip = False
             st.begin_call = 1 << 62
             owner = self.slots[st.owner] if 0 <= st.owner < len(self.slots) else None
-            if owner is not None and owner.live and st.unanswered and not owner.retiring:
+            if owner is not None and owner.live and st.unanswered and not owner.retiring and not owner.suspect:
                 slot = owner  # earlier packets not answered yet: move only once they are
             else:
-                name = rendezvous(sid, self._live)
+                name = rendezvous(sid, self._live or self._live_any)
                 if name is None:
                     st.in_sample = not pkt.sample_end
                     self._lose(sid, st.n)  # no live shard at all
@@ -340,6 +361,7 @@ class Gateway:
                     if begin and st.n == n:
                         st.begin_call = call_id
         slot.inflight += 1
+        slot.calls[call_id] = time.monotonic()
         self.counters["calls"] += 1
         ref = slot.actor.process.remote(frames, recvs, self.prototype_version)
         self._spawn_task(self._await_call(slot, call_id, ref, keys))
@@ -350,11 +372,12 @@ class Gateway:
             try:
                 labels, stats = await asyncio.wait_for(asyncio.wrap_future(ref.future()),
                                                        self.cluster.call_deadline_s)
-            except asyncio.TimeoutError:
-                self.counters["deadline_kills"] += 1
+            except TimeoutError:
                 self.counters["call_failures"] += 1
-                with contextlib.suppress(Exception):
-                    ray.kill(slot.actor, no_restart=False)  # stuck: Ray restarts it
+                if slot.live:  # once per incarnation (the calls queued behind it time out too)
+                    self.counters["deadline_kills"] += 1
+                    with contextlib.suppress(Exception):
+                        ray.kill(slot.actor, no_restart=False)  # stuck: Ray restarts it
                 self._failed(slot, keys)
                 return
             except ray.exceptions.RayError:
@@ -368,6 +391,9 @@ class Gateway:
             await self._publish(labels)
         finally:
             slot.inflight -= 1
+            slot.calls.pop(call_id, None)
+            if slot.suspect:
+                self._watch(time.monotonic())
             for sid, _n in keys:
                 st = self.streams.get(sid)
                 if st is not None and st.unanswered:
@@ -490,6 +516,7 @@ class Gateway:
             await asyncio.sleep(every)
             for s in self.slots:
                 self._flush(s)
+            self._watch(time.monotonic())
             self._reap()
 
     def _reap(self) -> None:

@@ -18,7 +18,13 @@ from .. import wire
 from ..errors import ControlError
 from ..pipeline import Pipeline
 from ..runtime_control import ControlCommands, vet_bundle
-from .model import bundle_from_files, check_cluster_config, config_from_plain, matcher_to_parts, restore_matcher
+from .model import (
+    bundle_from_files,
+    check_cluster_config,
+    config_from_plain,
+    matcher_to_parts,
+    restore_matcher,
+)
 
 __all__ = ["Registry", "CLUSTER_COMMANDS"]
 
