@@ -27,11 +27,11 @@ RAY_MISSING = "ray is not installed: install streamlsm[cluster] (pip install 'st
 
 
 def require_ray():
-    """The ``ray`` module, or a ConfigError saying how to install it."""
+    """The ``ray`` module, or a StreamLSMError saying how to install it (one line from the CLI)."""
     try:
         import ray
     except ImportError:
-        from ..errors import ConfigError
+        from ..errors import StreamLSMError
 
-        raise ConfigError("cluster", RAY_MISSING) from None
+        raise StreamLSMError(RAY_MISSING) from None
     return ray

@@ -40,7 +40,7 @@ from ..config import to_dict
 from ..errors import ConfigError, ControlError, WireError
 from ..events import EventPacket
 from ..readout.bundle import Bundle
-from ..runtime import DaemonConfig
+from ..runtime import DaemonConfig, make_sinks
 from ..security import ServerSecurity, load_signing_key
 from .model import bundle_files, check_cluster_config, config_to_plain
 from .registry import CLUSTER_COMMANDS, Registry
@@ -167,7 +167,10 @@ class Gateway:
         self.counters = {"received": 0, "wire_errors": 0, "dropped": 0, "skipped_packets": 0,
                          "refused_streams": 0, "evicted_streams": 0, "calls": 0, "call_failures": 0,
                          "deadline_kills": 0, "restarts_seen": 0, "lost_samples": 0, "labels": 0,
-                         "label_drops": 0, "control": 0, "control_errors": 0, "scaled": 0, "suspected": 0}
+                         "label_drops": 0, "control": 0, "control_errors": 0, "scaled": 0, "suspected": 0,
+                         "sink_errors": 0}
+        self.sinks: list = []
+        self.last_sink_error: str | None = None
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._space = asyncio.Event()
@@ -416,6 +419,12 @@ class Gateway:
                 self.counters["labels"] += 1
             except zmq.Again:
                 self.counters["label_drops"] += 1
+            for sink in self.sinks:
+                try:
+                    sink.write(lab)
+                except Exception as exc:  # noqa: BLE001 - one broken sink must not stop labelling
+                    self.counters["sink_errors"] += 1
+                    self.last_sink_error = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------ life cycle
     def request_stop(self) -> None:
@@ -446,6 +455,9 @@ class Gateway:
             self._bind(pub, cfg.outputs.labels, sec, "outputs.labels")
             self.label_endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
             self._pub = zmq.Socket.shadow(pub.underlying)
+            self.sinks = make_sinks(cfg.outputs.sinks)  # as the daemon's: jsonl, console, prometheus...
+            for sink in self.sinks:
+                stack.callback(sink.close)
             inputs = []
             biggest = cfg.limits.max_events * 16 + 1024  # the widest event layout is 16 bytes
             for k, i in enumerate(cfg.inputs):
@@ -585,7 +597,8 @@ class Gateway:
         return {"ok": True, "uptime_s": time.monotonic() - self._t0, **self.counters,
                 "streams": len(self.streams), "lost_by_stream": shown,
                 "lost_streams": len(lost), "shards": shards,
-                "live_shards": len(self._live), "prototype_version": self.prototype_version,
+                "live_shards": len(self._live_any), "last_sink_error": self.last_sink_error,
+                "prototype_version": self.prototype_version,
                 "bundle_hash": self.bundle_hash, "cpu_s": time.process_time() - self._cpu0,
                 "labels_endpoint": self.label_endpoint, "control_endpoint": self.control_endpoint,
                 "input_endpoints": self.input_endpoints}
