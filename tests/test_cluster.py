@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-os.environ.setdefault("RAY_timeout_ms_task_wait_for_death_info", "100")  # = streamlsm.cluster.RAY_ENV, before ray loads
+os.environ.setdefault("RAY_AUTH_TOKEN", os.urandom(16).hex())  # token auth on (RAY_ENV), no token file needed
+for _k, _v in {"RAY_AUTH_MODE": "token", "RAY_timeout_ms_task_wait_for_death_info": "100"}.items():
+    os.environ.setdefault(_k, _v)  # = streamlsm.cluster.RAY_ENV, before ray loads (test_cluster_env checks it)
 ray = pytest.importorskip("ray", reason="ray is not installed (the 'cluster' extra: pip install streamlsm[cluster])")
 
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -197,6 +199,12 @@ def daemon_labels(raw: dict, folder: Path, packets: list) -> list:
         return sink.labels
 
     return asyncio.run(go())
+
+
+def test_cluster_env_is_what_the_product_sets():
+    from streamlsm.cluster import RAY_ENV
+
+    assert all(os.environ[k] == v for k, v in RAY_ENV.items())
 
 
 def test_rendezvous_moves_only_to_or_from_the_changed_shard():

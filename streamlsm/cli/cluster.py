@@ -80,6 +80,11 @@ def _ray(argv: list[str], dry_run: bool = False) -> int:
     return subprocess.run(cmd, env={**RAY_ENV, **os.environ}, check=False).returncode
 
 
+def _have_token() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
 def run_up(args: argparse.Namespace) -> int:
     argv = ["start", "--node-ip-address", args.node_ip_address, "--disable-usage-stats"]
     if args.address:
@@ -88,6 +93,18 @@ def run_up(args: argparse.Namespace) -> int:
         argv += ["--head", "--port", str(args.port), "--include-dashboard", "false"]
     if args.num_cpus is not None:
         argv += ["--num-cpus", str(args.num_cpus)]
+    if not args.dry_run and not _have_token():
+        if args.address:
+            from ..errors import ConfigError
+
+            raise ConfigError("cluster", "no Ray token on this host: copy the head's ~/.ray/auth_token "
+                              "here (mode 0600) or set RAY_AUTH_TOKEN")
+        # the head makes the cluster's token (~/.ray/auth_token); it is not printed
+        r = subprocess.run(ray_command() + ["get-auth-token", "--generate"], capture_output=True,
+                           check=False)
+        if r.returncode != 0:
+            print(r.stderr.decode(errors="replace"), file=sys.stderr)
+            return r.returncode
     return _ray(argv, args.dry_run)
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 __all__ = ["require_ray", "RAY_MISSING", "RAY_ENV", "ray_env"]
 
 # Ray settings read from the environment by every Ray process it starts (`ray start`, a local
-# `ray.init()`): a call in flight to a shard whose process died fails after 100 ms of waiting for
-# the death notice instead of 1 s (failover sooner; measured by bench/scale.py).
-RAY_ENV = {"RAY_timeout_ms_task_wait_for_death_info": "100"}
+# `ray.init()`) and by clients (`ray status`, `cluster serve --address`):
+# - token authentication on (Ray >= 2.5x: RPCs must carry the cluster's token, ~/.ray/auth_token
+#   or RAY_AUTH_TOKEN; `cluster up` makes it on the head, copy it to the other hosts);
+# - a call in flight to a shard whose process died fails after 100 ms of waiting for the death
+#   notice instead of 1 s (failover sooner; measured by bench/scale.py).
+RAY_ENV = {"RAY_AUTH_MODE": "token", "RAY_timeout_ms_task_wait_for_death_info": "100"}
 
 
 def ray_env() -> None:
