@@ -80,6 +80,8 @@ def test_one_machine_as_written(tmp_path):
     env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1"}
     found = blocks()
     assert [len(b) for b in found] == [1, 4]
+    readme = [commands(b) for b in fenced(section((ROOT / "README.md").read_text(), "Scale-out on Ray"), "bash")]
+    assert readme == [found[0]]  # the README's one-machine line is this one, run here as written
     for block in found:
         for line in block:
             if line.startswith("streamlsm cluster serve"):
