@@ -307,19 +307,25 @@ def main() -> int:
                 per_core = int(r["stream_s"] / max(r["shard_cpu_s"], 1e-9))
                 n_rt = max(1, min(int(per_core * 0.9), 16 if args.quick else args.max_verify))
                 samples = 2 if args.quick else 5
-                before = gt.status()
-                rep = replay(root, gt.gw.input_endpoints[0], n_rt, samples, "1", "rt")
-                got = sub.wait(n_rt * samples, 60)
-                after = gt.status()
-                late = rep.get("pacing", {}).get("p99_ms")
-                ok = (len(got) == n_rt * samples and after["lost_samples"] == before["lost_samples"]
-                      and after["dropped"] == before["dropped"] and (late or 1e9) <= 50)
-                out["realtime_verified_streams"] = n_rt if ok else 0
-                out["realtime_check"] = {"streams": n_rt, "labels": len(got), "expected": n_rt * samples,
-                                         "replay_lateness_p99_ms": late,
-                                         "lost": after["lost_samples"] - before["lost_samples"], "load": load()}
-                print(f"[{time.monotonic() - t_start:.0f} s] real time, 1 shard: {out['realtime_check']} -> "
-                      f"{'ok' if ok else 'not verified'}", file=sys.stderr, flush=True)
+                out["realtime_verified_streams"] = 0
+                for _try in range(1 if args.quick else 3):  # halved while the replayer cannot keep time
+                    before = gt.status()
+                    rep = replay(root, gt.gw.input_endpoints[0], n_rt, samples, "1", f"rt{_try}")
+                    got = sub.wait(n_rt * samples, 60)
+                    after = gt.status()
+                    late = rep.get("pacing", {}).get("p99_ms")
+                    ok = (len(got) == n_rt * samples and after["lost_samples"] == before["lost_samples"]
+                          and after["dropped"] == before["dropped"] and (late or 1e9) <= 50)
+                    out[f"realtime_check_{n_rt}"] = {"labels": len(got), "expected": n_rt * samples,
+                                                     "replay_lateness_p99_ms": late, "load": load(),
+                                                     "lost": after["lost_samples"] - before["lost_samples"]}
+                    print(f"[{time.monotonic() - t_start:.0f} s] real time, {n_rt} streams, 1 shard: "
+                          f"{out[f'realtime_check_{n_rt}']} -> {'ok' if ok else 'not verified'}",
+                          file=sys.stderr, flush=True)
+                    if ok:
+                        out["realtime_verified_streams"] = n_rt
+                        break
+                    n_rt = max(1, n_rt // 2)
         one = runs[1]
         out["streams_per_shard_core"] = int(one["stream_s"] / max(one["shard_cpu_s"], 1e-9))
         routed = sum(r["stream_s"] for r in runs.values())

@@ -63,7 +63,7 @@ class ClusterConfig:
     max_pending: int = 20_000     # packets waiting per shard
     max_streams: int = 100_000    # streams the gateway routes (an idle one is evicted for a new one)
     stream_idle_s: float = 30.0
-    probe_every_s: float = 0.05   # a shard that failed is probed this often until it answers
+    probe_every_s: float = 0.05   # a shard that failed is probed after this, then at doubling intervals (<= 2 s)
     rescale_every_s: float = 2.0  # shards = 0: how often the cluster's CPUs are read
 
     def validate(self) -> None:
@@ -208,6 +208,7 @@ class Gateway:
     async def _probe(self, slot: _Slot, timeout: float | None = None) -> None:
         """Wait until ``slot`` answers a ping; then it is live (after a failure: restarted)."""
         t0 = time.monotonic()
+        wait = self.cluster.probe_every_s
         while True:
             try:
                 info = await asyncio.wait_for(asyncio.wrap_future(slot.actor.ping.remote().future()), 5.0)
@@ -215,7 +216,10 @@ class Gateway:
             except (TimeoutError, self.ray.exceptions.RayError):
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     raise
-                await asyncio.sleep(self.cluster.probe_every_s)
+                if slot.retiring:
+                    return
+                await asyncio.sleep(wait)
+                wait = min(2 * wait, 2.0)  # a shard Ray cannot place yet is asked less and less often
         slot.incarnation, slot.node, slot.pid = info["incarnation"], info["node"], info["pid"]
         if slot.down_since is not None:
             slot.last_failover_s = time.monotonic() - slot.down_since
