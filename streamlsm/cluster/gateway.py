@@ -544,13 +544,26 @@ class Gateway:
 
     async def _ingress(self, sock) -> None:
         sync = zmq.Socket.shadow(sock.underlying)
+        recv = sync.recv
+        nb = int(zmq.NOBLOCK)  # a plain int: zmq's flag enum costs a conversion per call
+
+        def take() -> list:
+            """The parts of one queued message as bytes (zmq.Again if none); parts beyond 8 of a
+            malformed message are read and dropped (decode refuses the message)."""
+            f = recv(nb, copy=False)
+            parts = [f.bytes]
+            while f.more:
+                f = recv(nb, copy=False)
+                if len(parts) < 8:
+                    parts.append(f.bytes)
+            return parts
         block = self.config.limits.overflow == "block"
         most = self.cluster.max_pending
         while True:
             msgs = [await sock.recv_multipart()]
             for _ in range(255):
                 try:
-                    msgs.append(sync.recv_multipart(zmq.NOBLOCK))
+                    msgs.append(take())
                 except zmq.Again:
                     break
             recv_ns, now = time.time_ns(), time.monotonic()
