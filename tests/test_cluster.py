@@ -381,3 +381,25 @@ def test_joined_node_gets_a_shard_and_a_removed_nodes_streams_move(cluster, tmp_
     for sid in moved_in:
         after = first_label_after(run, sid, removed_at)
         assert after is not None and after < 5.0, (sid, after)
+
+
+def test_gateway_keeps_the_bind_rule_and_bounds_its_stream_table(cluster, tmp_path):
+    raw = small_config(tmp_path)
+    bad = {**raw, "inputs": [{"endpoint": "tcp://0.0.0.0:*", "kind": "pull", "bind": True}]}
+    gw = Gateway(from_dict(DaemonConfig, bad), ClusterConfig(shards=1, shard_cpus=0.5))
+    try:
+        with pytest.raises(ConfigError) as info:  # beyond loopback only with CURVE keys, as the daemon
+            asyncio.run(gw.run())
+        assert info.value.key == "inputs[0].endpoint" and not gw.slots
+    finally:
+        ray.kill(gw.registry, no_restart=True)
+    gw = Gateway(from_dict(DaemonConfig, raw), ClusterConfig(shards=1, max_streams=2, stream_idle_s=60))
+    try:
+        first = [stream_packets(f"t{i}", make_samples(1, events=50, seed=i), SAMPLE_US, PACKET_US)[0]
+                 for i in range(3)]
+        for p in first:
+            assert gw.route(p, [], 0, time.monotonic()) is None  # no shard is live yet
+        assert list(gw.streams) == ["t0", "t1"] and gw.counters["refused_streams"] == 1
+        assert gw.counters["lost_samples"] == 2  # the admitted streams' samples: no shard to take them
+    finally:
+        ray.kill(gw.registry, no_restart=True)
