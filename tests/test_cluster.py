@@ -7,6 +7,7 @@ Networks namespaces as separate hosts are not used (see docs/cluster.md)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import threading
@@ -179,7 +180,8 @@ def register_in_gateway(run: Run, folder: Path) -> None:
 
 def daemon_labels(raw: dict, folder: Path, packets: list) -> list:
     """The single-machine daemon's labels for the same packets and the same registered classes."""
-    raw = {**raw, "inputs": [], "model": {**raw["model"], "prototypes": str(folder / "daemon-protos.json")}}
+    raw = {**raw, "inputs": [], "outputs": {"labels": "tcp://127.0.0.1:*"},
+           "model": {**raw["model"], "prototypes": str(folder / "daemon-protos.json")}}
 
     async def go() -> list:
         gate = asyncio.Event()
@@ -230,6 +232,7 @@ def test_cluster_refuses_what_shards_cannot_share(tmp_path):
 
 def test_labels_equal_the_daemons_and_register_reaches_every_shard(cluster, tmp_path):
     raw = small_config(tmp_path)
+    raw["outputs"]["sinks"] = [{"name": "jsonl", "options": {"path": str(tmp_path / "labels.jsonl")}}]
     streams = [f"cam{i}" for i in range(6)]
     packets, _ = interleaved(streams, 3)
     run = Run(raw, ClusterConfig(shards=2, shard_cpus=0.5, batch_ms=2))
@@ -248,6 +251,8 @@ def test_labels_equal_the_daemons_and_register_reaches_every_shard(cluster, tmp_
     ref = daemon_labels(raw, tmp_path, packets)
     want = sorted((lab.stream_id, lab.seq, lab.label, lab.sample_id) for lab in ref)
     assert len(want) == 18 and got == want
+    lines = [json.loads(ln) for ln in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    assert sorted((d["stream_id"], d["seq"], d["label"], d["sample_id"]) for d in lines) == want  # the config's sinks
     scores = {(lab.stream_id, lab.seq): lab.score for _t, lab in run.labels}
     assert all(abs(scores[(lab.stream_id, lab.seq)] - lab.score) < 1e-5 for lab in ref)
     assert {lab.prototype_version for _t, lab in run.labels} == {version}

@@ -490,7 +490,7 @@ class Gateway:
                 self.control_endpoint = ctl.getsockopt_string(zmq.LAST_ENDPOINT)
             n = self.cluster.shards or self._cpu_shards()
             await self.scale(n)
-            helpers = [asyncio.create_task(self._flusher())]
+            helpers = [asyncio.create_task(self._flusher()), asyncio.create_task(self._observer())]
             helpers += [asyncio.create_task(self._ingress(s)) for s in inputs]
             if ctl is not None:
                 helpers.append(asyncio.create_task(self._control(ctl)))
@@ -534,6 +534,21 @@ class Gateway:
                 self._flush(s)
             self._watch(time.monotonic())
             self._reap()
+
+    async def _observer(self) -> None:
+        """Sinks that observe (the Prometheus sink) get the gateway's status, as the daemon's do."""
+        observers = [s for s in self.sinks if callable(getattr(s, "observe", None))]
+        if not observers:
+            return
+        while True:
+            await asyncio.sleep(self.config.limits.stats_every_s)
+            st = self.status()
+            for sink in observers:
+                try:
+                    sink.observe(st)
+                except Exception as exc:  # noqa: BLE001 - the observer loop must go on
+                    self.counters["sink_errors"] += 1
+                    self.last_sink_error = f"{type(sink).__name__}: {type(exc).__name__}: {exc}"
 
     def _reap(self) -> None:
         for s in [s for s in self.slots if s.retiring and s.live and not s.inflight and not s.pending]:
