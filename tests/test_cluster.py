@@ -268,6 +268,7 @@ class Sender(threading.Thread):
     def __init__(self, run: Run, streams: list[str], samples: int, seed0: int = 0) -> None:
         super().__init__(daemon=True)
         self.packets, self.sent = interleaved(streams, samples, seed0)
+        self.stopping = False
         self.push = zmq.Context.instance().socket(zmq.PUSH)
         self.push.linger = 2000
         self.push.connect(run.gw.input_endpoints[0])
@@ -275,13 +276,23 @@ class Sender(threading.Thread):
 
     def run(self) -> None:
         t0, last_t = time.monotonic(), None
+        begun: Counter = Counter()
         for p in self.packets:
+            if self.stopping and p.sample_begin and all(begun[s] == begun[p.stream_id] for s in self.sent):
+                break  # every stream is between two samples
+            if p.sample_begin:
+                begun[p.stream_id] += 1
             if p.t_start != last_t:
                 last_t = p.t_start
                 delay = t0 + p.t_start / 1e6 - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
             self.push.send_multipart(wire.encode(p))
+        self.sent = {sid: begun[sid] for sid in self.sent}
+
+    def stop(self) -> None:
+        """Stop at the next sample boundary of every stream (``sent`` then counts what was sent)."""
+        self.stopping = True
 
     def finish(self) -> None:
         self.join(120)
@@ -376,6 +387,8 @@ def test_joined_node_gets_a_shard_and_a_removed_nodes_streams_move(cluster, tmp_
         assert moved_in, "no stream moved to the new shard"
         removed_at = time.monotonic()
         cluster.remove_node(node)
+        time.sleep(1.5)
+        snd.stop()
         snd.finish()
         run.quiet(1.0)
         st = run.ctl({"cmd": "status"})
