@@ -20,6 +20,8 @@ One run, on this machine (2 cores shared with other jobs: say the load average b
 3. Failover: streams at real time over 3 shards; one shard's process is killed (SIGKILL);
    `failover_ms` = the longest time from the kill until each of its streams is labelled again;
    every sample sent is labelled or counted lost.
+``--quick`` (16 streams x 4 samples, under 60 s) is a smoke run: its CPU seconds are a few tenths
+of a second, so its ratios move by 2x between runs; quote the full run (64 streams x 10 samples).
 Usage: python bench/scale.py [--quick]. Last line: one JSON object.
 """
 
@@ -92,13 +94,14 @@ def finish(p) -> dict:
     return json.loads(so.strip().splitlines()[-1])
 
 
-def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: int) -> dict:
+def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: int, warm: bool) -> dict:
     daemon = DaemonProcess(config, work / "daemon")
     daemon.start()
     try:
         sub = Labels(daemon.labels)
-        replay(root, daemon.inputs[0], 2, 2, "max", "warm")
-        sub.wait(4, 60)
+        if warm:  # the daemon compiled its kernels at start (limits.warm_up): this warms the caches too
+            replay(root, daemon.inputs[0], 2, 2, "max", "warm")
+            sub.wait(4, 60)
         before = daemon.ctl({"cmd": "status"})
         t0 = time.monotonic()
         replay(root, daemon.inputs[0], streams, limit, "max", "ref")
@@ -264,14 +267,14 @@ def main() -> int:
               "outputs": {"labels": "tcp://127.0.0.1:*", "hwm": 100_000},
               "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(root.resolve())]},
               "limits": {"overflow": "block", "queue": 20_000, "batch": 1024}}
-    k, limit = (24, 4) if args.quick else (64, 10)
+    k, limit = (16, 4) if args.quick else (64, 10)
     # the daemon reference runs (its own processes) while the Ray nodes boot here: the reference is
     # CPU seconds per label, which the boot's CPU use hardly moves
     refs: dict = {}
 
     def reference() -> None:
         try:
-            refs["ref"] = daemon_reference(root, config, work, k, limit)
+            refs["ref"] = daemon_reference(root, config, work, k, limit, warm=True)
         except BaseException as exc:  # noqa: BLE001 - raised below
             refs["error"] = exc
 
@@ -342,7 +345,7 @@ def main() -> int:
         out["projected_streams_3_nodes_16_cores"] = min(3 * per_core * 16, gw_core)
         out["projection_note"] = ("one shard per core; a gateway core routes gateway_streams_per_core "
                                   "streams, more gateways (stateless) raise that ceiling")
-        f = failover(gt, sub, root, 8, 5 if args.quick else 20)
+        f = failover(gt, sub, root, 8, 4 if args.quick else 20)
         out.update(f)
         print(f"[{time.monotonic() - t_start:.0f} s] failover: {f}", file=sys.stderr, flush=True)
         sub.close()
