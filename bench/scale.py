@@ -94,14 +94,13 @@ def finish(p) -> dict:
     return json.loads(so.strip().splitlines()[-1])
 
 
-def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: int, warm: bool) -> dict:
+def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: int) -> dict:
     daemon = DaemonProcess(config, work / "daemon")
     daemon.start()
     try:
         sub = Labels(daemon.labels)
-        if warm:  # the daemon compiled its kernels at start (limits.warm_up): this warms the caches too
-            replay(root, daemon.inputs[0], 2, 2, "max", "warm")
-            sub.wait(4, 60)
+        replay(root, daemon.inputs[0], 2, 2, "max", "warm")  # as the gateway's shards: caches warm
+        sub.wait(4, 60)
         before = daemon.ctl({"cmd": "status"})
         t0 = time.monotonic()
         replay(root, daemon.inputs[0], streams, limit, "max", "ref")
@@ -274,7 +273,7 @@ def main() -> int:
 
     def reference() -> None:
         try:
-            refs["ref"] = daemon_reference(root, config, work, k, limit, warm=True)
+            refs["ref"] = daemon_reference(root, config, work, k, limit)
         except BaseException as exc:  # noqa: BLE001 - raised below
             refs["error"] = exc
 
