@@ -99,7 +99,7 @@ def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: 
     daemon.start()
     try:
         sub = Labels(daemon.labels)
-        replay(root, daemon.inputs[0], 2, 2, "max", "warm")  # as the gateway's shards: caches warm
+        replay(root, daemon.inputs[0], 2, 2, "max", "warm")  # warm daemon, cold shards: the ratio errs against the shards
         sub.wait(4, 60)
         before = daemon.ctl({"cmd": "status"})
         t0 = time.monotonic()
