@@ -421,3 +421,33 @@ def test_gateway_keeps_the_bind_rule_and_bounds_its_stream_table(cluster, tmp_pa
         assert gw.counters["lost_samples"] == 2  # the admitted streams' samples: no shard to take them
     finally:
         ray.kill(gw.registry, no_restart=True)
+
+
+def test_two_gateways_share_one_registry(cluster, tmp_path):
+    """Several gateways (each sources' own) with one source of prototypes: a class registered
+    through one gateway labels the streams of the other; another config cannot join it."""
+    raw = small_config(tmp_path)
+    cfg = ClusterConfig(shards=1, shard_cpus=0.25, batch_ms=2, registry="shared-test", version_every_s=0.1)
+    a = Run(raw, cfg)
+    b = None
+    try:
+        other = {**raw, "model": {**raw["model"], "prototypes": str(tmp_path / "other.json")}}
+        with pytest.raises(ConfigError) as info:
+            Gateway(from_dict(DaemonConfig, other), cfg)
+        assert info.value.key == "cluster.registry"
+        b = Run(raw, cfg)
+        register_in_gateway(a, tmp_path)
+        version = a.gw.prototype_version
+        t0 = time.monotonic()
+        while b.gw.prototype_version != version and time.monotonic() - t0 < 10:
+            time.sleep(0.05)
+        packets, _ = interleaved(["g0", "g1"], 3)
+        b.send(packets)
+        b.wait_labels(6)
+    finally:
+        if b is not None:
+            b.close()  # kills the shared registry too (a's close then finds it gone)
+        a.close()
+    assert b.gw.prototype_version == version > 0
+    assert len(b.labels) == 6 and {lab.prototype_version for _t, lab in b.labels} == {version}
+    assert {lab.label for _t, lab in b.labels} - {"unknown"}  # the classes registered through a

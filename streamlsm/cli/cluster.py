@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--batch-ms", type=float, default=5.0, help="packets of a shard leave together this often")
     v.add_argument("--deadline-s", type=float, default=10.0,
                    help="a shard call not answered by then: the shard is killed and restarted")
+    v.add_argument("--registry", default="streamlsm-registry", metavar="NAME",
+                   help="the prototype registry actor, shared by every gateway started with this name "
+                   "and the same config (several gateways: start each with it); '' = one of its own")
     v.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until SIGINT/SIGTERM)")
     v.add_argument("--status-every", type=float, default=10.0, metavar="S",
                    help="print a JSON status line every S seconds (0 = off)")
@@ -136,14 +139,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..cluster.gateway import ClusterConfig, Gateway
 
     cluster = ClusterConfig(shards=args.shards, shard_cpus=args.shard_cpus, batch_ms=args.batch_ms,
-                            call_deadline_s=args.deadline_s)
+                            call_deadline_s=args.deadline_s, registry=args.registry)
     cluster.validate()
     ray_env()
     if args.address:
-        ray.init(address=args.address, logging_level="ERROR", log_to_driver=False)
+        ray.init(address=args.address, namespace="streamlsm", logging_level="ERROR", log_to_driver=False)
     else:
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, logging_level="ERROR",
-                 log_to_driver=False)
+        ray.init(num_cpus=args.num_cpus, namespace="streamlsm", include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
     try:
         async def main() -> dict:
             gw = Gateway(cfg, cluster)

@@ -65,6 +65,9 @@ class ClusterConfig:
     stream_idle_s: float = 30.0
     probe_every_s: float = 0.05   # a shard that failed is probed after this, then at doubling intervals (<= 2 s)
     rescale_every_s: float = 2.0  # shards = 0: how often the cluster's CPUs are read
+    registry: str = ""            # a name: the registry actor every gateway started with it shares
+    #                               (the first creates it and owns it); "": one of its own
+    version_every_s: float = 0.5  # a shared registry: how often its prototype version is read
 
     def validate(self) -> None:
         if self.shards < 0:
@@ -148,12 +151,20 @@ class Gateway:
         self.namespace = ctx.namespace
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.registry_name = f"streamlsm-registry-{hashlib.blake2b(str(time.time_ns()).encode(), digest_size=4).hexdigest()}"
+        own = hashlib.blake2b(str(time.time_ns()).encode(), digest_size=4).hexdigest()
+        self.registry_name = self.cluster.registry or f"streamlsm-registry-{own}"
         here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=False)  # its paths are ours
         self.registry = ray.remote(Registry).options(
             name=self.registry_name, max_restarts=-1, num_cpus=0, scheduling_strategy=here,
-            max_concurrency=4).remote(self._plain, self._files, self.bundle_hash)
-        self.prototype_version = ray.get(self.registry.version.remote())
+            max_concurrency=4, get_if_exists=bool(self.cluster.registry),
+        ).remote(self._plain, self._files, self.bundle_hash)
+        reg = ray.get(self.registry.status.remote())
+        if reg["bundle_hash"] != self.bundle_hash or reg["prototypes"] != str(config.model.prototypes):
+            raise ConfigError("cluster.registry", f"the registry {self.registry_name!r} serves bundle "
+                              f"{reg['bundle_hash'][:19]} and prototypes {reg['prototypes']!r}, this gateway "
+                              f"{self.bundle_hash[:19]} and {str(config.model.prototypes)!r}: use the same "
+                              "config, or another registry name")
+        self.prototype_version = reg["prototype_version"]
         self._shard_remote = ray.remote(shard_class)
         self.limits = wire.WireLimits(max_events=config.limits.max_events)
         self.slots: list[_Slot] = []
@@ -496,6 +507,8 @@ class Gateway:
                 helpers.append(asyncio.create_task(self._control(ctl)))
             if self.cluster.shards == 0:
                 helpers.append(asyncio.create_task(self._autoscale()))
+            if self.cluster.registry:
+                helpers.append(asyncio.create_task(self._versions()))
             self.ready.set()
             try:
                 await self._stop.wait()
@@ -606,6 +619,14 @@ class Gateway:
                         sid, n, _b, _f, _r = slot.pending.pop(0)
                         self.counters["dropped"] += 1
                         self._lose(sid, n)
+
+    async def _versions(self) -> None:
+        """A shared registry changes under other gateways' `ctl register` too: follow its version
+        (each batch carries it, and a shard whose version differs takes the new prototypes)."""
+        while True:
+            await asyncio.sleep(self.cluster.version_every_s)
+            with contextlib.suppress(self.ray.exceptions.RayError):
+                self.prototype_version = await asyncio.wrap_future(self.registry.version.remote().future())
 
     async def _autoscale(self) -> None:
         while True:

@@ -58,7 +58,8 @@ class Registry(ControlCommands):
 
     def status(self) -> dict:
         return {"prototype_version": self.matcher.version, "classes": self.matcher.labels,
-                "calibration": self.matcher.calibration, **self.counters}
+                "calibration": self.matcher.calibration, "bundle_hash": self.bundle.hash,
+                "prototypes": str(self.config.model.prototypes), **self.counters}
 
     async def control(self, raw: bytes) -> bytes:
         """One control request (msgpack bytes, the daemon's limits) -> the reply (msgpack bytes)."""
