@@ -34,7 +34,7 @@ from streamlsm.errors import ConfigError  # noqa: E402
 from streamlsm.reservoir import preset  # noqa: E402
 from streamlsm.runtime import Daemon, DaemonConfig  # noqa: E402
 from streamlsm.testing import ListSink, make_bundle, register_classes, write_support  # noqa: E402
-from streamlsm.testing_procs import make_samples, stream_packets  # noqa: E402
+from streamlsm.testing_procs import control_request, make_samples, stream_packets  # noqa: E402
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -244,7 +244,8 @@ def test_labels_equal_the_daemons_and_register_reaches_every_shard(cluster, tmp_
         run.send(packets)
         run.wait_labels(len(streams) * 3)
         run.quiet(0.5)
-        st = run.ctl({"cmd": "status"})
+        st = control_request(run.gw.control_endpoint, {"cmd": "status"})  # over the REP socket, as `ctl`
+        bad = control_request(run.gw.control_endpoint, {"cmd": "reload"})
     finally:
         run.close()
     got = sorted((lab.stream_id, lab.seq, lab.label, lab.sample_id) for _t, lab in run.labels)
@@ -259,6 +260,7 @@ def test_labels_equal_the_daemons_and_register_reaches_every_shard(cluster, tmp_
     assert len({lab.label for _t, lab in run.labels}) > 1  # registered classes, not all "unknown"
     assert st["lost_samples"] == 0 and st["received"] == len(packets) and st["labels"] == 18
     assert sorted(st["classes"]) == ["0", "1", "2"]
+    assert not bad["ok"] and "restart `streamlsm cluster serve`" in bad["error"]
     assert all(s["counters"].get("prototype_version") == version for s in st["shards"] if s["counters"])
 
 
