@@ -42,17 +42,18 @@ class LabelThread:
 def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_us: int = 10_000):
     """(bundle, matcher): random heads on the N-MNIST reservoir preset, one prototype per class
     from six synthetic support samples (seed 99)."""
-    from streamlsm.cluster.drive import make_samples, stream_packets
     from streamlsm.config import to_dict
+    from streamlsm.events import DVS_DTYPE
     from streamlsm.model.prototypes import PrototypeMatcher
     from streamlsm.reservoir import Reservoir, preset
     from streamlsm.testing import make_bundle
+    from streamlsm.testing.procs import packets_from_samples, random_samples
 
     cfg = preset("nmnist")
     res = Reservoir(cfg)
     bundle = make_bundle(res.n_features, dim, reservoirs={"vision": to_dict(cfg)})
     matcher = PrototypeMatcher(dim)
-    for i, (ev, label) in enumerate(make_samples(6, events=events, seed=99)):
-        feats = res.feed(stream_packets(f"support{i}", [(ev, label)], sample_us, packet_us))
+    for i, (ev, label) in enumerate(random_samples(6, DVS_DTYPE, 100_000, events=events, seed=99)):
+        feats = res.feed(packets_from_samples([(ev, label)], f"support{i}", packet_us, duration_us=sample_us))
         matcher.add(label, bundle.embed("vision", np.stack([f.counts for f in feats])))
     return bundle, matcher

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import LabelThread, nmnist_model  # noqa: E402
 
-from streamlsm.cluster.drive import make_samples, stream_packets  # noqa: E402
-from streamlsm.events import EventPacket  # noqa: E402
+from streamlsm.events import DVS_DTYPE, EventPacket  # noqa: E402
 from streamlsm.net import wire  # noqa: E402
 from streamlsm.testing import DaemonProcess  # noqa: E402
+from streamlsm.testing.procs import packets_from_samples, random_samples  # noqa: E402
 
 DIM, SAMPLE_US, PACKET_US = 16, 100_000, 10_000
 
@@ -72,7 +72,7 @@ class Labels(LabelThread):
 
 def packets_forever(streams: int, events: int, pool: int = 8):
     """Packet j of every stream, for j = 0, 1, ...: a pool of samples cycled with fresh times/ids."""
-    base = [stream_packets(f"cam{i}", make_samples(pool, events=events, seed=i), SAMPLE_US, PACKET_US)
+    base = [packets_from_samples(random_samples(pool, DVS_DTYPE, 100_000, events=events, seed=i), f"cam{i}", PACKET_US, duration_us=SAMPLE_US)
             for i in range(streams)]
     per_cycle = len(base[0])
     cycle = 0

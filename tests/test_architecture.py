@@ -33,7 +33,7 @@ LAYERS = {
     "streamlsm.net.publisher": 5,  # a PUB sender (XPUB) that knows its subscriptions
     "streamlsm.stream.live": 5,    # live sensors: LiveSender (a zmq sender) and the LiveSource plug-ins
     "streamlsm.daemon": 5,         # config, buffer, sinks, control, the asyncio runtime
-    "streamlsm.cluster": 6,        # scale-out: runs the daemon's processing loop elsewhere
+    "streamlsm.cluster": 6,        # scale-out on Ray: gateway, shard and registry actors (the daemon's parts)
     "streamlsm.testing": 6,        # test doubles and process helpers: tests/ and bench/ only
     "streamlsm.cli": 7,
     "streamlsm.__main__": 8,  # `python -m streamlsm`: runs the CLI
@@ -50,6 +50,7 @@ ONLY_IN = {
             "streamlsm.testing"),
     "asyncio": ("streamlsm.stream.pacing", "streamlsm.net.transport", "streamlsm.net.publisher", "streamlsm.daemon",
                 "streamlsm.cluster", "streamlsm.cli", "streamlsm.testing"),
+    "ray": ("streamlsm.cluster",),  # the scale-out only: the edge daemon and its install never import it
     "aiostream": ("streamlsm.stream.pacing", "streamlsm.net.transport", "streamlsm.daemon", "streamlsm.cluster", "streamlsm.cli",
                   "streamlsm.testing"),
 }

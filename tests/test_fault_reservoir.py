@@ -6,7 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from streamlsm.cluster.drive import make_samples, stream_packets
+from streamlsm.events import DVS_DTYPE
+from streamlsm.testing.procs import packets_from_samples, random_samples
 
 
 def _with_bad_events(pkt, rng):
@@ -29,8 +30,8 @@ def test_out_of_range_channels_are_dropped_counted_and_change_nothing():
 
     cfg = preset("nmnist")
     rng = np.random.default_rng(3)
-    clean = stream_packets("cam", make_samples(3, seed=5), 100_000, 10_000)
-    other = stream_packets("other", make_samples(3, seed=6), 100_000, 10_000)
+    clean = packets_from_samples(random_samples(3, DVS_DTYPE, 100_000, events=400, seed=5), "cam", 10_000, duration_us=100_000)
+    other = packets_from_samples(random_samples(3, DVS_DTYPE, 100_000, events=400, seed=6), "other", 10_000, duration_us=100_000)
     dirty, n_bad = [], 0
     for pkt in clean:
         p, n = _with_bad_events(pkt, rng)

@@ -1,92 +1,189 @@
-"""`streamlsm cluster router|worker`: spread the streams of many sensors over several hosts."""
+"""`streamlsm cluster up|status|down|serve`: scale out on Ray (needs the 'cluster' extra).
+
+`up` starts this host's Ray node (`ray start --head`, or `--address HEAD:PORT` to join a head);
+`status` and `down` wrap `ray status` and `ray stop`. `serve` runs the gateway (ZeroMQ in, one
+label PUB, the control socket) in this process and the shard actors on the Ray cluster, from the
+same config file as `streamlsm serve`; without `--address` it starts a local Ray (`ray.init()`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import signal
+import os
+import shutil
+import subprocess
 import sys
-import time
+from pathlib import Path
 
-__all__ = ["add_parser", "run_router", "run_worker"]
+__all__ = ["add_parser", "run_up", "run_status", "run_down", "run_serve", "ray_command"]
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("cluster", help="scale out: a stream router and workers on several hosts",
+    p = sub.add_parser("cluster", help="scale out on Ray: start nodes, run a gateway and shards",
                        description=__doc__)
-    csub = p.add_subparsers(dest="cluster_command", metavar="ROLE", required=True)
-    r = csub.add_parser("router", help="bind the packet input, the worker socket and the label endpoint")
-    r.add_argument("--input", default="tcp://127.0.0.1:5555", help="PULL: sources push packets here")
-    r.add_argument("--workers", default="tcp://127.0.0.1:5570", help="ROUTER: workers connect here")
-    r.add_argument("--labels-in", default="tcp://127.0.0.1:5571", help="XSUB: workers publish labels here")
-    r.add_argument("--labels", default="tcp://127.0.0.1:5601", help="XPUB: the one label endpoint")
-    r.add_argument("--keys", default=None, metavar="DIR",
-                   help="CURVE keys (streamlsm keys make DIR); required to bind beyond loopback")
-    r.add_argument("--heartbeat", type=float, default=0.2, help="worker heartbeat interval, s")
-    r.add_argument("--timeout", type=float, default=1.0, help="a silent worker is dead after this, s")
-    r.add_argument("--hwm", type=int, default=1000)
-    r.add_argument("--status-every", type=float, default=5.0, help="print a JSON status line every S s")
-    r.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until signal)")
-    r.set_defaults(func=run_router)
-    w = csub.add_parser("worker", help="join a router; label the streams it assigns")
-    w.add_argument("--bundle", required=True, help="model bundle directory")
-    w.add_argument("--prototypes", required=True, help="prototype checkpoint (PrototypeMatcher.save)")
-    w.add_argument("--router", default="tcp://127.0.0.1:5570", help="the router's worker endpoint")
-    w.add_argument("--labels-in", default="tcp://127.0.0.1:5571", help="the router's label input")
-    w.add_argument("--name", default="", help="worker name (default host-pid)")
-    w.add_argument("--keys", default=None, metavar="DIR", help="CURVE keys: DIR/<key-name>.key_secret "
-                   "and the router's DIR/server.key")
-    w.add_argument("--key-name", default="client")
-    w.add_argument("--modality", default="", help="modality of packets that name none")
-    w.add_argument("--queue", type=int, default=256)
-    w.add_argument("--heartbeat", type=float, default=0.2)
-    w.set_defaults(func=run_worker)
+    csub = p.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
+    u = csub.add_parser("up", help="start this host's Ray node (head, or join one with --address)")
+    u.add_argument("--address", default="", metavar="HEAD:PORT",
+                   help="join the cluster whose head listens there (default: start a head)")
+    u.add_argument("--port", type=int, default=6379, help="the head's port (head only)")
+    u.add_argument("--node-ip-address", default="127.0.0.1", metavar="IP",
+                   help="the private interface Ray binds and announces (never a public one)")
+    u.add_argument("--num-cpus", type=int, default=None, help="CPUs this node offers (default: all)")
+    u.add_argument("--dry-run", action="store_true", help="print the ray command, run nothing")
+    u.set_defaults(func=run_up)
+    s = csub.add_parser("status", help="`ray status`: nodes, CPUs used by shards")
+    s.add_argument("--address", default="", metavar="HEAD:PORT", help="default: the local head")
+    s.set_defaults(func=run_status)
+    d = csub.add_parser("down", help="`ray stop`: stop this host's Ray node (every Ray process of this user)")
+    d.set_defaults(func=run_down)
+    v = csub.add_parser("serve", help="run the gateway here and the shards on the cluster")
+    v.add_argument("--config", required=True, help="the daemon TOML file (as `streamlsm serve --config`)")
+    v.add_argument("--address", default="", metavar="auto|HEAD:PORT",
+                   help="a running cluster ('auto': the one on this host); default: a local ray.init()")
+    v.add_argument("--num-cpus", type=int, default=None, help="local Ray only: CPUs it may use")
+    v.add_argument("--shards", type=int, default=2, help="shard actors; 0 = one per --shard-cpus of the "
+                   "cluster's CPUs, growing as nodes join")
+    v.add_argument("--shard-cpus", type=float, default=1.0, help="CPUs Ray reserves per shard")
+    v.add_argument("--batch-ms", type=float, default=5.0, help="packets of a shard leave together this often")
+    v.add_argument("--deadline-s", type=float, default=10.0,
+                   help="a shard call not answered by then: the shard is killed and restarted")
+    v.add_argument("--registry", default="streamlsm-registry", metavar="NAME",
+                   help="the prototype registry actor, shared by every gateway started with this name "
+                   "and the same config (several gateways: start each with it); '' = one of its own")
+    v.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until SIGINT/SIGTERM)")
+    v.add_argument("--status-every", type=float, default=10.0, metavar="S",
+                   help="print a JSON status line every S seconds (0 = off)")
+    v.set_defaults(func=run_serve)
 
 
-def _signals(handler) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: handler())
+def ray_command() -> list[str]:
+    """The `ray` executable beside this Python (a venv), else on PATH; ConfigError without ray."""
+    from ..cluster import require_ray
+
+    require_ray()
+    exe = Path(sys.executable).parent / "ray"
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("ray")
+    if found is None:
+        from ..errors import ConfigError
+
+        raise ConfigError("cluster", "the `ray` command is not on PATH: install streamlsm[cluster]")
+    return [found]
 
 
-def run_router(args: argparse.Namespace) -> int:
-    from ..cluster import Router, RouterConfig
+def _ray(argv: list[str], dry_run: bool = False) -> int:
+    from ..cluster import RAY_ENV
 
-    cfg = RouterConfig(input=args.input, workers=args.workers, labels_in=args.labels_in,
-                       labels=args.labels, heartbeat_s=args.heartbeat, timeout_s=args.timeout,
-                       hwm=args.hwm, keys_dir=args.keys)
-    router = Router(cfg)
-    stopping = []
-    _signals(lambda: stopping.append(1))
-    t0 = time.monotonic()
-    state = {"next": t0 + args.status_every}
+    cmd = ray_command() + argv
+    if dry_run:
+        print(" ".join([f"{k}={v}" for k, v in RAY_ENV.items()] + cmd), flush=True)
+        return 0
+    return subprocess.run(cmd, env={**RAY_ENV, **os.environ}, check=False).returncode
 
-    def stop() -> bool:
-        now = time.monotonic()
-        if args.status_every > 0 and now >= state["next"]:
-            print(json.dumps(router.status()), flush=True)
-            state["next"] = now + args.status_every
-        return bool(stopping) or (args.duration > 0 and now - t0 >= args.duration)
 
-    print(json.dumps({"ready": router.endpoints}), flush=True)
+def _have_token() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+                or (Path.home() / ".ray" / "auth_token").is_file())
+
+
+def run_up(args: argparse.Namespace) -> int:
+    argv = ["start", "--node-ip-address", args.node_ip_address, "--disable-usage-stats"]
+    if args.address:
+        argv += ["--address", args.address]
+    else:
+        argv += ["--head", "--port", str(args.port), "--include-dashboard", "false"]
+    if args.num_cpus is not None:
+        argv += ["--num-cpus", str(args.num_cpus)]
+    if not args.dry_run and not _have_token():
+        if args.address:
+            from ..errors import ConfigError
+
+            raise ConfigError("cluster", "no Ray token on this host: copy the head's ~/.ray/auth_token "
+                              "here (mode 0600) or set RAY_AUTH_TOKEN")
+        # the head makes the cluster's token (~/.ray/auth_token); it is not printed
+        r = subprocess.run(ray_command() + ["get-auth-token", "--generate"], capture_output=True,
+                           check=False)
+        if r.returncode != 0:
+            print(r.stderr.decode(errors="replace"), file=sys.stderr)
+            return r.returncode
+    return _ray(argv, args.dry_run)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    return _ray(["status"] + (["--address", args.address] if args.address else []))
+
+
+def run_down(args: argparse.Namespace) -> int:
+    return _ray(["stop"])
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+    import time
+
+    from ..cluster import ray_env, require_ray
+    from ..config import load_toml
+    from ..daemon.config import DaemonConfig
+    from .serve import missing_bundle
+
+    ray = require_ray()
+    cfg = load_toml(args.config, DaemonConfig)
+    why = missing_bundle(cfg.model.bundle)
+    if why is not None:
+        from ..errors import ConfigError
+
+        raise ConfigError("model.bundle", why.partition(": ")[2])
+    from ..cluster.gateway import ClusterConfig, Gateway
+
+    cluster = ClusterConfig(shards=args.shards, shard_cpus=args.shard_cpus, batch_ms=args.batch_ms,
+                            call_deadline_s=args.deadline_s, registry=args.registry)
+    cluster.validate()
+    ray_env()
+    if args.address:
+        ray.init(address=args.address, namespace="streamlsm", logging_level="ERROR", log_to_driver=False)
+    else:
+        ray.init(num_cpus=args.num_cpus, namespace="streamlsm", include_dashboard=False,
+                 logging_level="ERROR", log_to_driver=False)
     try:
-        router.run(stop)
+        async def main() -> dict:
+            gw = Gateway(cfg, cluster)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, gw.request_stop)
+            task = asyncio.create_task(gw.run())
+            await gw.ready.wait()
+            if task.done():
+                task.result()
+            print(f"streamlsm cluster serve: inputs {', '.join(gw.input_endpoints) or 'none'}; labels on "
+                  f"{gw.label_endpoint}; control on {gw.control_endpoint or 'off'}; "
+                  f"{len(gw.slots)} shards on {len({s.node for s in gw.slots})} node(s); bundle "
+                  f"{gw.bundle_hash[:19]}", flush=True)
+            t0 = time.monotonic()
+            every = args.status_every
+            next_status = t0 + every
+            while not task.done():
+                await asyncio.sleep(0.1)
+                now = time.monotonic()
+                if every and now >= next_status:
+                    print(json.dumps(_brief(gw.status())), flush=True)
+                    next_status = now + every
+                if args.duration and now - t0 >= args.duration:
+                    gw.request_stop()
+            await task
+            return gw.status()
+
+        status = asyncio.run(main())
     finally:
-        print(json.dumps(router.status()), flush=True)
-        router.close()
+        ray.shutdown()
+    print(json.dumps({"stopped": True, **_brief(status)}), flush=True)
     return 0
 
 
-def run_worker(args: argparse.Namespace) -> int:
-    from ..cluster import Worker, WorkerConfig, load_pipeline
-    from ..pipeline import PipelineConfig
-
-    pipeline = load_pipeline(args.bundle, args.prototypes, PipelineConfig(modality=args.modality))
-    worker = Worker(WorkerConfig(router=args.router, labels_in=args.labels_in, name=args.name,
-                                 queue=args.queue, heartbeat_s=args.heartbeat, keys_dir=args.keys,
-                                 key_name=args.key_name), pipeline)
-    _signals(worker.stop)
-    print(json.dumps({"worker": worker.name, "router": args.router}), flush=True)
-    counters = worker.run()
-    print(json.dumps({"worker": worker.name, "counters": counters,
-                      "pipeline": pipeline.stats.as_dict()}), file=sys.stdout, flush=True)
-    return 0
+def _brief(st: dict) -> dict:
+    keep = ("received", "labels", "label_drops", "dropped", "wire_errors", "lost_samples", "streams",
+            "live_shards", "call_failures", "deadline_kills", "prototype_version")
+    return {**{k: st[k] for k in keep}, "lost_by_stream": st["lost_by_stream"],
+            "shards": [{k: s[k] for k in ("name", "live", "node", "failures", "restarts")} for s in st["shards"]]}
