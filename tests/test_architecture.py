@@ -35,6 +35,7 @@ LAYERS = {
     "streamlsm.runtime": 5,
     "streamlsm.cluster": 5,
     "streamlsm.testing_procs": 4,  # synthetic samples, process / socket test helpers (events, wire, errors)
+    "streamlsm.testing_load": 4,  # the load generator (pre-encoded real-time streams from worker processes): tests and bench only
     "streamlsm.testing": 5,
     "streamlsm.testing_hostile": 6,  # hostile peers against a running daemon (tests and bench only)
     "streamlsm.cli": 6,

@@ -461,7 +461,9 @@ def test_bad_payload_passes_the_router_and_is_counted_by_the_worker(cluster):
     push = cluster.ctx.socket(zmq.PUSH)
     push.linger = 1000
     push.connect(cluster.router.endpoints["input"])
-    push.send_multipart([topic, header, payload[:-3]])  # the header routes it, the payload is bad
+    ev = np.frombuffer(payload, pkt.events.dtype)[::-1].copy()  # event times backwards: only decode sees it
+    assert len(ev) > 1 and ev["t"][0] > ev["t"][-1]
+    push.send_multipart([topic, header, ev.tobytes()])  # the header routes it (wire.peek), the payload is bad
     push.send_multipart([topic, b"\x93\x01", payload])  # a header that is not a map
     push.close()
     deadline = time.monotonic() + 10
@@ -479,8 +481,9 @@ def test_router_checks_stream_ids_and_bounds_its_tables():
     router = Router(RouterConfig(input=LOCAL, workers=LOCAL, labels_in=LOCAL, labels=LOCAL, max_streams=100))
     try:
         def frames(sid, sample=0, end=True):
-            hdr = wire.pack_control({"v": 1, "kind": "events", "stream": sid, "sample": sample,
-                                     "begin": True, "end": end})
+            hdr = wire.pack_control({"v": 1, "kind": "events", "stream": sid, "seq": 0, "layout": "dvs", "n": 0,
+                                     "t0": 0, "t1": 10, "modality": "vision", "sample": sample, "label": None,
+                                     "begin": True, "end": end, "sent_ns": 0})  # a whole header (wire.peek)
             return [b"ev/" + sid.encode("utf-8", "replace"), hdr, b""]
 
         for sid in ("x" * 3000, "a b", "caf\u00e9", ""):
