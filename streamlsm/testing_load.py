@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import heapq
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -59,6 +60,7 @@ class LoadPlan:
     dataset: str = "nmnist"
     spread: bool = True
     hwm: int = 1_000_000
+    cpus: tuple[int, ...] = ()  # the CPU cores the workers may run on (empty: any)
 
     def share(self, j: int) -> range:
         """The stream numbers worker ``j`` sends."""
@@ -114,7 +116,10 @@ def _worker(argv: list[str]) -> int:
     ap.add_argument("plan", help="the LoadPlan as JSON")
     ap.add_argument("worker", type=int)
     args = ap.parse_args(argv)
-    plan = LoadPlan(**json.loads(args.plan))
+    fields = json.loads(args.plan)
+    plan = LoadPlan(**{**fields, "cpus": tuple(fields.get("cpus", ()))})
+    if plan.cpus:
+        os.sched_setaffinity(0, plan.cpus)
     ks = plan.share(args.worker)
     due_ns, messages = prepare(plan, ks)
     ctx = zmq.Context()
