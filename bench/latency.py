@@ -188,10 +188,11 @@ def main() -> int:
         print(f"full speed: {stream_s:.1f} stream-s in {cpu_s:.2f} daemon CPU-s -> {estimate:.0f} real-time "
               f"streams per core", file=sys.stderr, flush=True)
         # verify at real time: the largest stream count the pinned daemon keeps up with (realtime_ok);
-        # a search from the estimate: down 15% after a failure, up 10% after a success
+        # a search from the estimate: after a failure, below both 85% of the count tried and the
+        # capacity its CPU per stream-second showed; after a success, 10% up
         n = max(1, min(int(estimate * 0.95), args.max_verify))
         verified, capacity, failed = 0, 0.0, args.max_verify + 1
-        for _ in range(2 if args.quick else 5):
+        for _ in range(3 if args.quick else 6):
             r = latency_run(daemon, sub, root, n, 3 if args.quick else 8, args.packet_us, tag="v")
             ok = realtime_ok(r)
             cap = r["stream_s"] / max(r["cpu_s"], 1e-9)
@@ -205,7 +206,7 @@ def main() -> int:
                 nxt = min(int(n * 1.1) + 1, failed - 1, args.max_verify)
             else:
                 failed = min(failed, n)
-                nxt = max(verified + 1, int(n * 0.85)) if verified else max(1, int(n * 0.85))
+                nxt = max(verified + 1, 1, min(int(n * 0.85), int(cap * 0.9)))
             if nxt == n or nxt <= verified or nxt >= failed:
                 break
             n = nxt
