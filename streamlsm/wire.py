@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -271,17 +272,24 @@ def _modality(h: dict, limits: WireLimits) -> str:
 
 
 @functools.lru_cache(maxsize=_TOPIC_CACHE)
-def _stream_topic(prefix: bytes, stream: str) -> bytes:
-    """The topic a valid stream id must arrive on (bounded cache: the regex runs once per id)."""
-    return prefix + _check_stream_id(stream).encode("ascii")
+def _events_topic(stream: str) -> bytes:
+    """The topic an event packet of a valid stream id arrives on (bounded cache: the regex runs once
+    per id; one argument, so the cache key is the id itself)."""
+    return EVENTS_TOPIC + _check_stream_id(stream).encode("ascii")
 
 
-def _stream(h: dict, key: str, topic: bytes, prefix: bytes) -> str:
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _label_topic(stream: str) -> bytes:
+    """The topic a label of a valid stream id arrives on (as _events_topic)."""
+    return LABEL_TOPIC + _check_stream_id(stream).encode("ascii")
+
+
+def _stream(h: dict, key: str, topic: bytes, expected_topic: Callable[[str], bytes]) -> str:
     """The header's stream id, valid and matching the topic frame."""
     stream = h.get(key)
     if type(stream) is not str:  # only exact strings reach the cache
         _check_stream_id(stream)
-    if topic != _stream_topic(prefix, stream):
+    if topic != expected_topic(stream):
         raise WireError("topic", f"topic {topic[:80]!r} does not match stream {stream!r}")
     return stream
 
@@ -292,10 +300,16 @@ def _split(frames: object, limits: WireLimits) -> tuple[bytes, dict, memoryview]
         n = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
         raise WireError("frames", f"expected 3 frames [topic, header, payload], got {n}")
     topic, raw_header, payload = frames
-    if type(topic) is not bytes:
-        topic = _buffer(topic, "topic").tobytes()
-    payload = _buffer(payload, "payload")
-    return topic, _unpack_header(raw_header, limits), payload
+    try:
+        if type(topic) is not bytes:
+            topic = memoryview(topic).tobytes()  # its bytes in C order, whatever the buffer's shape
+        view = memoryview(payload)
+    except TypeError:
+        what, obj = ("topic", topic) if type(topic) is not bytes else ("payload", payload)
+        raise WireError(what, f"must be bytes-like, got {type(obj).__name__}") from None
+    if not (view.ndim == 1 and view.format == "B" and view.c_contiguous):
+        view = _buffer(view, "payload")
+    return topic, _unpack_header(raw_header, limits), view
 
 
 def _events_header(topic: bytes, h: dict, payload: memoryview, limits: WireLimits) -> tuple:
@@ -306,7 +320,7 @@ def _events_header(topic: bytes, h: dict, payload: memoryview, limits: WireLimit
     the helper that says why.
     """
     get = h.get
-    stream = _stream(h, "stream", topic, EVENTS_TOPIC)
+    stream = _stream(h, "stream", topic, _events_topic)
     max_str = limits.max_str_len
     layout = get("layout")
     dtype = LAYOUTS.get(layout) if type(layout) is str else None
@@ -395,7 +409,7 @@ def peek(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> Header:
 
 
 def _decode_label(topic: bytes, h: dict, payload: memoryview, limits: WireLimits) -> LabelEvent:
-    stream = _stream(h, "stream_id", topic, LABEL_TOPIC)
+    stream = _stream(h, "stream_id", topic, _label_topic)
     if payload.nbytes:
         raise WireError("payload", "a label message carries no payload")
     raw_topk = h.get("topk")
