@@ -110,6 +110,45 @@ def latency_run(daemon, sub, root, streams, samples, packet_us, tag: str = "") -
             "source_pacing_max_ms": rep["late_max_ms"], "load": os.getloadavg()[0]}
 
 
+def loadgen_check(root: Path, streams: int, packet_us: int) -> dict:
+    """The load generator alone into a PULL socket that only counts: can it pace ``streams`` streams
+    (more than the daemon keeps up with)? Two samples a stream."""
+    import threading
+
+    import zmq
+
+    sock = zmq.Context.instance().socket(zmq.PULL)
+    sock.linger, sock.rcvhwm = 0, 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    got, stop = [0], threading.Event()
+
+    def count() -> None:
+        while not stop.is_set():
+            if sock.poll(50):
+                while True:
+                    try:
+                        sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    got[0] += 1
+
+    reader = threading.Thread(target=count, daemon=True)
+    reader.start()
+    try:
+        rep = run_load(LoadPlan(f"tcp://127.0.0.1:{port}", str(root), streams=streams, samples=2,
+                                packet_us=packet_us, procs=1 + streams // 200, prefix="gen"))
+        deadline = time.monotonic() + 10
+        while got[0] < rep["sent"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join()
+        sock.close(0)
+    return {"streams": streams, "sent": rep["sent"], "received": got[0], "procs": rep["procs"],
+            "late_p50_ms": rep["late_p50_ms"], "late_p99_ms": rep["late_p99_ms"], "late_max_ms": rep["late_max_ms"],
+            "load": os.getloadavg()[0]}
+
+
 def realtime_ok(r: dict) -> bool:
     """The daemon kept real time with these streams (see the module docstring)."""
     cap = r["stream_s"] / max(r["cpu_s"], 1e-9)
@@ -218,6 +257,10 @@ def main() -> int:
             "pinned to one core, kept up with in this run (every label, no drop, source on schedule, label p99 "
             "<= 50 ms, daemon CPU within one core); streams_per_core: floor(min(full-speed estimate, real-time "
             f"capacity at the verified load)); search capped at {args.max_verify}")
+        out["loadgen_check"] = loadgen_check(root, max(300, 2 * verified), args.packet_us)
+        print(f"load generator alone, {out['loadgen_check']['streams']} streams into a bare PULL: "
+              f"{out['loadgen_check']['received']}/{out['loadgen_check']['sent']} packets, lateness p99 "
+              f"{out['loadgen_check']['late_p99_ms']:.1f} ms", file=sys.stderr, flush=True)
         out["load_avg_1min_end"] = os.getloadavg()[0]
         sub.close()
     finally:
