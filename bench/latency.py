@@ -74,9 +74,16 @@ def replay(root: Path, endpoint: str, streams: int, limit: int, speed: str, pack
             "pacing": {"p99_ms": max(pacing)} if pacing else {}}
 
 
-def drain(sub: Subscriber, expect: int, timeout: float = 30.0) -> list:
+def drain(sub: Subscriber, expect: int, timeout: float = 30.0, quiet_s: float = 3.0) -> list:
+    """The labels received, once ``expect`` arrived, ``timeout`` passed, or none came for ``quiet_s``
+    (labels of dropped packets never come)."""
     deadline = time.monotonic() + timeout
+    seen, last_change = -1, time.monotonic()
     while len(sub.got) < expect and time.monotonic() < deadline:
+        if len(sub.got) != seen:
+            seen, last_change = len(sub.got), time.monotonic()
+        elif time.monotonic() - last_change > quiet_s:
+            break
         time.sleep(0.05)
     time.sleep(0.2)
     return sub.take()
@@ -164,6 +171,7 @@ def main() -> int:
     ap.add_argument("--compute", choices=("thread", "inline"), default="thread",
                     help="daemon pipeline in a worker thread (default) or in the event loop")
     ap.add_argument("--coalesce-us", type=int, default=0, help="daemon limits.coalesce_us")
+    ap.add_argument("--gil-switch-ms", type=float, default=0.0, help="daemon limits.gil_switch_ms (0: leave)")
     ap.add_argument("--max-verify", type=int, default=600, help="most streams verified at real time")
     args = ap.parse_args()
     root = data_root() / "nmnist"
@@ -185,7 +193,7 @@ def main() -> int:
               "outputs": {"labels": "tcp://127.0.0.1:*", "hwm": 100_000},
               "control": {"endpoint": "tcp://127.0.0.1:*", "allowed_dirs": [str(root.resolve())]},
               "limits": {"overflow": "drop_oldest", "queue": 20_000, "batch": 1024, "compute": args.compute,
-                         "coalesce_us": args.coalesce_us}}
+                         "coalesce_us": args.coalesce_us, "gil_switch_ms": args.gil_switch_ms}}
     daemon = DaemonProcess(config, work)
     daemon.start()
     daemon.cpu = cpu  # the load generator keeps off this core (where there is another)
