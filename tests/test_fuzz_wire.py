@@ -26,6 +26,7 @@ from streamlsm.net.wire import (
     decode,
     encode,
     pack_control,
+    peek,
     unpack_control,
 )
 
@@ -72,13 +73,33 @@ def _valid_message(msg) -> None:
         assert len(msg.topk) <= DEFAULT_LIMITS.max_topk
 
 
+def _peek_agrees(frames, msg, error) -> None:
+    """peek runs decode's checks but the event times: it accepts what decode accepts, with the same
+    header, and refuses with decode's field everything decode refuses but for the event times."""
+    try:
+        head = peek(frames)
+    except WireError as exc:
+        assert error is not None and exc.field == error.field, (exc, error)
+        return
+    if error is not None:
+        assert error.field == "payload.t", error
+        return
+    assert (head.stream_id, head.seq) == (msg.stream_id, msg.seq)
+    if isinstance(msg, EventPacket):
+        assert head == ("events", msg.stream_id, msg.seq, msg.sample_id, msg.sample_begin, msg.sample_end)
+    else:
+        assert head.kind == "label" and head.sample_id == msg.sample_id
+
+
 def check(kind: str, frames) -> object | None:
-    """Decode; count the outcome; any exception other than WireError fails the test."""
+    """Decode (and peek); count the outcome; any exception other than WireError fails the test."""
     try:
         msg = decode(frames)
     except WireError as exc:
+        _peek_agrees(frames, None, exc)
         COUNTS[kind][exc.field.split("[")[0]] += 1
         return None
+    _peek_agrees(frames, msg, None)
     _valid_message(msg)
     again = decode([bytes(f) for f in encode(msg)])  # what was accepted re-encodes to itself
     assert type(again) is type(msg)

@@ -10,10 +10,12 @@ from streamlsm.errors import WireError
 from streamlsm.events import LAYOUTS, EventPacket, LabelEvent
 from streamlsm.net.wire import (
     WIRE_VERSION,
+    Header,
     WireLimits,
     decode,
     encode,
     pack_control,
+    peek,
     unpack_control,
 )
 
@@ -189,3 +191,50 @@ def test_label_golden_bytes_and_probability():
         with pytest.raises(WireError) as info:
             decode([topic, msgpack.packb({**h, "probability": bad}), b""])
         assert info.value.field == "probability"
+
+
+# ---------------------------------------------------------------- peek: the same checks, header only
+
+
+def test_peek_tells_the_header_of_events_and_labels():
+    pkt = EventPacket("cam0", 7, 0, 1000, _events("dvs", 5, t0=10), modality="vision", sample_id=3,
+                      sample_begin=True, sample_end=False)
+    assert peek(_frames_bytes(encode(pkt))) == Header("events", "cam0", 7, 3, True, False)
+    lab = LabelEvent("cam0", 3, 0, 10, "8", 0.5, topk=[("8", 0.5)], sample_id=12)
+    assert peek(_frames_bytes(encode(lab))) == Header("label", "cam0", 3, 12, False, False)
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"v": 2}, "v"), ({"kind": "video"}, "kind"), ({"layout": "rgb"}, "layout"), ({"n": 9}, "payload"),
+    ({"n": -1}, "n"), ({"seq": 1.5}, "seq"), ({"t0": 500, "t1": 100}, "t1"), ({"stream": "a/b"}, "stream"),
+    ({"stream": "other"}, "topic"), ({"modality": "smell"}, "modality"), ({"begin": 1}, "begin"),
+    ({"label": 7}, "label"), ({"sent_ns": KeyError}, "sent_ns"), ({"sample": -2}, "sample"),
+])
+def test_peek_names_the_same_field_as_decode(changes, field):
+    frames = _with_header(**changes)
+    for fn in (peek, decode):
+        with pytest.raises(WireError) as info:
+            fn(frames)
+        assert info.value.field == field, fn.__name__
+
+
+def test_peek_leaves_the_event_times_to_decode():
+    frames = _with_header(t1=1500)  # events at and after t1: only the payload says so
+    assert peek(frames).kind == "events"
+    with pytest.raises(WireError, match="outside span"):
+        decode(frames)
+
+
+def test_wire_keeps_no_unbounded_module_state():
+    """No module-level dict, list, set or thread-local: caches are functools.lru_cache with a maxsize."""
+    import functools
+    import threading
+
+    import streamlsm.events as events
+    import streamlsm.net.wire as w
+    for name, value in vars(w).items():
+        if name.startswith("__") or value is getattr(events, name, None):  # dunders, imported tables
+            continue
+        assert not isinstance(value, (dict, list, set, bytearray, threading.local)), name
+        if isinstance(value, functools._lru_cache_wrapper):
+            assert value.cache_parameters()["maxsize"] is not None, name

@@ -1,6 +1,6 @@
 """The gateway: ZeroMQ ingress (the project's wire format) -> shard actors on Ray -> one label PUB.
 
-It holds no reservoir state. Each packet is decoded (the daemon's limits) and routed by its stream
+It holds no reservoir state. Each packet's header is checked (``wire.peek``, the daemon's limits; the shard decodes the events) and routed by its stream
 id: a stream belongs to one shard for a whole sample; at each ``sample_begin`` it goes to the live
 shard that rendezvous hashing names (over the live shards, so a stream moves only between samples,
 and only when its earlier packets have been answered). Packets wait per shard and leave as one Ray
@@ -325,13 +325,15 @@ class Gateway:
         st = self.streams[sid] = _Stream(seen=now)
         return st
 
-    def route(self, pkt: EventPacket, frames: list, recv_ns: int, now: float) -> _Slot | None:
-        """The shard this packet goes to (None: dropped and counted); updates the stream's state."""
+    def route(self, pkt: wire.Header | EventPacket, frames: list, recv_ns: int, now: float) -> _Slot | None:
+        """The shard this packet goes to (None: dropped and counted); updates the stream's state.
+        ``pkt`` is the packet's ``wire.peek`` header (or the packet itself)."""
         sid = pkt.stream_id
+        begin, end = (pkt.begin, pkt.end) if type(pkt) is wire.Header else (pkt.sample_begin, pkt.sample_end)
         st = self._stream(sid, now)
         if st is None:
             return None
-        if pkt.sample_begin:
+        if begin:
             st.n += 1
             st.skip = False
             st.begin_call = 1 << 62
@@ -341,20 +343,20 @@ class Gateway:
             else:
                 name = rendezvous(sid, self._live or self._live_any)
                 if name is None:
-                    st.in_sample = not pkt.sample_end
+                    st.in_sample = not end
                     self._lose(sid, st.n)  # no live shard at all
                     return None
                 slot = self._by_name[name]
             st.owner = slot.index
-            st.in_sample = not pkt.sample_end
+            st.in_sample = not end
         else:
             if st.skip or not st.in_sample or st.owner < 0 or not self.slots[st.owner].live:
                 self.counters["skipped_packets"] += 1
                 return None
             slot = self.slots[st.owner]
-            if pkt.sample_end:
+            if end:
                 st.in_sample = False
-        slot.pending.append((sid, st.n, pkt.sample_begin, frames, recv_ns))
+        slot.pending.append((sid, st.n, begin, frames, recv_ns))
         return slot
 
     # ------------------------------------------------------------ calls
@@ -597,12 +599,12 @@ class Gateway:
                     break
             recv_ns, now = time.time_ns(), time.monotonic()
             for frames in msgs:
-                try:
-                    pkt = wire.decode(frames, self.limits)
+                try:  # the header, checked as decode checks it; the shard decodes the events
+                    pkt = wire.peek(frames, self.limits)
                 except WireError:
                     self.counters["wire_errors"] += 1
                     continue
-                if type(pkt) is not EventPacket:
+                if pkt.kind != "events":
                     self.counters["wire_errors"] += 1
                     continue
                 self.counters["received"] += 1

@@ -2,18 +2,22 @@
 
 The only module that imports msgpack. It never imports zmq: frames are plain bytes-like objects.
 The header names the event layout; the receiver takes the dtype from its own table
-(``events.LAYOUTS``), never from the sender. ``decode`` validates every field and size and raises
-``WireError`` naming the field. Control messages (daemon REQ/REP) and small metadata documents use
-``pack_control`` / ``unpack_control`` with the same limits.
+(``events.LAYOUTS``), never from the sender. One validator checks every field and size:
+``decode`` runs it and returns the message, ``peek`` runs the same checks on the header and frame
+sizes alone (no arrays: what a router or gateway needs to place a message) and returns its
+``Header``; both raise ``WireError`` naming the field. Control messages (daemon REQ/REP) and small
+metadata documents use ``pack_control`` / ``unpack_control`` with the same limits.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
@@ -27,8 +31,10 @@ __all__ = [
     "DEFAULT_LIMITS",
     "EVENTS_TOPIC",
     "LABEL_TOPIC",
+    "Header",
     "encode",
     "decode",
+    "peek",
     "encode_packet",
     "encode_label",
     "pack_control",
@@ -42,13 +48,8 @@ EVENTS_TOPIC = b"ev/"
 LABEL_TOPIC = b"lb/"
 _STREAM_RE = re.compile(r"[A-Za-z0-9_.:\-]{1,64}\Z")
 _MAX_I64 = (1 << 63) - 1
-_CACHE_MAX = 4096  # validated stream ids kept per cache (cleared when full)
-_TOPICS: dict[tuple, bytes] = {}  # (prefix, stream id) -> topic, for ids that passed the regex
-_EV_STREAMS: dict[bytes, str] = {}  # topic -> stream id, the receive side of the same cache
-_LAYOUT_OF: dict[np.dtype, str] = {dt: name for name, dt in LAYOUTS.items()}
-_LOCAL = threading.local()
-_UNPACK_KW: dict[tuple, dict] = {}  # (limits, byte limit) -> msgpack.unpackb keyword arguments
-_LAST_KW: tuple = (None, None, None)  # the last (limits, byte limit, kwargs) looked up
+_LAYOUT_OF = MappingProxyType({dt: name for name, dt in LAYOUTS.items()})  # LAYOUTS inverted (read-only)
+_TOPIC_CACHE = 4096  # validated stream ids remembered (least recently used dropped): the regex runs once per id
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,25 +83,17 @@ def check_stream_id(stream_id: object) -> str:
     return _check_stream_id(stream_id)
 
 
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _valid_topic(prefix: bytes, stream_id: str) -> bytes:
+    """prefix + stream id once the id passed the check (bounded cache: the regex runs once per id)."""
+    return topic_for(prefix, _check_stream_id(stream_id))
+
+
 def _topic(prefix: bytes, stream_id: object) -> bytes:
-    """The validated topic of a stream, from a small cache (the regex runs once per id)."""
-    key = (prefix, stream_id) if type(stream_id) is str else None
-    topic = _TOPICS.get(key)
-    if topic is None:
-        topic = topic_for(prefix, _check_stream_id(stream_id))
-        if len(_TOPICS) >= _CACHE_MAX:
-            _TOPICS.clear()
-        _TOPICS[key] = topic
-    return topic
-
-
-def _packer() -> msgpack.Packer:
-    """This thread's Packer (same bytes as msgpack.packb; a Packer is not shared between threads)."""
-    try:
-        return _LOCAL.packer
-    except AttributeError:
-        _LOCAL.packer = msgpack.Packer()
-        return _LOCAL.packer
+    """The validated topic of a stream; WireError for an id that is no valid string."""
+    if type(stream_id) is not str:  # only exact strings reach the cache (hashable, no subclass tricks)
+        _check_stream_id(stream_id)
+    return _valid_topic(prefix, stream_id)
 
 
 def encode_packet(pkt: EventPacket) -> list:
@@ -130,7 +123,7 @@ def encode_packet(pkt: EventPacket) -> list:
         "end": bool(pkt.sample_end),
         "sent_ns": int(pkt.sent_ns),
     }
-    return [topic, _packer().pack(header), ev.data.cast("B")]
+    return [topic, msgpack.packb(header), ev.data.cast("B")]
 
 
 def encode_label(lab: LabelEvent) -> list:
@@ -138,7 +131,7 @@ def encode_label(lab: LabelEvent) -> list:
     topic = _topic(LABEL_TOPIC, lab.stream_id)
     header = {"v": WIRE_VERSION, "kind": "label"}
     header.update(lab.to_dict())
-    return [topic, _packer().pack(header), b""]
+    return [topic, msgpack.packb(header), b""]
 
 
 def encode(msg: EventPacket | LabelEvent) -> list:
@@ -153,17 +146,36 @@ def encode(msg: EventPacket | LabelEvent) -> list:
 # ---------------------------------------------------------------- decoding
 
 
+class Header(NamedTuple):
+    """What ``peek`` tells of a message without its payload (labels: begin and end are False)."""
+
+    kind: str            # "events" or "label"
+    stream_id: str
+    seq: int
+    sample_id: int
+    begin: bool
+    end: bool
+
+
 def _buffer(frame: object, what: str) -> memoryview:
-    """A C-contiguous byte view of a bytes-like frame; anything else (int, str, None) is a WireError."""
-    if isinstance(frame, (str, int, float)) or frame is None:
-        raise WireError(what, f"must be bytes-like, got {type(frame).__name__}")
+    """A C-contiguous 1-D byte view of a bytes-like frame; anything else (int, str, None) is a WireError."""
     try:
         view = memoryview(frame)
     except TypeError:
         raise WireError(what, f"must be bytes-like, got {type(frame).__name__}") from None
+    if view.ndim == 1 and view.format == "B" and view.c_contiguous:
+        return view
     if not view.c_contiguous:
         view = memoryview(view.tobytes())
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+    return view.cast("B")
+
+
+def _unpack_kwargs(limits: WireLimits, limit: int) -> dict:
+    """msgpack.unpackb keyword arguments for these limits."""
+    return dict(raw=False, strict_map_key=True, use_list=True,
+                max_str_len=max(limits.max_str_len, limit), max_bin_len=limit,
+                max_array_len=limits.max_control_items, max_map_len=limits.max_control_items,
+                max_ext_len=0)
 
 
 def _unpack(raw: bytes | memoryview, limit: int, limits: WireLimits, what: str) -> Any:
@@ -176,33 +188,67 @@ def _unpack(raw: bytes | memoryview, limit: int, limits: WireLimits, what: str) 
         raise WireError(what, f"not valid msgpack: {exc.__class__.__name__}: {exc}") from None
 
 
-def _int(h: dict, key: str, lo: int, hi: int = _MAX_I64) -> int:
+def _unpack_header(raw: object, limits: WireLimits) -> dict:
+    """The header map, unpacked only once its size is within limits.max_header_bytes.
+
+    msgpack.unpackb bounds every string, array and map by the buffer's length, which is no more
+    than the header limit here; extension types are refused (strings keys, plain lists as in
+    ``_unpack_kwargs``: those are msgpack's defaults).
+    """
+    if type(raw) is not bytes:
+        raw = _buffer(raw, "header")
+    if len(raw) > limits.max_header_bytes:
+        raise WireError("header", f"{len(raw)} bytes exceeds the limit of {limits.max_header_bytes}")
     try:
-        v = h[key]
-    except KeyError:
-        raise WireError(key, "missing") from None
+        h = msgpack.unpackb(raw, max_ext_len=0)
+    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, StackError, ...)
+        raise WireError("header", f"not valid msgpack: {exc.__class__.__name__}: {exc}") from None
+    if type(h) is not dict:
+        raise WireError("header", f"must be a map, got {type(h).__name__}")
+    version = h.get("v")
+    if type(version) is not int or version != WIRE_VERSION:
+        raise WireError("v", f"unsupported wire version {version!r} (this side speaks {WIRE_VERSION})")
+    return h
+
+
+def _int_error(h: dict, key: str, lo: int, hi: int) -> WireError:
+    """Why h[key] is no integer in [lo, hi] (the caller has decided that it is not)."""
+    if key not in h:
+        return WireError(key, "missing")
+    v = h[key]
     if type(v) is not int:
-        raise WireError(key, f"must be an integer, got {type(v).__name__}")
-    if not lo <= v <= hi:
-        raise WireError(key, f"{v} out of range [{lo}, {hi}]")
-    return v
+        return WireError(key, f"must be an integer, got {type(v).__name__}")
+    return WireError(key, f"{v} out of range [{lo}, {hi}]")
+
+
+def _str_error(h: dict, key: str, limits: WireLimits) -> WireError:
+    """Why h[key] is no string of at most limits.max_str_len chars (the caller has decided that it is not)."""
+    if key not in h:
+        return WireError(key, "missing")
+    v = h[key]
+    if type(v) is not str:
+        return WireError(key, f"must be a string, got {type(v).__name__}")
+    return WireError(key, f"string of {len(v)} chars exceeds {limits.max_str_len}")
+
+
+def _int(h: dict, key: str, lo: int, hi: int = _MAX_I64) -> int:
+    v = h.get(key)
+    if type(v) is int and lo <= v <= hi:
+        return v
+    raise _int_error(h, key, lo, hi)
 
 
 def _str(h: dict, key: str, limits: WireLimits, *, optional: bool = False) -> str | None:
-    if key not in h:
-        raise WireError(key, "missing")
-    v = h[key]
-    if v is None and optional:
+    v = h.get(key)
+    if type(v) is str and len(v) <= limits.max_str_len:
+        return v
+    if v is None and optional and key in h:
         return None
-    if type(v) is not str:
-        raise WireError(key, f"must be a string, got {type(v).__name__}")
-    if len(v) > limits.max_str_len:
-        raise WireError(key, f"string of {len(v)} chars exceeds {limits.max_str_len}")
-    return v
+    raise _str_error(h, key, limits)
 
 
 def _bool(h: dict, key: str) -> bool:
-    v = h.get(key, None)
+    v = h.get(key)
     if type(v) is not bool:
         raise WireError(key, f"must be a boolean, got {type(v).__name__}")
     return v
@@ -218,171 +264,152 @@ def _float(h: dict, key: str) -> float:
     return v
 
 
-def _unpack_kwargs(limits: WireLimits, limit: int) -> dict:
-    """msgpack.unpackb keyword arguments for these limits (built once per limits object)."""
-    global _LAST_KW
-    last = _LAST_KW  # one-slot cache by identity: hashing the limits dataclass costs ~0.2 us
-    if last[0] is limits and last[1] == limit:
-        return last[2]
-    key = (limits, limit)
-    kw = _UNPACK_KW.get(key)
-    if kw is None:
-        kw = dict(raw=False, strict_map_key=True, use_list=True,
-                  max_str_len=max(limits.max_str_len, limit), max_bin_len=limit,
-                  max_array_len=limits.max_control_items, max_map_len=limits.max_control_items,
-                  max_ext_len=0)
-        if len(_UNPACK_KW) >= 64:
-            _UNPACK_KW.clear()
-        _UNPACK_KW[key] = kw
-    _LAST_KW = (limits, limit, kw)  # a tuple swapped whole: a reader always sees a matching triple
-    return kw
+def _modality(h: dict, limits: WireLimits) -> str:
+    modality = _str(h, "modality", limits)
+    if modality and modality not in MODALITIES:
+        raise WireError("modality", f"unknown modality {modality!r}; known: {MODALITIES}")
+    return modality
 
 
-def decode(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> EventPacket | LabelEvent:
-    """Validate and decode [topic, header, payload]; raises WireError naming the bad field."""
-    if type(frames) is list and len(frames) == 3:  # the receive hot path: try the fast checker
-        got = _decode_fast(frames, limits)
-        if type(got) is EventPacket:
-            return got
-        return _decode_checked(frames, limits, got)
-    return _decode_checked(frames, limits)
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _events_topic(stream: str) -> bytes:
+    """The topic an event packet of a valid stream id arrives on (bounded cache: the regex runs once
+    per id; one argument, so the cache key is the id itself)."""
+    return EVENTS_TOPIC + _check_stream_id(stream).encode("ascii")
 
 
-def _decode_fast(frames: list, limits: WireLimits) -> EventPacket | dict | None:
-    """A well-formed events message in one pass of cheap checks; else the unpacked header (None if
-    unpacking failed) for the detailed checker, which accepts exactly what this accepts and names
-    the field of anything else.
-    """
-    topic, raw_header, payload = frames
-    try:
-        raw_header = memoryview(raw_header)
-        payload = memoryview(payload)
-        if (raw_header.ndim != 1 or raw_header.format != "B" or not raw_header.c_contiguous
-                or payload.ndim != 1 or payload.format != "B" or not payload.c_contiguous
-                or raw_header.nbytes > limits.max_header_bytes):
-            return None
-        h = msgpack.unpackb(raw_header, **_unpack_kwargs(limits, limits.max_header_bytes))
-    except Exception:  # anything odd: the detailed checker says what
-        return None
-    if type(h) is not dict or len(h) != 14 or h.get("kind") != "events":
-        return h
-    try:
-        v = h["v"]
-        stream = h["stream"]
-        seq = h["seq"]
-        layout = h["layout"]
-        n = h["n"]
-        t0 = h["t0"]
-        t1 = h["t1"]
-        modality = h["modality"]
-        sample = h["sample"]
-        label = h["label"]
-        begin = h["begin"]
-        end = h["end"]
-        sent_ns = h["sent_ns"]
-    except KeyError:
-        return h
-    if not (type(v) is int and v == WIRE_VERSION
-            and type(seq) is int and type(n) is int and type(t0) is int and type(t1) is int
-            and type(sample) is int and type(sent_ns) is int
-            and type(begin) is bool and type(end) is bool
-            and type(layout) is str and type(modality) is str
-            and (label is None or (type(label) is str and len(label) <= limits.max_str_len))
-            and 0 <= seq <= _MAX_I64 and 0 <= t0 <= t1 <= _MAX_I64 and -1 <= sample <= _MAX_I64
-            and 0 <= sent_ns <= _MAX_I64 and 0 <= n <= limits.max_events
-            and len(layout) <= limits.max_str_len and len(modality) <= limits.max_str_len
-            and (not modality or modality in MODALITIES)):
-        return h
-    dtype = LAYOUTS.get(layout)
-    if dtype is None or payload.nbytes != n * dtype.itemsize:
-        return h
-    if type(topic) is not bytes:
-        try:
-            topic = memoryview(topic).tobytes()
-        except TypeError:
-            return h
-    if _EV_STREAMS.get(topic) != stream:
-        if (type(stream) is not str or not _STREAM_RE.match(stream)
-                or topic != EVENTS_TOPIC + stream.encode()):
-            return h
-        if len(_EV_STREAMS) >= _CACHE_MAX:
-            _EV_STREAMS.clear()
-        _EV_STREAMS[topic] = stream
-    events = np.frombuffer(payload, dtype=dtype, count=n)
-    if n:
-        t = np.ascontiguousarray(events["t"])  # one gather of the strided column, then fast compares
-        if t.item(0) < t0 or t.item(-1) >= t1 or (n > 1 and np.count_nonzero(t[1:] < t[:-1])):
-            return h
-    return EventPacket(stream, seq, t0, t1, events, modality, sample, label, begin, end, sent_ns)
+@functools.lru_cache(maxsize=_TOPIC_CACHE)
+def _label_topic(stream: str) -> bytes:
+    """The topic a label of a valid stream id arrives on (as _events_topic)."""
+    return LABEL_TOPIC + _check_stream_id(stream).encode("ascii")
 
 
-def _decode_checked(frames: list | tuple, limits: WireLimits,
-                    header: Any = None) -> EventPacket | LabelEvent:
-    """decode with every check spelled out: the path of label messages and of anything malformed.
+def _stream(h: dict, key: str, topic: bytes, expected_topic: Callable[[str], bytes]) -> str:
+    """The header's stream id, valid and matching the topic frame."""
+    stream = h.get(key)
+    if type(stream) is not str:  # only exact strings reach the cache
+        _check_stream_id(stream)
+    if topic != expected_topic(stream):
+        raise WireError("topic", f"topic {topic[:80]!r} does not match stream {stream!r}")
+    return stream
 
-    ``header``: the header frame as _decode_fast already unpacked it (same bytes, same limits).
-    """
+
+def _split(frames: object, limits: WireLimits) -> tuple[bytes, dict, memoryview]:
+    """(topic, header map of a supported version, payload view) of a [topic, header, payload] message."""
     if not isinstance(frames, (list, tuple)) or len(frames) != 3:
         n = len(frames) if isinstance(frames, (list, tuple)) else type(frames).__name__
         raise WireError("frames", f"expected 3 frames [topic, header, payload], got {n}")
     topic, raw_header, payload = frames
-    topic = _buffer(topic, "topic").tobytes()
-    payload = _buffer(payload, "payload")
-    if header is None:
-        h = _unpack(raw_header, limits.max_header_bytes, limits, "header")
-    else:
-        h = header
-    if not isinstance(h, dict):
-        raise WireError("header", f"must be a map, got {type(h).__name__}")
-    version = h.get("v")
-    if type(version) is not int or version != WIRE_VERSION:
-        raise WireError("v", f"unsupported wire version {version!r} (this side speaks {WIRE_VERSION})")
+    try:
+        if type(topic) is not bytes:
+            topic = memoryview(topic).tobytes()  # its bytes in C order, whatever the buffer's shape
+        view = memoryview(payload)
+    except TypeError:
+        what, obj = ("topic", topic) if type(topic) is not bytes else ("payload", payload)
+        raise WireError(what, f"must be bytes-like, got {type(obj).__name__}") from None
+    if not (view.ndim == 1 and view.format == "B" and view.c_contiguous):
+        view = _buffer(view, "payload")
+    return topic, _unpack_header(raw_header, limits), view
+
+
+def _events_header(topic: bytes, h: dict, payload: memoryview, limits: WireLimits) -> tuple:
+    """THE check of an events header and of its payload's size (times inside the payload: _times).
+
+    The per-packet path: each field's rule is one inline test (the same rules as _int / _str /
+    _bool, inlined because calls cost more than the tests); only a field that fails goes on to
+    the helper that says why.
+    """
+    get = h.get
+    stream = _stream(h, "stream", topic, _events_topic)
+    max_str = limits.max_str_len
+    layout = get("layout")
+    dtype = LAYOUTS.get(layout) if type(layout) is str else None
+    if dtype is None:
+        if type(layout) is not str or len(layout) > max_str:
+            raise _str_error(h, "layout", limits)
+        raise WireError("layout", f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
+    n = get("n")
+    if type(n) is not int or not 0 <= n <= limits.max_events:
+        raise _int_error(h, "n", 0, limits.max_events)
+    t0 = get("t0")
+    if type(t0) is not int or not 0 <= t0 <= _MAX_I64:
+        raise _int_error(h, "t0", 0, _MAX_I64)
+    t1 = get("t1")
+    if type(t1) is not int or not t0 <= t1 <= _MAX_I64:
+        raise _int_error(h, "t1", t0, _MAX_I64)
+    modality = get("modality")
+    if type(modality) is not str or modality and modality not in MODALITIES:
+        modality = _modality(h, limits)  # raises: says why
+    if payload.nbytes != n * dtype.itemsize:
+        raise WireError("payload", f"{payload.nbytes} bytes, expected n={n} x {dtype.itemsize}")
+    seq = get("seq")
+    if type(seq) is not int or not 0 <= seq <= _MAX_I64:
+        raise _int_error(h, "seq", 0, _MAX_I64)
+    sample = get("sample")
+    if type(sample) is not int or not -1 <= sample <= _MAX_I64:
+        raise _int_error(h, "sample", -1, _MAX_I64)
+    label = get("label")
+    if label is not None and (type(label) is not str or len(label) > max_str) or "label" not in h:
+        raise _str_error(h, "label", limits)
+    begin = get("begin")
+    if type(begin) is not bool:
+        _bool(h, "begin")  # raises: says why
+    end = get("end")
+    if type(end) is not bool:
+        _bool(h, "end")
+    sent_ns = get("sent_ns")
+    if type(sent_ns) is not int or not 0 <= sent_ns <= _MAX_I64:
+        raise _int_error(h, "sent_ns", 0, _MAX_I64)
+    return stream, seq, t0, t1, dtype, n, modality, sample, label, begin, end, sent_ns
+
+
+_count_nonzero, _less = np.count_nonzero, np.less
+
+
+def _times(events: np.ndarray, t0: int, t1: int) -> None:
+    """Event times sorted and inside [t0, t1)."""
+    t = events["t"].copy()  # one gather of the strided column, then fast compares
+    first, last = t.item(0), t.item(-1)
+    if first < t0 or last >= t1:
+        raise WireError("payload.t", f"event times [{first}, {last}] outside span [{t0}, {t1})")
+    if len(t) > 1 and _count_nonzero(_less(t[1:], t[:-1])):
+        raise WireError("payload.t", "event times go backwards")
+
+
+def decode(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> EventPacket | LabelEvent:
+    """Validate and decode [topic, header, payload]; raises WireError naming the bad field."""
+    topic, h, payload = _split(frames, limits)
     kind = h.get("kind")
     if kind == "events":
-        return _decode_events(topic, h, payload, limits)
+        (stream, seq, t0, t1, dtype, n, modality, sample, label, begin, end,
+         sent_ns) = _events_header(topic, h, payload, limits)
+        events = np.frombuffer(payload, dtype=dtype, count=n)
+        if n:
+            _times(events, t0, t1)
+        return EventPacket(stream, seq, t0, t1, events, modality, sample, label, begin, end, sent_ns)
     if kind == "label":
         return _decode_label(topic, h, payload, limits)
     raise WireError("kind", f"unknown message kind {kind!r}")
 
 
-def _check_topic(topic: bytes, prefix: bytes, stream: str) -> None:
-    if topic != prefix + stream.encode("ascii"):
-        raise WireError("topic", f"topic {topic[:80]!r} does not match stream {stream!r}")
-
-
-def _decode_events(topic: bytes, h: dict, payload: memoryview, limits: WireLimits) -> EventPacket:
-    stream = _check_stream_id(h.get("stream"))
-    _check_topic(topic, EVENTS_TOPIC, stream)
-    layout = _str(h, "layout", limits)
-    dtype = LAYOUTS.get(layout)
-    if dtype is None:
-        raise WireError("layout", f"unknown layout {layout!r}; known: {sorted(LAYOUTS)}")
-    n = _int(h, "n", 0, limits.max_events)
-    t0 = _int(h, "t0", 0)
-    t1 = _int(h, "t1", t0)
-    modality = _str(h, "modality", limits)
-    if modality and modality not in MODALITIES:
-        raise WireError("modality", f"unknown modality {modality!r}; known: {MODALITIES}")
-    if payload.nbytes != n * dtype.itemsize:
-        raise WireError("payload", f"{payload.nbytes} bytes, expected n={n} x {dtype.itemsize}")
-    events = np.frombuffer(payload, dtype=dtype, count=n)
-    if n:
-        t = np.ascontiguousarray(events["t"])  # one gather of the strided column, then fast compares
-        if t[0] < t0 or t[-1] >= t1:
-            raise WireError("payload.t", f"event times [{t[0]}, {t[-1]}] outside span [{t0}, {t1})")
-        if n > 1 and np.count_nonzero(t[1:] < t[:-1]):
-            raise WireError("payload.t", "event times go backwards")
-    return EventPacket(
-        stream_id=stream, seq=_int(h, "seq", 0), t_start=t0, t_end=t1, events=events,
-        modality=modality, sample_id=_int(h, "sample", -1),
-        label=_str(h, "label", limits, optional=True),
-        sample_begin=_bool(h, "begin"), sample_end=_bool(h, "end"), sent_ns=_int(h, "sent_ns", 0),
-    )
+def peek(frames: list | tuple, limits: WireLimits = DEFAULT_LIMITS) -> Header:
+    """The ``Header`` of a message, checked as ``decode`` checks it except the event times inside
+    the payload (no array is made): what a router needs to place a message it forwards unopened.
+    Raises WireError naming the bad field.
+    """
+    topic, h, payload = _split(frames, limits)
+    kind = h.get("kind")
+    if kind == "events":
+        f = _events_header(topic, h, payload, limits)
+        return Header("events", f[0], f[1], f[7], f[9], f[10])
+    if kind == "label":
+        lab = _decode_label(topic, h, payload, limits)
+        return Header("label", lab.stream_id, lab.seq, lab.sample_id, False, False)
+    raise WireError("kind", f"unknown message kind {kind!r}")
 
 
 def _decode_label(topic: bytes, h: dict, payload: memoryview, limits: WireLimits) -> LabelEvent:
-    stream = _check_stream_id(h.get("stream_id"))
-    _check_topic(topic, LABEL_TOPIC, stream)
+    stream = _stream(h, "stream_id", topic, _label_topic)
     if payload.nbytes:
         raise WireError("payload", "a label message carries no payload")
     raw_topk = h.get("topk")
@@ -394,9 +421,7 @@ def _decode_label(topic: bytes, h: dict, payload: memoryview, limits: WireLimits
                 and len(pair[0]) <= limits.max_str_len):
             raise WireError(f"topk[{i}]", "must be a [label, score] pair")
         topk.append((pair[0], _float({"s": pair[1]}, "s")))
-    modality = _str(h, "modality", limits)
-    if modality and modality not in MODALITIES:
-        raise WireError("modality", f"unknown modality {modality!r}")
+    modality = _modality(h, limits)
     t0 = _int(h, "t_start", 0)
     return LabelEvent(
         stream_id=stream, seq=_int(h, "seq", 0), t_start=t0, t_end=_int(h, "t_end", t0),

@@ -99,7 +99,6 @@ class Reservoir:
         self._out = np.zeros((P, self.n_features), np.float32)
         self._ev = {"t": np.zeros(E, np.int64), "x": np.zeros(E, np.int16),
                     "y": np.zeros(E, np.int16), "p": np.zeros(E, np.int8)}
-        self._evbuf = np.zeros(E, self._dtype)
 
     @property
     def slot_bytes(self) -> int:
@@ -227,8 +226,9 @@ class Reservoir:
         eoff[0] = 0
         eoff[1:P + 1] = list(accumulate(lens))
         if E:
-            buf = self._evbuf[:E]
-            np.concatenate(evs, out=buf)
+            # the packets' bytes joined (np.concatenate of structured arrays costs ~3 us a packet);
+            # joined through uint8 views: numpy caches buffer info on an array whose buffer is taken
+            buf = np.frombuffer(b"".join([np.ascontiguousarray(e).view(np.uint8) for e in evs]), dt, count=E)
             ev["t"][:E] = buf["t"]
             ev["x"][:E] = buf["x"]
             if "y" in dt.names:
