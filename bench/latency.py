@@ -168,8 +168,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs (< 60 s)")
     ap.add_argument("--packet-us", type=int, default=10_000, help="replay packet length (us)")
     ap.add_argument("--bundle", default=None, help="a trained bundle (default: random projection)")
-    ap.add_argument("--compute", choices=("thread", "inline"), default="thread",
-                    help="daemon pipeline in a worker thread (default) or in the event loop")
+    ap.add_argument("--compute", choices=("auto", "thread", "inline"), default="auto",
+                    help="daemon limits.compute: auto (small calls inline, bursts in a thread), thread, inline")
     ap.add_argument("--coalesce-us", type=int, default=0, help="daemon limits.coalesce_us")
     ap.add_argument("--gil-switch-ms", type=float, default=0.0, help="daemon limits.gil_switch_ms (0: leave)")
     ap.add_argument("--max-verify", type=int, default=600, help="most streams verified at real time")

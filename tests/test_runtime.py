@@ -94,9 +94,9 @@ async def test_drop_oldest_counts_every_drop(tmp_path):
         res = FakeReservoir(F, m)
         feed = res.feed
 
-        def slow_feed(p, **kw):
+        def slow_feed(p, *args, **kw):
             time.sleep(0.002)
-            return feed(p, **kw)
+            return feed(p, *args, **kw)
         res.feed = slow_feed
         return res
 
@@ -499,3 +499,36 @@ async def test_calibrated_bundle_few_shot_register_and_error_target(tmp_path):
     assert m.probability == pytest.approx(1.0 / np.exp(z - z.max()).sum(), abs=1e-6)
     daemon.request_stop()
     await task
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("compute, inline_ms, delay, inline_expected", [
+    ("auto", 100.0, 0.0, "all"), ("auto", 1.0, 0.005, "first only"), ("thread", 100.0, 0.0, "none"),
+    ("inline", 1.0, 0.005, "all")])
+async def test_compute_auto_runs_quick_small_calls_inline_and_slow_ones_in_the_thread(
+        tmp_path, compute, inline_ms, delay, inline_expected):
+    import threading
+
+    cfg = _config(tmp_path, limits={"compute": compute, "batch": 4, "inline_ms": inline_ms})
+    where: list[bool] = []
+
+    def factory(m):
+        res = FakeReservoir(F, m)
+        feed = res.feed
+
+        def traced(p, *args, **kw):
+            where.append(threading.current_thread() is threading.main_thread())
+            time.sleep(delay)
+            return feed(p, *args, **kw)
+        res.feed = traced
+        return res
+
+    pkts = packets_from_samples(random_samples(4, DVS_DTYPE), "s", packet_us=5_000)
+    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=factory)
+    daemon.matcher.add("0", np.ones(D))
+    await daemon.run()
+    calls = where  # (the fake reservoir names no layout: no warm-up feed)
+    assert len(calls) >= 4 and daemon.status()["pipeline"]["labels"] == 4
+    got = "all" if all(calls) else "none" if not any(calls) else "first only" if calls[0] and not any(calls[1:]) \
+        else f"mixed {calls}"
+    assert got == inline_expected

@@ -74,7 +74,14 @@ class LimitsConfig:
     max_events: int = 1 << 16     # per packet (a frame above it disconnects its peer): 0.85 MB of DVS
     queue_mb: float = 256.0      # events waiting in the queue, in MiB (block: wait; drop_oldest: drop)
     stats_every_s: float = 1.0
-    compute: Literal["thread", "inline"] = "thread"  # pipeline in a worker thread, or in the loop
+    # where the pipeline runs: "thread" (a worker thread: the loop keeps receiving meanwhile),
+    # "inline" (in the event loop: no hand-off cost, but nothing is received while it computes), or
+    # "auto": inline for a call of at most inline_max packets while calls take under inline_ms
+    # (a real-time trickle: the hand-off would cost more than the call), in the thread otherwise (a
+    # burst, a slow pipeline, an overload: the loop keeps receiving, so drop_oldest can drop)
+    compute: Literal["auto", "thread", "inline"] = "auto"
+    inline_max: int = 16
+    inline_ms: float = 1.0
     coalesce_us: int = 0         # after the first queued packet, wait this long for more (bigger batches)
     warm_up: bool = True         # run one tiny sample per modality before reading input
     gil_switch_ms: float = 0.0   # the interpreter's thread switch interval while serving (0 = leave it)
@@ -96,6 +103,10 @@ class LimitsConfig:
             raise ConfigError("queue_mb", f"must be a finite number > 0, got {self.queue_mb}")
         if not 0.05 <= self.stats_every_s <= 3600:  # 0 spun an idle daemon at 100 % CPU
             raise ConfigError("stats_every_s", f"must lie in [0.05, 3600] seconds, got {self.stats_every_s}")
+        if not 0 <= self.inline_max <= 4096:
+            raise ConfigError("inline_max", f"must lie in [0, 4096] packets, got {self.inline_max}")
+        if not 0 <= self.inline_ms <= 1000:
+            raise ConfigError("inline_ms", f"must lie in [0, 1000] milliseconds, got {self.inline_ms}")
         if self.max_call_us < 1:
             raise ConfigError("max_call_us", f"must be >= 1, got {self.max_call_us}")
         if self.max_neurons < 1:

@@ -77,7 +77,10 @@ class Daemon:
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()       # around every pipeline call and every change of the model
         self.control = Control(self.served, config.control, self._lock, self.status, self.counters)
-        self._inline = config.limits.compute == "inline"
+        lim = config.limits
+        self._inline_max = {"inline": 1 << 62, "thread": -1}.get(lim.compute, lim.inline_max)
+        self._inline_s = float("inf") if lim.compute == "inline" else lim.inline_ms / 1e3  # auto: this quick
+        self._last_call_s = 0.0
         self._queue = PacketBuffer(config.limits.queue, config.limits.overflow,
                                    int(config.limits.queue_mb * (1 << 20)))
         self._t0 = time.monotonic()
@@ -263,10 +266,12 @@ class Daemon:
 
     async def _process(self, items: list) -> None:
         async with self._lock:
-            if self._inline:
-                labels = self.loop.run(items)
+            t0 = time.perf_counter()
+            if len(items) <= self._inline_max and self._last_call_s < self._inline_s:
+                labels = self.loop.run(items)  # small and quick: the thread hand-off would cost more
             else:
                 labels = await asyncio.to_thread(self.loop.run, items)
+            self._last_call_s = time.perf_counter() - t0
         self.counters["batches"] += 1
         for lab in labels:
             if await self._pub.send(lab):
