@@ -8,7 +8,7 @@ import time
 import numpy as np
 import zmq
 
-__all__ = ["LabelThread", "nmnist_model"]
+__all__ = ["LabelThread", "LabelCollector", "nmnist_model"]
 
 
 class LabelThread:
@@ -37,6 +37,32 @@ class LabelThread:
         self._run = False
         self.thread.join()
         self.sock.close(0)
+
+
+class LabelCollector(LabelThread):
+    """Collects (arrival_ns, frames) of every label; ``take`` / ``wait`` return them decoded."""
+
+    def __init__(self, endpoint: str, settle_s: float = 0.3) -> None:
+        self.got: list = []
+        super().__init__(endpoint)
+        time.sleep(settle_s)  # the subscription reaches the publisher
+
+    def on_label(self, arrival_ns: int, frames: list) -> None:
+        self.got.append((arrival_ns, frames))
+
+    def take(self) -> list:
+        from streamlsm.net import wire
+
+        out, self.got = self.got, []
+        return [(t, wire.decode(f)) for t, f in out]
+
+    def wait(self, n: int, timeout: float) -> list:
+        """Up to ``timeout`` s for ``n`` labels (then 0.2 s more for stragglers); all taken."""
+        t0 = time.monotonic()
+        while len(self.got) < n and time.monotonic() - t0 < timeout:
+            time.sleep(0.02)
+        time.sleep(0.2)
+        return self.take()
 
 
 def nmnist_model(dim: int, events: int = 400, sample_us: int = 100_000, packet_us: int = 10_000):

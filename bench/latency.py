@@ -25,30 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import LabelThread  # bench/ is sys.path[0] when run as a script
+from _common import LabelCollector  # bench/ is sys.path[0] when run as a script
 
 from streamlsm.config import data_root, to_dict
-from streamlsm.net import wire
 from streamlsm.testing import DaemonProcess, make_bundle
 from streamlsm.testing.load import LoadPlan, run_load
 
 CLI = "import sys; from streamlsm.cli import main; sys.exit(main())"
-
-
-class Subscriber(LabelThread):
-    """The label subscriber: (arrival_ns, frames) of every label, decoded later."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.got: list = []
-        super().__init__(endpoint)
-        time.sleep(0.3)
-
-    def on_label(self, arrival_ns: int, frames: list) -> None:
-        self.got.append((arrival_ns, frames))
-
-    def take(self) -> list:
-        out, self.got = self.got, []
-        return [(t, wire.decode(f)) for t, f in out]
 
 
 def replay(root: Path, endpoint: str, streams: int, limit: int, speed: str, packet_us: int, tag: str,
@@ -74,7 +57,7 @@ def replay(root: Path, endpoint: str, streams: int, limit: int, speed: str, pack
             "pacing": {"p99_ms": max(pacing)} if pacing else {}}
 
 
-def drain(sub: Subscriber, expect: int, timeout: float = 30.0, quiet_s: float = 3.0) -> list:
+def drain(sub: LabelCollector, expect: int, timeout: float = 30.0, quiet_s: float = 3.0) -> list:
     """The labels received, once ``expect`` arrived, ``timeout`` passed, or none came for ``quiet_s``
     (labels of dropped packets never come)."""
     deadline = time.monotonic() + timeout
@@ -207,7 +190,7 @@ def main() -> int:
             r = daemon.ctl({"cmd": "register", "label": str(d), "path": str(root.resolve()),
                             "dataset": "nmnist", "split": "train", "limit": 5})
             assert r["ok"], r
-        sub = Subscriber(daemon.labels)
+        sub = LabelCollector(daemon.labels)
         replay(root, daemon.inputs[0], 2, 3, "max", args.packet_us, "warm")  # compile + warm caches
         drain(sub, 6)
         plan = {1: 12, 8: 6, 64: 4} if args.quick else {1: 60, 8: 30, 64: 15}

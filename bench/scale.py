@@ -40,11 +40,10 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from _common import LabelThread  # bench/ is sys.path[0] when run as a script
+from _common import LabelCollector  # bench/ is sys.path[0] when run as a script
 
 from streamlsm.cluster import ray_env
 from streamlsm.config import data_root, from_dict, to_dict
-from streamlsm.net import wire
 from streamlsm.testing import DaemonProcess, make_bundle
 
 ray_env()  # before ray loads (token auth, the 100 ms death-info wait)
@@ -55,24 +54,6 @@ CLI = "import sys; from streamlsm.cli import main; sys.exit(main())"
 
 def load() -> str:
     return f"{os.getloadavg()[0]:.2f}"
-
-
-class Labels(LabelThread):
-    def __init__(self, endpoint: str) -> None:
-        self.got: list = []
-        super().__init__(endpoint)
-        time.sleep(0.3)
-
-    def on_label(self, arrival_ns: int, frames: list) -> None:
-        self.got.append((arrival_ns, frames))
-
-    def wait(self, n: int, timeout: float) -> list:
-        t0 = time.monotonic()
-        while len(self.got) < n and time.monotonic() - t0 < timeout:
-            time.sleep(0.02)
-        time.sleep(0.2)
-        out, self.got = self.got, []
-        return [(t, wire.decode(f)) for t, f in out]
 
 
 def replay(root: Path, endpoint: str, streams: int, limit: int, speed: str, tag: str,
@@ -98,7 +79,7 @@ def daemon_reference(root: Path, config: dict, work: Path, streams: int, limit: 
     daemon = DaemonProcess(config, work / "daemon")
     daemon.start()
     try:
-        sub = Labels(daemon.labels)
+        sub = LabelCollector(daemon.labels)
         replay(root, daemon.inputs[0], 2, 2, "max", "warm")  # warm daemon, cold shards: the ratio errs against the shards
         sub.wait(4, 60)
         before = daemon.ctl({"cmd": "status"})
@@ -176,7 +157,7 @@ def shard_totals(gt: GatewayThread) -> dict:
                      "stream_us": c["pipeline"]["stream_us"]} for s, c in zip(slots, stats, strict=True)}
 
 
-def full_speed(gt: GatewayThread, sub: Labels, root: Path, streams: int, limit: int, tag: str) -> dict:
+def full_speed(gt: GatewayThread, sub: LabelCollector, root: Path, streams: int, limit: int, tag: str) -> dict:
     st0 = gt.status()
     s0 = shard_totals(gt)
     c0, t0 = time.process_time(), time.monotonic()
@@ -205,7 +186,7 @@ def full_speed(gt: GatewayThread, sub: Labels, root: Path, streams: int, limit: 
             "shards": per, "load": load()}
 
 
-def failover(gt: GatewayThread, sub: Labels, root: Path, streams: int, limit: int) -> dict:
+def failover(gt: GatewayThread, sub: LabelCollector, root: Path, streams: int, limit: int) -> dict:
     p = replay(root, gt.gw.input_endpoints[0], streams, limit, "1", "f", background=True)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60:  # kill once every stream has a label or two
@@ -291,7 +272,7 @@ def main() -> int:
     gt = None
     try:
         gt = GatewayThread(config, ClusterConfig(shards=1, shard_cpus=1.0, batch_ms=5))
-        sub = Labels(gt.gw.label_endpoint)
+        sub = LabelCollector(gt.gw.label_endpoint)
         print(f"[{time.monotonic() - t_start:.0f} s] gateway and 1 shard up", file=sys.stderr, flush=True)
         runs = {}
         for n in (1, 2, 3):

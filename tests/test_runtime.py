@@ -86,22 +86,28 @@ async def test_memory_source_labels_reach_sinks_and_subscriber_once_each(tmp_pat
     assert st["received"] == len(pkts) and st["dropped"] == 0 and st["labels"] == len(test)
 
 
-@pytest.mark.asyncio
-async def test_drop_oldest_counts_every_drop(tmp_path):
-    cfg = _config(tmp_path, limits={"queue": 4, "overflow": "drop_oldest", "batch": 1})
-
-    def slow(m):
+def _slow_factory(delay_s: float, before=None):
+    """Fake reservoirs whose feed sleeps ``delay_s`` (and calls ``before()`` first)."""
+    def make(m):
         res = FakeReservoir(F, m)
         feed = res.feed
 
         def slow_feed(p, *args, **kw):
-            time.sleep(0.002)
+            if before is not None:
+                before()
+            time.sleep(delay_s)
             return feed(p, *args, **kw)
         res.feed = slow_feed
         return res
+    return make
+
+
+@pytest.mark.asyncio
+async def test_drop_oldest_counts_every_drop(tmp_path):
+    cfg = _config(tmp_path, limits={"queue": 4, "overflow": "drop_oldest", "batch": 1})
 
     pkts = packets_from_samples(random_samples(10, DVS_DTYPE), "s", packet_us=2_000)
-    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=slow)
+    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=_slow_factory(0.002))
     daemon.matcher.add("0", np.ones(D))
     await daemon.run()
     st = daemon.status()
@@ -511,20 +517,9 @@ async def test_compute_auto_runs_quick_small_calls_inline_and_slow_ones_in_the_t
 
     cfg = _config(tmp_path, limits={"compute": compute, "batch": 4, "inline_ms": inline_ms})
     where: list[bool] = []
-
-    def factory(m):
-        res = FakeReservoir(F, m)
-        feed = res.feed
-
-        def traced(p, *args, **kw):
-            where.append(threading.current_thread() is threading.main_thread())
-            time.sleep(delay)
-            return feed(p, *args, **kw)
-        res.feed = traced
-        return res
-
     pkts = packets_from_samples(random_samples(4, DVS_DTYPE), "s", packet_us=5_000)
-    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=factory)
+    daemon = Daemon(cfg, sources=[MemorySource(pkts)], sinks=[], reservoir_factory=_slow_factory(
+        delay, lambda: where.append(threading.current_thread() is threading.main_thread())))
     daemon.matcher.add("0", np.ones(D))
     await daemon.run()
     calls = where  # (the fake reservoir names no layout: no warm-up feed)
