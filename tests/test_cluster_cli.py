@@ -82,16 +82,22 @@ def test_one_machine_as_written(tmp_path):
     assert [len(b) for b in found] == [1, 4]
     readme = [commands(b) for b in fenced(section((ROOT / "README.md").read_text(), "Scale-out on Ray"), "bash")]
     assert readme == [found[0]]  # the README's one-machine line is this one, run here as written
-    for block in found:
-        for line in block:
-            if line.startswith("streamlsm cluster serve"):
-                final, heard = serve_and_feed(line, tmp_path, env)
-                assert final["labels"] == 12 and heard == 12 and final["lost_samples"] == 0, final
-                assert final["live_shards"] == 2 and len(final["shards"]) == 2
-            else:
-                exe = Path(sys.executable).parent / "streamlsm"
-                r = subprocess.run([str(exe), *line.split()[1:]], cwd=tmp_path, env=env, capture_output=True,
-                                   text=True, timeout=180)
-                assert r.returncode == 0, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-                if line == "streamlsm cluster status":
-                    assert "Active:" in r.stdout and "2.0 CPU" in r.stdout, r.stdout
+    exe = Path(sys.executable).parent / "streamlsm"
+    up = False
+    try:
+        for block in found:
+            for line in block:
+                if line.startswith("streamlsm cluster serve"):
+                    final, heard = serve_and_feed(line, tmp_path, env)
+                    assert final["labels"] == 12 and heard == 12 and final["lost_samples"] == 0, final
+                    assert final["live_shards"] == 2 and len(final["shards"]) == 2
+                else:
+                    up = up or line.startswith("streamlsm cluster up")
+                    r = subprocess.run([str(exe), *line.split()[1:]], cwd=tmp_path, env=env, capture_output=True,
+                                       text=True, timeout=180)
+                    assert r.returncode == 0, f"{line}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+                    if line == "streamlsm cluster status":
+                        assert "Active:" in r.stdout and "2.0 CPU" in r.stdout, r.stdout
+    finally:  # a failed step must not leave a Ray node behind for the next test or run
+        if up:
+            subprocess.run([str(exe), "cluster", "down"], cwd=tmp_path, env=env, capture_output=True, timeout=120)

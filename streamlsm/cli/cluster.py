@@ -34,6 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=run_up)
     s = csub.add_parser("status", help="`ray status`: nodes, CPUs used by shards")
     s.add_argument("--address", default="", metavar="HEAD:PORT", help="default: the local head")
+    s.add_argument("--wait", type=float, default=20.0, metavar="S",
+                   help="while a node just started reports no status yet, ask again for this long")
     s.set_defaults(func=run_status)
     d = csub.add_parser("down", help="`ray stop`: stop this host's Ray node (every Ray process of this user)")
     d.set_defaults(func=run_down)
@@ -112,7 +114,22 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    return _ray(["status"] + (["--address", args.address] if args.address else []))
+    """`ray status`; right after `cluster up` Ray may not report yet ("No cluster status"): asked
+    again every half second for up to ``--wait`` seconds before its answer is printed."""
+    import time
+
+    from ..cluster import RAY_ENV
+
+    cmd = ray_command() + ["status"] + (["--address", args.address] if args.address else [])
+    deadline = time.monotonic() + args.wait
+    while True:
+        r = subprocess.run(cmd, env={**RAY_ENV, **os.environ}, capture_output=True, text=True, check=False)
+        if "No cluster status" not in r.stdout or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    sys.stdout.write(r.stdout)
+    sys.stderr.write(r.stderr)
+    return r.returncode
 
 
 def run_down(args: argparse.Namespace) -> int:
