@@ -1,9 +1,10 @@
 """The gateway: ZeroMQ ingress (the project's wire format) -> shard actors on Ray -> one label PUB.
 
-It holds no reservoir state. Each packet's header is checked (``wire.peek``, the daemon's limits; the shard decodes the events) and routed by its stream
-id: a stream belongs to one shard for a whole sample; at each ``sample_begin`` it goes to the live
-shard that rendezvous hashing names (over the live shards, so a stream moves only between samples,
-and only when its earlier packets have been answered). Packets wait per shard and leave as one Ray
+It holds no reservoir state. Each packet's header is checked (``wire.peek``, the daemon's limits;
+the shard decodes the events) and routed by its stream id: a stream belongs to one shard for a
+whole sample; at each ``sample_begin`` it goes to the live shard that rendezvous hashing names (over
+the live shards, so a stream moves only between samples, and only when its earlier packets have been
+answered). Packets wait per shard and leave as one Ray
 call every ``batch_ms`` (or ``max_batch`` packets), at most ``max_inflight`` calls per shard, so
 Ray's per-call cost is paid once per batch. Labels come back as wire frames; the gateway numbers
 them per stream (``seq``, a lost sample leaves a gap) and publishes them on one PUB endpoint.
