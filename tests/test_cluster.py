@@ -322,7 +322,8 @@ def first_label_after(run: Run, sid: str, t: float) -> float | None:
     return min(times) - t if times else None
 
 
-def test_killed_shard_process_streams_resume_and_losses_are_counted(cluster, tmp_path):
+def test_killed_shard_process_streams_resume_and_losses_are_counted(cluster, tmp_path, caplog):
+    caplog.set_level("INFO", logger="streamlsm.cluster")
     run = Run(small_config(tmp_path), ClusterConfig(shards=2, shard_cpus=0.5, batch_ms=2))
     try:
         streams = [f"k{i}" for i in range(8)]
@@ -342,6 +343,8 @@ def test_killed_shard_process_streams_resume_and_losses_are_counted(cluster, tmp
     finally:
         run.close()
     assert victim.restarts == 1 and victim.failures == 1 and victim.pid
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "streamlsm.cluster"]
+    assert ("WARNING", f"shard {victim.name} failed") in [(lv, m[:len(f"shard {victim.name} failed")]) for lv, m in said]
     lost = check_accounting(run, snd.sent, st)
     assert st["lost_samples"] >= 1 and set(k for k, v in lost.items() if v) <= set(owned)
     for sid in owned:  # the killed shard's streams are labelled again (on the other shard)

@@ -192,6 +192,10 @@ def run_serve(args: argparse.Namespace) -> int:
             await task
             return gw.status()
 
+        import logging
+
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray logs through its own handlers
         status = asyncio.run(main())
     finally:
         ray.shutdown()

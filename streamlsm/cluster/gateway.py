@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from .registry import CLUSTER_COMMANDS, Registry
 from .shard import Shard
 
 __all__ = ["ClusterConfig", "Gateway", "rendezvous"]
+
+log = logging.getLogger("streamlsm.cluster")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +285,8 @@ class Gateway:
     def _failed(self, slot: _Slot, keys: dict) -> None:
         """``slot`` failed with the call of ``keys``: everything it held or was to get is lost."""
         if slot.live:
+            log.warning("shard %s failed (its process or node died, or it missed its deadline): its samples in "
+                        "flight are lost and counted; its streams move at their next sample", slot.name)
             slot.live = False
             slot.failures += 1
             slot.down_since = slot.failed_at = time.monotonic()
@@ -301,6 +306,7 @@ class Gateway:
 
     def _restarted(self, slot: _Slot, call_id: int, keys: dict) -> None:
         """The shard answered from a new process: the samples it had begun before are lost."""
+        log.info("shard %s answers from a new process (Ray restarted it)", slot.name)
         self.counters["restarts_seen"] += 1
         for (sid, n), began_here in keys.items():
             if not began_here:
