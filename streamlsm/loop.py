@@ -23,13 +23,12 @@ Item = tuple[EventPacket, int]  # a packet and when it was received (time.time_n
 
 @dataclass(slots=True)
 class LoopStats:
-    """What the loop did: calls, packets in, labels out, and the time spent inside the pipeline."""
+    """What the loop did: calls, packets in, labels out, and the wall time spent inside the pipeline."""
 
     calls: int = 0
     packets: int = 0
     labels: int = 0
     busy_s: float = 0.0   # wall seconds inside the pipeline
-    cpu_s: float = 0.0    # CPU seconds of the calling thread inside the pipeline
 
     def as_dict(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self.__slots__}
@@ -71,11 +70,10 @@ class ProcessLoop:
 
     def run(self, part: Sequence[Item]) -> list[LabelEvent]:
         """One pipeline call over ``part`` (no splitting); labels stamped ``published_ns``."""
-        t0, c0 = time.perf_counter(), time.thread_time()
+        t0 = time.perf_counter()
         labels = self.pipeline([p for p, _ in part], [r for _, r in part])
         st = self.stats
         st.busy_s += time.perf_counter() - t0
-        st.cpu_s += time.thread_time() - c0
         st.calls += 1
         st.packets += len(part)
         st.labels += len(labels)

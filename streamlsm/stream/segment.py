@@ -101,7 +101,7 @@ class Segmenter:
             return []
         if pkt.sample_end:
             cur.in_sample = False
-        return [Piece(pkt, (pkt.stream_id, 0), int(pkt.sample_id))]
+        return [Piece(pkt, (pkt.stream_id, 0), noise_key("sample", pkt.stream_id, pkt.sample_id))]
 
     def restart(self, cur: Cursor) -> None:
         """End what the stream has in flight (counted incomplete): a gap, a refused packet, a
@@ -144,7 +144,7 @@ class Segmenter:
             i0, i1 = np.searchsorted(t, (sa, sb))
             piece = EventPacket(sid, pkt.seq, ws if begin else sa, sb, pkt.events[i0:i1], pkt.modality, k,
                                 pkt.label, begin, end, pkt.sent_ns)
-            out.append(Piece(piece, (sid, j), window_key(sid, k)))
+            out.append(Piece(piece, (sid, j), noise_key("window", sid, k)))
         return out
 
 
